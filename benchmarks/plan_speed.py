@@ -1,0 +1,210 @@
+"""The headline benchmark: time per CEM plan (300 samples x 30 iterations x horizon 5 by default).
+
+Rows: planner backend x dtype x number of environments, plus the public stable-worldmodel solver
+when it is importable, all in one process on the same weights. Slow rows run fewer iterations (said
+in the `iters_run` column); time per iteration is what is compared, and ms per plan is time per
+iteration x the requested iterations plus the once-per-plan encoding.
+
+    python benchmarks/plan_speed.py                 # published-size model, random weights, CPU
+    python benchmarks/plan_speed.py --ckpt DIR      # a published-format checkpoint
+    python benchmarks/plan_speed.py --quick         # a smaller, faster run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table, synchronize, write_result  # noqa: E402
+
+import lewm_fast as lf  # noqa: E402
+from lewm_fast.planning import planner as planner_module  # noqa: E402
+from lewm_fast.planning.flops import public_iteration_flops  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", help="published-format checkpoint (folder with weights.pt + config.json)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--envs", type=int, nargs="+", default=[1, 16], help="numbers of environments E")
+    p.add_argument("--samples", type=int, default=300)
+    p.add_argument("--topk", type=int, default=30)
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--history", type=int, default=1)
+    p.add_argument("--backends", nargs="+", default=None, help="planner backends (default: all available)")
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    p.add_argument("--budget", type=float, default=8.0, help="seconds of timed work per row, at most")
+    p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
+    p.add_argument("--quick", action="store_true", help="E=1 only, a shorter budget")
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    return p.parse_args(argv)
+
+
+def build_model(args, device):
+    if args.ckpt:
+        return lf.interop.load_official(args.ckpt, map_location=device)
+    torch.manual_seed(0)
+    model = lf.LeWM(lf.LeWMConfig())
+    with torch.no_grad():  # AdaLN starts at zero; random weights should exercise every block
+        for name, p in model.named_parameters():
+            if "adaLN_modulation" in name:
+                p.normal_(0, 0.02)
+    return model.to(device).eval()
+
+
+def observations(cfg, e, history, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    size = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    return torch.rand(e, history, *size, generator=g).to(device), torch.rand(e, *size, generator=g).to(device)
+
+
+def time_plan(make_plan, iters_full, budget, device, min_iters=1):
+    """Seconds per iteration and per encode, from plans of a few iterations within `budget` seconds."""
+    # A 1-iteration plan (after warm-up) measures encode + 1 iteration; growing it isolates iterations.
+    plan_1 = make_plan(1)
+    plan_1()  # warm-up (allocations, graph capture, autotuning)
+    synchronize(device)
+    t0 = time.perf_counter()
+    plan_1()
+    synchronize(device)
+    one = time.perf_counter() - t0
+    k = max(min_iters, min(iters_full, int(budget / max(one, 1e-6))))
+    if k <= 1:
+        return one, 1, one
+    plan_k = make_plan(k)
+    plan_k()
+    synchronize(device)
+    t0 = time.perf_counter()
+    plan_k()
+    synchronize(device)
+    total = time.perf_counter() - t0
+    per_iter = max((total - one) / (k - 1), 1e-9)
+    encode = max(one - per_iter, 0.0)
+    return per_iter, k, encode
+
+
+def public_solver_row(model, args, e, device):
+    """The public CEMSolver on the same weights (transformers 5.x names equal ours)."""
+    import types
+
+    import gymnasium as gym
+    import transformers
+    from stable_worldmodel.solver.cem import CEMSolver
+    from stable_worldmodel.wm.lewm.lewm import LeWM as PublicLeWM
+    from stable_worldmodel.wm.lewm.module import MLP, Embedder, Predictor
+
+    cfg = model.cfg
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(hidden_size=cfg.enc_dim, num_hidden_layers=cfg.enc_depth,
+                               num_attention_heads=cfg.enc_heads, intermediate_size=cfg.enc_mlp_dim,
+                               image_size=cfg.image_size, patch_size=cfg.patch_size, layer_norm_eps=cfg.enc_ln_eps),
+        add_pooling_layer=False,
+    )  # fmt: skip
+    pred = Predictor(num_frames=cfg.num_frames, depth=cfg.pred_depth, heads=cfg.pred_heads, mlp_dim=cfg.pred_mlp_dim,
+                     input_dim=cfg.embed_dim, hidden_dim=cfg.pred_hidden_dim, output_dim=cfg.pred_output_dim,
+                     dim_head=cfg.pred_dim_head)  # fmt: skip
+    bn = torch.nn.BatchNorm1d
+    public = PublicLeWM(vit, pred, Embedder(input_dim=cfg.action_block_dim, emb_dim=cfg.embed_dim),
+                        MLP(cfg.enc_dim, cfg.proj_hidden_dim, cfg.embed_dim, norm_fn=bn),
+                        MLP(cfg.pred_output_dim, cfg.pred_proj_hidden_dim, cfg.embed_dim, norm_fn=bn))  # fmt: skip
+    public.load_state_dict(model.state_dict())
+    public = public.to(device).eval()
+    pixels, goal = observations(cfg, e, args.history, device)
+
+    def make_plan(k):
+        solver = CEMSolver(public, num_samples=args.samples, n_steps=k, topk=args.topk, device=device, seed=0)
+        solver.configure(action_space=gym.spaces.Box(-1, 1, shape=(e, cfg.action_dim)), n_envs=e,
+                         config=types.SimpleNamespace(horizon=args.horizon, action_block=cfg.frameskip))  # fmt: skip
+        info = {
+            "pixels": pixels.cpu(),
+            "goal": goal[:, None].cpu(),
+            "action": torch.zeros(e, args.history, cfg.action_block_dim),
+        }
+        import contextlib
+        import io
+
+        def run():
+            with contextlib.redirect_stdout(io.StringIO()):
+                solver.solve({k2: v.clone() for k2, v in info.items()})
+
+        return run
+
+    return make_plan
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.quick:
+        args.envs, args.budget = [1], min(args.budget, 3.0)
+    torch.set_num_threads(torch.get_num_threads())
+    model = build_model(args, device)
+    cfg = model.cfg
+    backends = args.backends or [b for b in ("reference", "torch", "triton") if b in planner_module._ENGINES]
+    if device.type != "cuda" and "triton" in backends and args.backends is None:
+        backends.remove("triton")  # Triton on the CPU is the interpreter: a correctness tool, not a speed row
+    flops_iter = {e: public_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
+    rows = []
+    for e in args.envs:
+        pixels, goal = observations(cfg, e, args.history, device)
+        for backend in backends:
+            for dname in args.dtypes:
+                if backend == "reference" and dname != "fp32":
+                    continue  # the public semantics run in the model's dtype
+
+                def make_plan(k, backend=backend, dname=dname, pixels=pixels, goal=goal):
+                    planner = lf.CEMPlanner(
+                        model, num_samples=args.samples, topk=args.topk, iters=k, horizon=args.horizon,
+                        seed=0, backend=backend, dtype=DTYPES[dname],
+                    )  # fmt: skip
+                    return lambda: planner.plan(pixels, goal)
+
+                per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device)
+                rows.append(dict(solver=f"lewm_fast:{backend}", dtype=dname, envs=e, iters_run=k,
+                                 ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))  # fmt: skip
+                print(
+                    f"  {backend:>9} {dname} E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)", flush=True
+                )
+        if not args.no_public:
+            try:
+                make_plan = public_solver_row(model, args, e, device)
+            except ImportError:
+                make_plan = None
+            if make_plan is not None:
+                per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device)
+                rows.append(dict(solver="public stable-worldmodel", dtype="fp32", envs=e, iters_run=k,
+                                 ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))  # fmt: skip
+                print(f"     public fp32 E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)", flush=True)
+
+    for r in rows:
+        e = r["envs"]
+        r["ms_per_plan"] = r["ms_per_iter"] * args.iters + r["encode_ms"]
+        r["plans_per_s"] = e * 1e3 / r["ms_per_plan"]
+        r["tflops"] = flops_iter[e] / (r["ms_per_iter"] * 1e-3) / 1e12
+        ref = next((x for x in rows if x["solver"] == "lewm_fast:reference" and x["envs"] == e), None)
+        pub = next((x for x in rows if x["solver"].startswith("public") and x["envs"] == e), None)
+        r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
+        r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
+
+    print(f"\nplan: {args.samples} samples x {args.iters} iterations x horizon {args.horizon}, history "
+          f"{args.history}, published-size model{' from ' + args.ckpt if args.ckpt else ' (random weights)'}, "
+          f"{device.type}; TFLOP/s counts the public rollout's matmul work ({flops_iter[args.envs[0]] / 1e9:.1f} "
+          f"GFLOP per iteration per env)\n")  # fmt: skip
+    print_table(rows, [("solver", "solver"), ("dtype", "dtype"), ("envs", "E"), ("iters_run", "iters run"),
+                       ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"), ("ms_per_iter", "ms/iter"),
+                       ("tflops", "TFLOP/s"), ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
+    path = write_result("plan_speed", {"args": vars(args), "rows": rows}, device, args.out)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

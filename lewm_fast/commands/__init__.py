@@ -1,0 +1,1 @@
+"""Subcommands of the `lewm-fast` command line (see `lewm_fast.cli`)."""

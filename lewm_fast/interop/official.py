@@ -1,0 +1,99 @@
+"""The published checkpoint format (DESIGN.md section 2): a folder with `weights.pt` (the state_dict
+of the whole public module) and `config.json` (the resolved Hydra model config).
+
+`load_official` reads sizes from the config fields (no Hydra, no transformers; `_target_` strings are
+ignored) and maps transformers 4.x or 5.x ViT parameter names. `save_official` writes the same
+format atomically (temporary file + rename), with 5.x names, which the public code reads today.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lewm_fast.config import LeWMConfig
+from lewm_fast.interop.swm import load_public_state_dict
+from lewm_fast.model import LeWM
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from what torch.load returned: a dict of tensors, or one under 'state_dict'/'model'."""
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise ValueError(f"{path}: expected a state_dict (a dict of tensors), got {type(obj).__name__}")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights file, config.json) for a checkpoint folder or a .pt file beside a config.json."""
+    path = Path(path)
+    if path.is_dir():
+        weights = path / "weights.pt"
+        if not weights.exists():
+            candidates = sorted(path.glob("*.pt"))
+            if len(candidates) != 1:
+                raise FileNotFoundError(f"path: expected {path}/weights.pt (or a single .pt file), found {candidates}")
+            weights = candidates[0]
+        config = path / "config.json"
+    elif path.is_file():
+        weights, config = path, path.parent / "config.json"
+    else:
+        raise FileNotFoundError(f"path: no checkpoint folder or file at {path}")
+    if not config.exists():
+        raise FileNotFoundError(f"path: expected a config.json beside {weights}, found none")
+    return weights, config
+
+
+def load_official(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", action_dim: int | None = None
+) -> LeWM:
+    """A published-format checkpoint (folder, or .pt beside a config.json) -> `lf.LeWM` in eval mode."""
+    weights, config_path = resolve_checkpoint(path)
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e})") from e
+    cfg = LeWMConfig.from_published(config, action_dim=action_dim)
+    obj = torch.load(weights, map_location=map_location, weights_only=True)
+    model = LeWM(cfg).to(map_location)
+    load_public_state_dict(model, _unwrap_state_dict(obj, weights))
+    return model.eval()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_official(model: LeWM, path: str | os.PathLike, extra_config: dict | None = None) -> Path:
+    """Write `model` as a published-format folder (weights.pt + config.json), each file atomically."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = model.cfg.to_published()
+    if extra_config:
+        config.update(extra_config)
+    _atomic_write(path / "weights.pt", lambda f: torch.save(state, f))
+    _atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    return path

@@ -1,0 +1,35 @@
+"""Build hook: packages (with `kernels/` installed as `lewm_fast.kernels`) and the optional C++
+extension `lewm_fast._C` from `csrc/` (pybind11 + OpenMP, no torch headers, so it builds in seconds
+and without torch in the build environment).
+
+The extension is optional: if it cannot be compiled (no compiler), installation goes on and
+lewm_fast builds it on first use with ninja, or warns once and uses the reference paths.
+Set LEWM_FAST_NO_EXT=1 to skip it at install.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+ext_modules = []
+sources = sorted(glob.glob("csrc/*.cpp"))
+if sources and os.environ.get("LEWM_FAST_NO_EXT") != "1":
+    from pybind11.setup_helpers import Pybind11Extension
+
+    ext_modules.append(
+        Pybind11Extension(
+            "lewm_fast._C",
+            sources,
+            extra_compile_args=["-O3", "-fopenmp", "-ffast-math", "-fno-finite-math-only"],
+            extra_link_args=["-fopenmp"],
+            cxx_std=17,
+            optional=True,
+        )
+    )
+
+setup(
+    packages=find_packages(include=["lewm_fast", "lewm_fast.*"]) + ["lewm_fast.kernels"],
+    package_dir={"lewm_fast.kernels": "kernels"},
+    ext_modules=ext_modules,
+)
