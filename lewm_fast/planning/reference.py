@@ -52,24 +52,28 @@ def cem_reference(
     iters: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CEM for one environment, exactly the public loop.
+    """CEM for a batch of b environments drawn jointly, exactly the public loop (b = its batch_size;
+    the public default, and `CEMPlanner(backend="reference")`, solve one environment at a time: b = 1).
 
     Args:
-        cost_fn: cand (1, S, horizon, A) -> costs (1, S).
-        mean, std: (1, horizon, A) initial distribution.
-        generator: source of the per-iteration noise randn(1, S, horizon, A).
+        cost_fn: cand (b, S, horizon, A) -> costs (b, S).
+        mean, std: (b, horizon, A) initial distribution.
+        generator: source of the per-iteration noise randn(b, S, horizon, A).
     Returns:
-        (mean, std, elite_cost): the final distribution (1, horizon, A) and the mean elite cost (1,)
+        (mean, std, elite_cost): the final distribution (b, horizon, A) and the mean elite cost (b,)
         of the last iteration.
     """
     elite_cost = None
+    rows = torch.arange(mean.shape[0], device=mean.device).unsqueeze(1)
     for _ in range(iters):
-        noise = torch.randn(1, num_samples, *mean.shape[1:], generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = torch.randn(
+            mean.shape[0], num_samples, *mean.shape[1:], generator=generator, device=mean.device, dtype=mean.dtype
+        )
         cand = noise * std.unsqueeze(1) + mean.unsqueeze(1)
         cand[:, 0] = mean
         costs = cost_fn(cand)
         top_costs, top_idx = torch.topk(costs, k=topk, dim=1, largest=False)
-        elites = cand[0, top_idx[0]].unsqueeze(0)
+        elites = cand[rows, top_idx]
         mean, std = elites.mean(dim=1), elites.std(dim=1)
         elite_cost = top_costs.mean(dim=1)
     return mean, std, elite_cost
