@@ -115,3 +115,107 @@ def test_plan_matches_public_cem_solver(pair):
     expected = solver.solve({"pixels": pixels.clone(), "goal": goal[:, None].clone(), "action": torch.zeros(2, 1, 10)})
     planner = lf.CEMPlanner(ours, num_samples=32, topk=5, iters=3, seed=7, backend="reference")
     assert rel_err(planner.plan(pixels, goal), expected["actions"]) <= 1e-3
+
+
+def solve_public_and_ours(public, ours_or_public, batch_size, init_action=None, backend="reference"):
+    import gymnasium as gym
+    from stable_worldmodel.solver.cem import CEMSolver as PublicCEMSolver
+
+    pixels, goal = torch.rand(3, 1, 3, 224, 224), torch.rand(3, 3, 224, 224)
+    config = types.SimpleNamespace(horizon=5, action_block=5)
+    space = gym.spaces.Box(-1, 1, shape=(3, 2))
+    outs = []
+    for cls, model in ((PublicCEMSolver, public), (lf.interop.CEMSolver, ours_or_public)):
+        kw = {"backend": backend} if cls is lf.interop.CEMSolver else {}
+        solver = cls(model, batch_size=batch_size, num_samples=24, n_steps=3, topk=5, seed=13, **kw)
+        solver.configure(action_space=space, n_envs=3, config=config)
+        info = {"pixels": pixels.clone(), "goal": goal[:, None].clone(), "action": torch.zeros(3, 1, 10)}
+        init = None if init_action is None else init_action.clone()
+        outs.append(solver.solve(info, init_action=init))
+    return outs
+
+
+def test_drop_in_solver_returns_the_public_plan(pair):
+    # batch_size 1 only: the public LeWM.get_cost cannot broadcast its goal over a batch of several
+    # environments (expand_as fails), so the public solver only works one environment at a time.
+    public, _ = pair
+    expected, got = solve_public_and_ours(public, public, 1, init_action=torch.randn(3, 2, 10))
+    assert rel_err(got["actions"], expected["actions"]) <= 1e-3
+    assert got["costs"] == pytest.approx(expected["costs"], rel=1e-4)
+    assert rel_err(got["var"][0], expected["var"][0]) <= 1e-3
+
+
+def test_accelerate_swaps_sigreg_in_a_training_module():
+    from stable_worldmodel.wm.loss import SIGReg as PublicSIGReg
+
+    module = torch.nn.Module()
+    module.reg = PublicSIGReg(knots=9, num_proj=64)
+    x = torch.randn(4, 16, 24)
+    torch.manual_seed(2)
+    expected = module.reg(x)
+    lf.interop.accelerate(module)
+    assert isinstance(module.reg, lf.SIGReg)
+    torch.manual_seed(2)
+    assert rel_err(module.reg(x), expected) <= 1e-5
+
+
+def test_accelerate_patches_classes_and_undo():
+    import stable_worldmodel.solver.cem as cem_module
+    import stable_worldmodel.wm.loss as loss_module
+
+    original = loss_module.SIGReg, cem_module.CEMSolver
+    handle = lf.interop.accelerate()
+    try:
+        assert loss_module.SIGReg is lf.SIGReg and cem_module.CEMSolver is lf.interop.CEMSolver
+    finally:
+        handle.undo()
+    assert (loss_module.SIGReg, cem_module.CEMSolver) == original
+
+
+def test_accelerate_a_policy_keeps_plans(pair):
+    import gymnasium as gym
+    from stable_worldmodel.policy import PlanConfig, WorldModelPolicy
+    from stable_worldmodel.solver.cem import CEMSolver as PublicCEMSolver
+
+    public, _ = pair
+    solver = PublicCEMSolver(public, num_samples=24, n_steps=2, topk=5, seed=3)
+    solver.configure(action_space=gym.spaces.Box(-1, 1, shape=(1, 2)), n_envs=1,
+                     config=PlanConfig(horizon=5, receding_horizon=5, action_block=5))  # fmt: skip
+    policy = WorldModelPolicy(solver=solver, config=PlanConfig(horizon=5, receding_horizon=5, action_block=5))
+    info = {
+        "pixels": torch.rand(1, 1, 3, 224, 224),
+        "goal": torch.rand(1, 1, 3, 224, 224),
+        "action": torch.zeros(1, 1, 10),
+    }
+    fast = lf.interop.accelerate(
+        PublicCEMSolver(public, num_samples=24, n_steps=2, topk=5, seed=3), backend="reference"
+    )
+    fast.configure(action_space=gym.spaces.Box(-1, 1, shape=(1, 2)), n_envs=1,
+                   config=PlanConfig(horizon=5, receding_horizon=5, action_block=5))  # fmt: skip
+    expected = solver.solve({k: v.clone() for k, v in info.items()})["actions"]
+    assert rel_err(fast.solve(info)["actions"], expected) <= 1e-3
+    accelerated = lf.interop.accelerate(policy, backend="reference")
+    assert isinstance(accelerated.solver, lf.interop.CEMSolver) and accelerated.solver.n_envs == 1
+
+
+@pytest.mark.parametrize("naming", ["5.x", "4.x"])
+def test_load_official_from_public_modules(pair, tmp_path, naming):
+    """A published-format folder built from the public module's own state_dict and config."""
+    import json
+
+    public, _ = pair
+    state = public.state_dict()
+    if naming == "4.x":
+        state = lf.interop.to_transformers_4x_names(state)
+    torch.save(state, tmp_path / "weights.pt")
+    config = lf.LeWMConfig().to_published()
+    config.pop("lewm_fast")
+    config["_target_"] = "some.release.module.JEPA"  # _target_ strings must not matter
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = lf.interop.load_official(tmp_path)
+    pixels = torch.rand(1, 2, 3, 224, 224)
+    emb, act = torch.randn(2, 3, 192), torch.randn(2, 3, 10)
+    with torch.no_grad():
+        assert rel_err(loaded.encode(pixels), public.encode({"pixels": pixels.clone()})["emb"]) <= 1e-4
+        act_emb = public.action_encoder(act)
+        assert rel_err(loaded.predict(emb, act_emb), public.predict(emb, act_emb)) <= 1e-4
