@@ -6,12 +6,34 @@ planner = lf.CEMPlanner(model)
 actions = planner.plan(pixels, goal)
 """
 
-from lewm_fast import interop
-from lewm_fast.config import LeWMConfig
-from lewm_fast.loss import lewm_loss
-from lewm_fast.model import LeWM
-from lewm_fast.planning import CEMPlanner, PlanResult
-from lewm_fast.sigreg import SIGReg, draw_directions, sigreg, sigreg_reference
+import importlib.util as _importlib_util
+import sys as _sys
+from pathlib import Path as _Path
+
+
+def _source_checkout_kernels() -> None:
+    """In a source checkout that was not pip-installed (e.g. PYTHONPATH=.), `kernels/` is not yet
+    the package `lewm_fast.kernels`: register it under that name so imports work the same."""
+    if "lewm_fast.kernels" in _sys.modules or _importlib_util.find_spec("lewm_fast.kernels") is not None:
+        return
+    init = _Path(__file__).resolve().parent.parent / "kernels" / "__init__.py"
+    if init.exists():
+        spec = _importlib_util.spec_from_file_location(
+            "lewm_fast.kernels", init, submodule_search_locations=[str(init.parent)]
+        )
+        module = _importlib_util.module_from_spec(spec)
+        _sys.modules["lewm_fast.kernels"] = module
+        spec.loader.exec_module(module)
+
+
+_source_checkout_kernels()
+
+from lewm_fast import interop  # noqa: E402
+from lewm_fast.config import LeWMConfig  # noqa: E402
+from lewm_fast.loss import lewm_loss  # noqa: E402
+from lewm_fast.model import LeWM  # noqa: E402
+from lewm_fast.planning import CEMPlanner, PlanResult  # noqa: E402
+from lewm_fast.sigreg import SIGReg, draw_directions, sigreg, sigreg_reference  # noqa: E402
 
 __version__ = "0.1.0"
 
