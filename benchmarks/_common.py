@@ -102,14 +102,17 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_result(name: str, payload: dict, device: torch.device, out_dir: Path | None = None) -> Path:
-    """Write payload (+ environment tags) to <out_dir>/<name>-<date>-<device>.json atomically."""
+def write_result(
+    name: str, payload: dict, device: torch.device, out_dir: Path | None = None, prefix: bool = True
+) -> Path:
+    """Write payload (+ environment tags) to <out_dir>/<name>-<date>-<device>.json atomically
+    (<date>-<device>.json with prefix=False)."""
     out_dir = Path(out_dir or RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment(device)
-    name = re.sub(r"\s*\(\d+ threads\)$", "", env["device"]).replace("(R)", "").replace("(TM)", "")
-    tag = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40].strip("-")
-    path = out_dir / f"{name}-{env['date'][:10]}-{tag}.json"
+    device_label = re.sub(r"\s*\(\d+ threads\)$", "", env["device"]).replace("(R)", "").replace("(TM)", "")
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", device_label).strip("-").lower()[:40].strip("-")
+    path = out_dir / ((f"{name}-" if prefix else "") + f"{env['date'][:10]}-{tag}.json")
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump({"benchmark": name, "environment": env, **payload}, f, indent=2)
