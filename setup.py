@@ -21,7 +21,9 @@ if sources and os.environ.get("LEWM_FAST_NO_EXT") != "1":
         Pybind11Extension(
             "lewm_fast._C",
             sources,
-            extra_compile_args=["-O3", "-fopenmp", "-ffast-math", "-fno-finite-math-only"],
+            # As lewm_fast/_ext.py (the build on first use). No -ffast-math: csrc/sigreg_cpu.cpp's range
+            # reduction must not be reassociated.
+            extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"],
             extra_link_args=["-fopenmp"],
             cxx_std=17,
             optional=True,
