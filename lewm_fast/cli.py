@@ -10,6 +10,8 @@ import sys
 # name -> (module, one-line help). Subcommands are added here as they land.
 COMMANDS = {
     "info": ("lewm_fast.commands.info", "versions, devices and the backends available here"),
+    "collect": ("lewm_fast.commands.collect", "roll out a data policy, write episodes to HDF5"),
+    "train": ("lewm_fast.commands.train", "train LeWM on an HDF5 episode file (single process or torchrun)"),
 }
 
 

@@ -1,0 +1,196 @@
+"""Training windows from an episode file (DESIGN.md section 5), as the public LeWM trainer samples them.
+
+A window starts at any row s of an episode with s + T*frameskip <= L (T = num_frames + 1 = 4,
+frameskip = 5, so 20 rows): frames at rows s, s+5, s+10, s+15 and the 20 actions of rows s..s+19
+regrouped into T blocks of frameskip x action_dim (block k = the actions from frame k to frame k+1).
+
+Per item (batched through `__getitems__`, so a DataLoader fetches a whole batch with one fancy index):
+    pixels  float32 (B, T, C, S, S): resized to the model's image size, ImageNet-normalised
+    action  float32 (B, T, frameskip*action_dim): z-scored per action column (NaN -> 0 afterwards)
+Episodes are split into train/val by a seeded permutation; the action statistics come from the train
+episodes and travel with the checkpoint (`normalization.json`) so that planning can un-normalise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lewm_fast.data.hdf5 import DataFormatError, check_pixels, open_h5, read_index
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Normalizer:
+    """Per-column z-scoring of actions: a_norm = (a - mean) / std; mean, std are (action_dim,)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, actions: np.ndarray) -> Normalizer:
+        """From actions (N, action_dim); rows with NaN (episode ends) are ignored."""
+        ok = np.isfinite(actions).all(axis=1)
+        if not ok.any():
+            raise DataFormatError("data: column 'action' has no finite row to compute statistics from")
+        a = actions[ok].astype(np.float64)
+        return cls(a.mean(0).astype(np.float32), np.maximum(a.std(0), 1e-6).astype(np.float32))
+
+    def normalize(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(..., frameskip*action_dim) env actions -> z-scored (the stats tile over the block)."""
+        reps = blocks.shape[-1] // self.mean.size
+        mean = torch.as_tensor(np.tile(self.mean, reps), device=blocks.device, dtype=blocks.dtype)
+        std = torch.as_tensor(np.tile(self.std, reps), device=blocks.device, dtype=blocks.dtype)
+        return (blocks - mean) / std
+
+    def denormalize(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(..., frameskip*action_dim) z-scored -> env actions."""
+        reps = blocks.shape[-1] // self.mean.size
+        mean = torch.as_tensor(np.tile(self.mean, reps), device=blocks.device, dtype=blocks.dtype)
+        std = torch.as_tensor(np.tile(self.std, reps), device=blocks.device, dtype=blocks.dtype)
+        return blocks * std + mean
+
+    def to_dict(self) -> dict:
+        return {"action_mean": self.mean.tolist(), "action_std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalizer:
+        return cls(np.asarray(d["action_mean"], dtype=np.float32), np.asarray(d["action_std"], dtype=np.float32))
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Normalizer:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def prepare_pixels(frames: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 (..., H, W, C) frames -> float32 (..., C, image_size, image_size), ImageNet-normalised."""
+    lead = frames.shape[:-3]
+    x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    c = x.shape[1]
+    mean = torch.tensor(IMAGENET_MEAN[:c] if c == 3 else (0.5,)).view(1, c, 1, 1)
+    std = torch.tensor(IMAGENET_STD[:c] if c == 3 else (0.5,)).view(1, c, 1, 1)
+    x = (x - mean) / std
+    return x.reshape(*lead, c, image_size, image_size)
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) episode indices: a seeded permutation; val gets round(val_fraction * E), at least one
+    episode when val_fraction > 0 and there are two or more episodes."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction: expected a value in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(num_episodes)
+    n_val = int(round(val_fraction * num_episodes))
+    if val_fraction > 0 and num_episodes >= 2:
+        n_val = max(n_val, 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of T frames with frameskip from chosen episodes of an HDF5 episode file.
+
+    Args:
+        path: the `.h5` file (stable-worldmodel layout; columns `pixels` and `action` are required).
+        image_size: model image size S (frames are resized to S x S).
+        num_frames: T frames per window (num_frames + 1 of the model = 4). frameskip: 5.
+        episodes: which episodes to use (default: all).
+        normalizer: action statistics (default: fitted on these episodes).
+        in_memory: load the used columns into RAM once (fast); otherwise read rows per batch (one file
+            handle per DataLoader worker).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        image_size: int,
+        num_frames: int = 4,
+        frameskip: int = 5,
+        episodes: np.ndarray | None = None,
+        normalizer: Normalizer | None = None,
+        in_memory: bool = True,
+    ):
+        self.path, self.image_size, self.num_frames, self.frameskip = Path(path), image_size, num_frames, frameskip
+        self.span = num_frames * frameskip
+        with open_h5(self.path) as f:
+            lengths, offsets = read_index(f, ("pixels", "action"))
+            self.frame_shape = check_pixels(f)
+            if f["action"].ndim != 2:
+                raise DataFormatError(f"data: {self.path.name}: column 'action' must be (N, action_dim), "
+                                      f"got shape {f['action'].shape}")  # fmt: skip
+            self.action_dim = int(f["action"].shape[1])
+            episodes = np.arange(lengths.size) if episodes is None else np.asarray(episodes, dtype=np.int64)
+            self.episodes = episodes
+            if lengths.size == 0:
+                raise DataFormatError(f"data: {self.path.name} holds no episode")
+            use = episodes[lengths[episodes] >= self.span]
+            self.skipped = int(episodes.size - use.size)
+            if use.size == 0:
+                raise DataFormatError(
+                    f"data: every episode of {self.path.name} (among the {episodes.size} used) is shorter than a "
+                    f"training window of {num_frames} frames x frameskip {frameskip} = {self.span} steps "
+                    f"(longest: {int(lengths[episodes].max()) if episodes.size else 0})"
+                )
+            # Flat start rows of every window (stride 1, like the public dataset).
+            starts = [offsets[e] + np.arange(lengths[e] - self.span + 1) for e in use]
+            self.starts = np.concatenate(starts).astype(np.int64)
+            rows = np.concatenate([offsets[e] + np.arange(lengths[e]) for e in use])
+            self.normalizer = normalizer or Normalizer.fit(f["action"][:][rows])
+            self.in_memory = in_memory
+            self.pixels = f["pixels"][:] if in_memory else None
+            self.actions = f["action"][:].astype(np.float32) if in_memory else None
+        self._h5: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def __getstate__(self) -> dict:  # DataLoader workers open their own handle
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        return state
+
+    def _rows(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """column[rows] for rows (B, n) -> (B, n, ...)."""
+        if self.in_memory:
+            return (self.pixels if column == "pixels" else self.actions)[rows]
+        if self._h5 is None:
+            self._h5 = open_h5(self.path)
+        flat = rows.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        uniq, inverse = np.unique(flat[order], return_inverse=True)
+        data = self._h5[column][uniq]  # h5py needs increasing indices
+        out = np.empty((flat.size, *data.shape[1:]), dtype=data.dtype)
+        out[order] = data[inverse]
+        return out.reshape(*rows.shape, *data.shape[1:])
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        s = self.starts[np.asarray(indices, dtype=np.int64)]
+        frame_rows = s[:, None] + self.frameskip * np.arange(self.num_frames)[None, :]
+        action_rows = s[:, None] + np.arange(self.span)[None, :]
+        pixels = prepare_pixels(torch.from_numpy(self._rows("pixels", frame_rows)), self.image_size)
+        actions = torch.from_numpy(self._rows("action", action_rows).astype(np.float32))
+        actions = actions.reshape(len(s), self.num_frames, self.frameskip * self.action_dim)
+        actions = torch.nan_to_num(self.normalizer.normalize(actions), nan=0.0)
+        return {"pixels": pixels, "action": actions}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def collate_batch(batch):
+    """DataLoader collate for `__getitems__` output (already a batch dict) or a list of items."""
+    if isinstance(batch, dict):
+        return batch
+    return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
