@@ -3,7 +3,9 @@
 `backend="reference"` runs the public semantics (`reference.py`): one environment after another,
 noise randn(1, S, horizon, A) per iteration from one `torch.Generator` seeded once at construction
 (it persists across calls, like the public solver), so a plan equals the public plan under the same
-seed. Fast backends register in `_ENGINES` and plan all environments in one batch.
+seed. Fast backends ("torch", "triton": `engine.py`) register in `_ENGINES` and plan all environments
+in one batch; they draw their noise on the device from the same generator (a different stream from
+the reference's), keep the CEM distribution in fp32 and return fp32 plans and costs.
 """
 
 from __future__ import annotations
@@ -142,12 +144,13 @@ class CEMPlanner:
 
     def _initial_distribution(self, e: int, init_mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.action_block_dim
-        mean = torch.zeros(e, self.horizon, a, device=self.device, dtype=self.dtype)
+        dtype = getattr(self.engine, "cem_dtype", self.dtype)  # fast engines keep the distribution in fp32
+        mean = torch.zeros(e, self.horizon, a, device=self.device, dtype=dtype)
         if init_mean is not None:
             check_tensor("init_mean", init_mean, (e, "t", a), finite=True)
             if init_mean.shape[1] > self.horizon:
                 raise ValueError(f"init_mean: expected at most horizon={self.horizon} blocks, got {init_mean.shape[1]}")
-            mean[:, : init_mean.shape[1]] = init_mean.to(self.device, self.dtype)
+            mean[:, : init_mean.shape[1]] = init_mean.to(self.device, dtype)
         std = torch.full_like(mean, self.var_scale)
         return mean, std
 

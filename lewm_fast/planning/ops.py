@@ -1,0 +1,115 @@
+"""The fused operations of the fast rollout, as plain PyTorch: the specification of each Triton kernel
+in `kernels/` and the ops of the "torch" engine (the CPU fast path).
+
+Every op names its shapes. `R` is a number of rows (tokens), `D` the residual width, `I` = heads x
+dim_head, `F` a hidden width. The residual stream is fp32; matmul inputs and outputs are in the
+compute dtype (fp32 or bf16); statistics (LayerNorm, softmax) are taken in fp32.
+
+Two op sets share one interface (`TorchOps`, `TritonOps`): the rollout in `rollout.py` is written once
+against it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def layer_norm(x: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """LayerNorm without affine (the affine is folded into the next matmul): x (..., D) -> (..., D)."""
+    return F.layer_norm(x.float(), x.shape[-1:], eps=eps).to(out_dtype)
+
+
+def norm_modulate(
+    x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps1: float, eps2: float, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """The input of an AdaLN block's attention or MLP: LN2(LN1(x) * (1 + scale) + shift).
+
+    LN1 is the block's non-affine norm (eps1 = 1e-6); LN2 is the sub-layer's own norm (eps2), whose
+    affine is folded into the following matmul. Args: x (N, n, D) fp32; shift, scale (N, n, D) any
+    float dtype (strided views of the modulation table). Returns (N, n, D) in out_dtype.
+    """
+    y = F.layer_norm(x.float(), x.shape[-1:], eps=eps1)
+    y = torch.addcmul(shift.float(), y, 1 + scale.float())
+    return F.layer_norm(y, x.shape[-1:], eps=eps2).to(out_dtype)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Causal attention over a short window; the queries are its last n positions.
+
+    Args: q (N, n, I), k and v (N, L, I) with n == 1 or n == L (L <= num_frames); the 1/sqrt(dim_head)
+    scale is already in q. Returns (N, n, I) in q's dtype. The softmax is taken in fp32.
+    """
+    n, length = q.shape[1], k.shape[1]
+    if length == 1:  # one key: the softmax is 1
+        return v.to(q.dtype)
+    if n > 1:  # query i sees keys 0..i: L single-query problems (cheaper than a masked L x L one here)
+        return torch.cat([window_attention(q[:, i : i + 1], k[:, : i + 1], v[:, : i + 1], heads) for i in range(n)], 1)
+    # One query against L <= num_frames keys: per-head dot products and a weighted sum, fp32.
+    qh, kh, vh = (u.unflatten(-1, (heads, -1)).float() for u in (q, k, v))  # (N, ., h, dh)
+    p = (kh * qh).sum(-1).softmax(1)  # (N, L, h)
+    return (p.unsqueeze(-1) * vh).sum(1, keepdim=True).flatten(2).to(q.dtype)
+
+
+def linear_gelu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """gelu(x @ w.T + b) with the exact (erf) GELU. x (R, K), w (F, K), b (F,) -> (R, F) in x's dtype."""
+    return F.gelu(F.linear(x, w, b))
+
+
+def linear_gate_residual(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gate: torch.Tensor, res: torch.Tensor
+) -> torch.Tensor:
+    """res + gate * (x @ w.T + b): an AdaLN-zero sub-layer's output joining the residual stream.
+
+    x (N, n, K) compute dtype, w (D, K), b (D,); gate (N, n, D) any float dtype (a strided view);
+    res (N, n, D) fp32. Returns (N, n, D) fp32.
+    """
+    return torch.addcmul(res, gate.float(), F.linear(x, w, b).float())
+
+
+def elite_update(cost: torch.Tensor, cand: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CEM update: the topk lowest-cost candidates' mean and unbiased std, and their mean cost.
+
+    cost (E, S) fp32; cand (E, S, T, A) fp32. Returns mean (E, T, A), std (E, T, A), elite_cost (E,).
+    """
+    top_cost, idx = torch.topk(cost, topk, dim=1, largest=False)
+    flat = cand.flatten(2)
+    elites = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    shape = (cand.shape[0], *cand.shape[2:])
+    return elites.mean(1).view(shape), elites.std(1).view(shape), top_cost.mean(1)
+
+
+class TorchOps:
+    """The PyTorch compositions above (the CPU fast path; also correct on CUDA)."""
+
+    name = "torch"
+    linear = staticmethod(F.linear)
+    layer_norm = staticmethod(layer_norm)
+    norm_modulate = staticmethod(norm_modulate)
+    window_attention = staticmethod(window_attention)
+    linear_gelu = staticmethod(linear_gelu)
+    linear_gate_residual = staticmethod(linear_gate_residual)
+    elite_update = staticmethod(elite_update)
+
+
+class TritonOps(TorchOps):
+    """The fused Triton kernels of `kernels/` (GPU, or the CPU under TRITON_INTERPRET=1). Plain
+    matmuls without an epilogue stay with cuBLAS (`F.linear`)."""
+
+    name = "triton"
+
+    def __init__(self):
+        # Imported here, not at module import: TRITON_INTERPRET must be read after the test setup sets it.
+        from lewm_fast.kernels.elite_update import elite_update as _elite_update
+        from lewm_fast.kernels.linear_epilogue import linear_gate_residual as _linear_gate_residual
+        from lewm_fast.kernels.linear_epilogue import linear_gelu as _linear_gelu
+        from lewm_fast.kernels.norm_modulate import layer_norm as _layer_norm
+        from lewm_fast.kernels.norm_modulate import norm_modulate as _norm_modulate
+        from lewm_fast.kernels.window_attention import window_attention as _window_attention
+
+        self.layer_norm = _layer_norm
+        self.norm_modulate = _norm_modulate
+        self.window_attention = _window_attention
+        self.linear_gelu = _linear_gelu
+        self.linear_gate_residual = _linear_gate_residual
+        self.elite_update = _elite_update

@@ -1,0 +1,217 @@
+"""The fast rollout: the public LeWM cost (`reference.rollout_cost_reference`), restructured, same maths.
+
+What changes against the public rollout, and why each is exact:
+- Weights are packed once (`PackedPredictor`): LayerNorm affines are folded into the matmul that
+  follows them, the attention scale into W_q, pred_proj's BatchNorm (eval mode: an affine map) into
+  its first Linear, the action encoder's Conv1d(k=1) into its first Linear. All linear algebra.
+- AdaLN modulation depends only on a frame's action embedding: every block's (shift, scale, gate) x 2
+  for every frame of every candidate comes from one GEMM per iteration.
+- While the window still grows (its start stays at frame 0), positions do not move, so with causal
+  attention the earlier tokens' hidden states (and their per-layer K/V) are those of the previous
+  step: only the newest token runs through the blocks. Once the window slides, every token has a new
+  position and is recomputed; in the last block only the newest token's query, attention output and
+  MLP are needed (the others contribute only their K/V).
+- Only the newest token goes through the final norm and pred_proj (BatchNorm in eval mode is per token).
+- The cost is reduced on the device in fp32.
+
+All environments x samples run as one batch of N = E x S rows. The residual stream and all statistics
+are fp32; matmuls run in the packed dtype (fp32 or bf16).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float64)
+
+
+def _linear_of(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight, bias) in float64 of an nn.Linear, None for nn.Identity."""
+    if isinstance(module, nn.Identity):
+        return None
+    w = _f64(module.weight)
+    b = _f64(module.bias) if module.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+    return w, b
+
+
+def _fold_norm(norm: nn.LayerNorm, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear(w, b) after LayerNorm(gamma, beta) == Linear(w * gamma, w @ beta + b) after a plain LN."""
+    gamma = _f64(norm.weight) if norm.weight is not None else torch.ones_like(w[0])
+    beta = _f64(norm.bias) if norm.bias is not None else torch.zeros_like(w[0])
+    return w * gamma, w @ beta + b
+
+
+def _bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm1d in eval mode as y = x * a + c."""
+    a = _f64(bn.weight) / torch.sqrt(_f64(bn.running_var) + bn.eps)
+    return a, _f64(bn.bias) - _f64(bn.running_mean) * a
+
+
+@dataclass
+class PackedBlock:
+    """One AdaLN block's weights, folded. w_qkv (3I, D) with the attention norm's affine and the
+    1/sqrt(dim_head) scale inside; w_o (D, I) or None; w_1 (F, D) with the MLP norm's affine; w_2 (D, F)."""
+
+    w_qkv: torch.Tensor
+    b_qkv: torch.Tensor
+    w_o: torch.Tensor | None
+    b_o: torch.Tensor | None
+    w_1: torch.Tensor
+    b_1: torch.Tensor
+    w_2: torch.Tensor
+    b_2: torch.Tensor
+    eps1: float  # the block's non-affine norm1 (before attention)
+    eps_attn: float  # the attention's own LayerNorm
+    eps2: float  # the block's non-affine norm2 (before the MLP)
+    eps_mlp: float  # the MLP's own LayerNorm
+
+
+class PackedPredictor:
+    """The predictor, pred_proj and action encoder of an `lf.LeWM`, packed once for the fast rollout.
+
+    Weights are folded in float64 and stored in `dtype` on `device`; LayerNorm epsilons and the
+    position table (num_frames, D) stay fp32.
+    """
+
+    def __init__(self, model, dtype: torch.dtype, device: torch.device | str):
+        if model.training:
+            raise ValueError("model: expected eval mode (the planner folds BatchNorm running statistics)")
+        cfg = model.cfg
+        self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
+        self.num_frames, self.heads = cfg.num_frames, cfg.pred_heads
+        tr = model.predictor.transformer
+
+        def put(t: torch.Tensor | None, dt: torch.dtype = dtype) -> torch.Tensor | None:
+            return None if t is None else t.to(self.device, dt).contiguous()
+
+        # Action encoder (+ the transformer's cond_proj): c = W2 silu(W1 a + b1) + b2.
+        enc = model.action_encoder
+        conv_w, conv_b = _f64(enc.patch_embed.weight)[:, :, 0], _f64(enc.patch_embed.bias)
+        w1, b1 = _linear_of(enc.embed[0])
+        w2, b2 = _linear_of(enc.embed[2])
+        cond = _linear_of(tr.cond_proj)
+        if cond is not None:
+            w2, b2 = cond[0] @ w2, cond[0] @ b2 + cond[1]
+        self.w_act1, self.b_act1 = put(w1 @ conv_w), put(w1 @ conv_b + b1)
+        self.w_act2, self.b_act2 = put(w2), put(b2)
+
+        # Every block's AdaLN modulation in one (depth * 6 * D, D) matrix.
+        mods = [_linear_of(block.adaLN_modulation[1]) for block in tr.layers]
+        self.w_mod, self.b_mod = put(torch.cat([w for w, _ in mods])), put(torch.cat([b for _, b in mods]))
+
+        # Position table (pre input_proj) and the optional input projection.
+        self.pos = put(model.predictor.pos_embedding[0], torch.float32)
+        inp = _linear_of(tr.input_proj)
+        self.w_in, self.b_in = (put(inp[0]), put(inp[1])) if inp is not None else (None, None)
+
+        self.blocks = []
+        dim_head = cfg.pred_dim_head
+        for block in tr.layers:
+            attn, mlp = block.attn, block.mlp.net
+            w_qkv, b_qkv = _fold_norm(attn.norm, _f64(attn.to_qkv.weight), torch.zeros(attn.to_qkv.weight.shape[0],
+                                      dtype=torch.float64, device=attn.to_qkv.weight.device))  # fmt: skip
+            inner = w_qkv.shape[0] // 3
+            w_qkv[:inner] *= dim_head**-0.5  # SDPA's default scale, folded into q
+            b_qkv[:inner] *= dim_head**-0.5
+            out = _linear_of(attn.to_out[0]) if isinstance(attn.to_out, nn.Sequential) else None
+            w_fc1, b_fc1 = _fold_norm(mlp[0], *_linear_of(mlp[1]))
+            w_fc2, b_fc2 = _linear_of(mlp[4])
+            self.blocks.append(PackedBlock(
+                put(w_qkv), put(b_qkv), put(out[0]) if out else None, put(out[1]) if out else None,
+                put(w_fc1), put(b_fc1), put(w_fc2), put(b_fc2),
+                block.norm1.eps, attn.norm.eps, block.norm2.eps, mlp[0].eps,
+            ))  # fmt: skip
+
+        # Final norm -> output_proj -> pred_proj (Linear, BatchNorm, GELU, Linear): one Linear, GELU, Linear.
+        head = model.pred_proj.net
+        w_h, b_h = _linear_of(head[0])
+        outp = _linear_of(tr.output_proj)
+        if outp is not None:
+            w_h, b_h = w_h @ outp[0], w_h @ outp[1] + b_h
+        w_h, b_h = _fold_norm(tr.norm, w_h, b_h)
+        a, c = _bn_affine(head[1])
+        self.w_head1, self.b_head1 = put(w_h * a[:, None]), put(b_h * a + c)
+        self.w_head2, self.b_head2 = put(_f64(head[3].weight)), put(_f64(head[3].bias))
+        self.eps_final = tr.norm.eps
+
+
+def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch.Tensor:
+    """Every block's AdaLN modulation for every frame of every candidate.
+
+    cand (E, S, T, A) -> (N = E*S, T, depth, 6, D) in the packed dtype: [..., l, 0:6] are block l's
+    shift1, scale1, gate1, shift2, scale2, gate2 (the public chunk order).
+    """
+    e, s, t, a = cand.shape
+    x = cand.reshape(e * s * t, a).to(packed.dtype)
+    c = ops.linear(nn.functional.silu(ops.linear(x, packed.w_act1, packed.b_act1)), packed.w_act2, packed.b_act2)
+    mods = ops.linear(nn.functional.silu(c), packed.w_mod, packed.b_mod)
+    return mods.view(e * s, t, len(packed.blocks), 6, -1)
+
+
+def _block(packed: PackedPredictor, ops, blk: PackedBlock, x: torch.Tensor, mod: torch.Tensor, cache, last_only: bool):
+    """One AdaLN block for the n newest tokens of the window.
+
+    x (N, n, D) fp32 residual of the new tokens; mod (N, n, 6, D) their modulation; cache (k, v) of
+    the earlier window tokens at this layer ((N, P, I) each) or None. With last_only, only the last
+    token's output is computed (every new token still contributes its K/V).
+    Returns x (N, n or 1, D) fp32 and the layer's (k, v) over the whole window.
+    """
+    shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)
+    y = ops.norm_modulate(x, shift1, scale1, blk.eps1, blk.eps_attn, packed.dtype)
+    q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)
+    if cache is not None:
+        k, v = torch.cat([cache[0], k], 1), torch.cat([cache[1], v], 1)
+    if last_only and x.shape[1] > 1:
+        q, x, shift2, scale2, gate1, gate2 = (u[:, -1:] for u in (q, x, shift2, scale2, gate1, gate2))
+    o = ops.window_attention(q, k, v, packed.heads)
+    if blk.w_o is not None:
+        x = ops.linear_gate_residual(o, blk.w_o, blk.b_o, gate1, x)
+    else:
+        x = torch.addcmul(x, gate1.float(), o.float())
+    y = ops.norm_modulate(x, shift2, scale2, blk.eps2, blk.eps_mlp, packed.dtype)
+    x = ops.linear_gate_residual(ops.linear_gelu(y, blk.w_1, blk.b_1), blk.w_2, blk.b_2, gate2, x)
+    return x, (k, v)
+
+
+def rollout_cost(
+    packed: PackedPredictor, ops, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor
+) -> torch.Tensor:
+    """The public cost of every candidate (DESIGN.md section 4), restructured.
+
+    Args:
+        packed: the packed model. ops: `TorchOps` or `TritonOps` (see ops.py).
+        hist_emb: (E, H, D) fp32 history embeddings. goal_emb: (E, D) fp32.
+        cand: (E, S, T, A) candidate action blocks, T >= H.
+    Returns:
+        (E, S) fp32 costs.
+    """
+    e, s, horizon, _ = cand.shape
+    h, d = hist_emb.shape[1], hist_emb.shape[2]
+    n_rows, window = e * s, packed.num_frames
+    mods = action_conditions(packed, ops, cand)  # (N, T, depth, 6, D)
+    # Every frame embedding of the rollout: H history frames, then one prediction per step.
+    frames = torch.empty(n_rows, horizon + 1, d, device=cand.device, dtype=torch.float32)
+    frames[:, :h] = hist_emb.float().unsqueeze(1).expand(e, s, h, d).reshape(n_rows, h, d)
+    caches: list = [None] * len(packed.blocks)
+    depth = len(packed.blocks)
+    for t in range(horizon - h + 1):
+        length, lo = min(window, h + t), max(0, h + t - window)
+        grows = t > 0 and lo == 0  # same positions as the last step: reuse every layer's K/V
+        first = h + t - 1 if grows else lo  # first new frame
+        x = frames[:, first : h + t] + packed.pos[first - lo : length]
+        if packed.w_in is not None:
+            x = torch.nn.functional.linear(x.to(packed.dtype), packed.w_in, packed.b_in).float()
+        for i, blk in enumerate(packed.blocks):
+            x, caches[i] = _block(
+                packed, ops, blk, x, mods[:, first : h + t, i], caches[i] if grows else None, i == depth - 1
+            )
+        z = ops.layer_norm(x[:, -1], packed.eps_final, packed.dtype)  # (N, D)
+        hid = ops.linear_gelu(z, packed.w_head1, packed.b_head1)
+        frames[:, h + t] = ops.linear(hid, packed.w_head2, packed.b_head2).float()
+    last = frames[:, horizon].view(e, s, d)
+    return (last - goal_emb.float().unsqueeze(1)).square().sum(-1)
