@@ -31,14 +31,23 @@ def test_predict(model, public_fixture):
         assert rel_err(model.predict(rec["emb"], rec["act_emb"]), rec["out"]) <= 1e-5
 
 
-def test_sigreg_value_and_gradient_under_seed(public_fixture):
+@pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])
+def test_sigreg_value_and_gradient_under_seed(public_fixture, backend):
+    from lewm_fast.sigreg import _BACKENDS, _unavailable
+
+    device = torch.device("cuda" if backend == "triton" and torch.cuda.is_available() else "cpu")
+    if backend not in _BACKENDS or _unavailable(backend, device) is not None:
+        pytest.skip(f"backend {backend!r} unavailable here")
     rec = public_fixture["sigreg"]
-    x = rec["x"].clone().requires_grad_(True)
+    x = rec["x"].clone().to(device).requires_grad_(True)
     torch.manual_seed(rec["seed"])
-    value = lf.SIGReg(knots=rec["knots"], num_proj=rec["num_proj"], backend="reference")(x)
+    reg = lf.SIGReg(knots=rec["knots"], num_proj=rec["num_proj"], backend=backend).to(device)
+    # The public draw is on the CPU's RNG: on a GPU, draw there as the module does for CPU inputs, then move.
+    directions = None if device.type == "cpu" else lf.draw_directions(x.shape[-1], rec["num_proj"]).to(device)
+    value = reg(x, directions=directions)
     value.backward()
-    assert rel_err(value.detach(), rec["value"]) <= 1e-5
-    assert rel_err(x.grad, rec["grad"]) <= 1e-5
+    assert rel_err(value.detach().cpu(), rec["value"]) <= 1e-5
+    assert rel_err(x.grad.cpu(), rec["grad"]) <= 1e-5
 
 
 def test_cost(model, public_fixture):

@@ -1,0 +1,198 @@
+"""SIGReg speed and memory: backends x sizes, forward, backward and both, against the reference.
+
+The reference backend is the public formula (it builds (T, B, M, K) tensors); every other row is a fused
+backend on the same inputs and directions, timed interleaved with the reference in this process (the
+machines this runs on are shared: interleaving keeps a neighbour's load out of the ratios).
+
+    python benchmarks/sigreg_speed.py             # CPU: reference vs cpp; CUDA: reference vs triton (+ floor)
+    python benchmarks/sigreg_speed.py --quick     # the small and training sizes only
+    python benchmarks/sigreg_speed.py --sizes train --phases both --repeats 15
+
+Columns:
+- `ms`: median wall time of one call (CUDA: synchronised) over `repeats` interleaved calls;
+  phase `fwd` = forward with autograd recording (as in training), `bwd` = backward alone (its forward
+  run untimed before each call), `both` = forward + backward.
+- `x_reference`: reference ms / this row's ms, same size, phase and dtype.
+- `peak_extra_MiB` (phase `both` only): the peak of tensor memory allocated during forward + backward
+  above what was live before (inputs and directions excluded; outputs, autograd-saved tensors,
+  temporaries and the gradient included). CUDA: torch.cuda.max_memory_allocated. CPU: the running sum of
+  the allocation/free events of torch's allocator recorded by torch.profiler(profile_memory=True); memory
+  a C++ kernel takes for itself (a few KiB of per-thread accumulators here) is not seen.
+  `mem_ratio` = reference peak / this row's peak.
+- `tflops`: counted work / time. Counted work (the same for every backend): each GEMM 2 T B D M FLOP
+  (forward: Z = X @ A; backward: dX = dZ @ A^T), per (t, b, m) 16 FLOP for one sincos, per (t, b, m, k>=1)
+  8 FLOP forward (angle addition + two sums) and 10 backward (angle addition + two multiply-adds).
+- On CUDA a `floor` row per size (phase `both`): cuBLAS X @ A, sin and cos of Z, dZ @ A^T: the two GEMMs
+  and the transcendentals that any implementation needs, run back to back. `x_floor` = this row / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table, synchronize, write_result  # noqa: E402
+
+import lewm_fast as lf  # noqa: E402
+
+SIZES = {  # name -> (T, B, D, M, K)
+    "small": (2, 64, 32, 128, 17),
+    "train": (4, 128, 192, 1024, 17),  # LeWM training: 4 frames x batch 128 x 192, 1024 slices
+    "large": (1, 4096, 512, 1024, 17),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PHASES = ("fwd", "bwd", "both")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--backends", nargs="+", default=None, help="fast backends (default: cpp on CPU, triton on CUDA)")
+    p.add_argument("--dtypes", nargs="+", default=None, choices=list(DTYPES), help="default fp32 (+ bf16 on CUDA)")
+    p.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
+    p.add_argument("--repeats", type=int, default=9, help="timed calls per row (fewer for slow rows)")
+    p.add_argument("--budget", type=float, default=10.0, help="seconds of timed work per (size, phase), at most")
+    p.add_argument("--quick", action="store_true", help="small and training sizes, fewer repeats")
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    return p.parse_args(argv)
+
+
+def counted_flops(T: int, B: int, D: int, M: int, K: int, phase: str) -> float:
+    gemm, sincos, knots = 2.0 * T * B * D * M, 16.0 * T * B * M, T * B * M * (K - 1)
+    fwd, bwd = gemm + sincos + 8.0 * knots, gemm + sincos + 10.0 * knots
+    return {"fwd": fwd, "bwd": bwd, "both": fwd + bwd}[phase]
+
+
+def make_call(backend: str, x: torch.Tensor, a: torch.Tensor, K: int, phase: str):
+    """A zero-argument callable doing one `phase` of SIGReg with `backend` (a fresh graph each call)."""
+
+    def forward():
+        return lf.sigreg(x, a, knots=K, backend=backend, distributed=False)
+
+    if phase == "fwd":
+        return forward, None
+    if phase == "both":
+        return lambda: forward().backward(), None
+    state = {}
+
+    def prepare():  # untimed: build the graph the timed backward consumes
+        state["loss"] = forward()
+
+    return lambda: state.pop("loss").backward(), prepare
+
+
+def floor_call(x: torch.Tensor, a: torch.Tensor):
+    """cuBLAS X @ A, sin(Z), cos(Z) and Z @ A^T: the work any fused forward + backward must do."""
+    x2 = x.reshape(-1, x.shape[-1])
+
+    def run():
+        z = x2 @ a
+        z.sin()
+        z.cos()
+        return z @ a.T
+
+    return run
+
+
+def time_interleaved(calls: dict, device: torch.device, repeats: int, budget: float) -> dict:
+    """Median ms per call of each (call, prepare) in `calls`, calling them in turn `repeats` times."""
+    for call, prepare in calls.values():  # warm-up (allocations, compilation, the C++ build)
+        if prepare:
+            prepare()
+        call()
+    synchronize(device)
+    times = {name: [] for name in calls}
+    started = time.perf_counter()
+    for i in range(repeats):
+        for name, (call, prepare) in calls.items():
+            if prepare:
+                prepare()
+            synchronize(device)
+            t0 = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+        if i >= 2 and time.perf_counter() - started > budget:
+            break
+    repeats = min(len(ts) for ts in times.values())
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()} | {"_repeats": repeats}
+
+
+def peak_extra_bytes(call, device: torch.device) -> int:
+    """Peak tensor bytes allocated during call() above those live before it (see the module docstring)."""
+    call()  # warm-up outside the measurement
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        call()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def bench(size: str, dname: str, backends: list[str], args, device: torch.device) -> list[dict]:
+    """Rows of one (size, dtype): every phase, the reference and `backends` interleaved."""
+    T, B, D, M, K = SIZES[size]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(T, B, D, generator=g).to(device, DTYPES[dname]).requires_grad_(True)
+    a = lf.draw_directions(D, M, generator=g).to(device)
+    backends = ["reference", *backends]
+    rows = []
+    for phase in args.phases:
+        calls = {b: make_call(b, x, a, K, phase) for b in backends}
+        if device.type == "cuda" and phase == "both":
+            calls["floor"] = (floor_call(x.detach(), a.to(x.dtype)), None)
+        ms = time_interleaved(calls, device, args.repeats, args.budget)
+        repeats = ms.pop("_repeats")
+        mem = {b: peak_extra_bytes(calls[b][0], device) for b in backends} if phase == "both" else {}
+        for name, t in ms.items():
+            row = dict(size=size, T=T, B=B, D=D, M=M, K=K, dtype=dname, backend=name, phase=phase, ms=t,
+                       x_reference=ms["reference"] / t, repeats=repeats,
+                       tflops=counted_flops(T, B, D, M, K, phase) / (t * 1e-3) / 1e12)  # fmt: skip
+            if name in mem:
+                row["peak_extra_MiB"] = mem[name] / 2**20
+                row["mem_ratio"] = mem["reference"] / max(mem[name], 1)
+            if "floor" in ms and name != "floor":
+                row["x_floor"] = t / ms["floor"]
+            rows.append(row)
+            print(f"  {size:>5} {dname} {phase:>4} {name:>9}: {t:9.3f} ms  x{row['x_reference']:.1f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.quick:
+        args.sizes = [s for s in args.sizes if s != "large"] or ["small"]
+        args.repeats = min(args.repeats, 5)
+    fast = args.backends or (["triton"] if device.type == "cuda" else ["cpp"])
+    dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    rows = [row for size in args.sizes for dname in dtypes for row in bench(size, dname, fast, args, device)]
+    columns = [("size", "size"), ("dtype", "dtype"), ("phase", "phase"), ("backend", "backend"), ("ms", "ms"),
+               ("x_reference", "x ref"), ("tflops", "TFLOP/s"), ("peak_extra_MiB", "peak MiB"),
+               ("mem_ratio", "mem ratio"), ("x_floor", "x floor")]  # fmt: skip
+    print_table(rows, columns)
+    path = write_result("sigreg_speed", {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}}, device, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
