@@ -63,7 +63,8 @@ def _z_tile(x_ptr, a_ptr, t, offs_n, offs_m, n_mask, m_mask, D, stride_xt, strid
     """Z[t, offs_n, offs_m] = X[t, offs_n, :] @ A[:, offs_m] as a (BLOCK_N, BLOCK_M) fp32 tile (0 where masked)."""
     z = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     offs_d = tl.arange(0, BLOCK_D)
-    x_rows = x_ptr + t * stride_xt + offs_n[:, None] * stride_xn
+    # 64-bit row offsets: T * N * D may pass 2^31 elements at large batch sizes.
+    x_rows = x_ptr + t.to(tl.int64) * stride_xt + offs_n[:, None].to(tl.int64) * stride_xn
     a_cols = a_ptr + offs_m[None, :] * stride_am
     for d0 in range(0, D, BLOCK_D):
         d = d0 + offs_d
@@ -179,7 +180,7 @@ def _sigreg_bwd_kernel(
         p = tl.load(p_ptr + table + k * M, mask=m_mask, other=0.0)
         q = tl.load(q_ptr + table + k * M, mask=m_mask, other=0.0)
         dz += c * p[None, :] + s * q[None, :]
-    out = dz_ptr + (t * N + offs_n[:, None]) * M + offs_m[None, :]
+    out = dz_ptr + (t * N + offs_n[:, None]).to(tl.int64) * M + offs_m[None, :]
     tl.store(out, dz.to(dz_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
 
 
