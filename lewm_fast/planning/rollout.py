@@ -87,7 +87,7 @@ class PackedPredictor:
         tr = model.predictor.transformer
 
         def put(t: torch.Tensor | None, dt: torch.dtype = dtype) -> torch.Tensor | None:
-            return None if t is None else t.to(self.device, dt).contiguous()
+            return None if t is None else t.detach().to(self.device, dt).contiguous()
 
         # Action encoder (+ the transformer's cond_proj): c = W2 silu(W1 a + b1) + b2.
         enc = model.action_encoder
