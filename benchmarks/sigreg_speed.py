@@ -59,6 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     p.add_argument("--repeats", type=int, default=9, help="timed calls per row (fewer for slow rows)")
     p.add_argument("--budget", type=float, default=10.0, help="seconds of timed work per (size, phase), at most")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads; default: torch's)")
     p.add_argument("--quick", action="store_true", help="small and training sizes, fewer repeats")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
@@ -179,6 +180,8 @@ def bench(size: str, dname: str, backends: list[str], args, device: torch.device
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.sizes = [s for s in args.sizes if s != "large"] or ["small"]
         args.repeats = min(args.repeats, 5)
@@ -189,7 +192,8 @@ def main(argv=None) -> int:
                ("x_reference", "x ref"), ("tflops", "TFLOP/s"), ("peak_extra_MiB", "peak MiB"),
                ("mem_ratio", "mem ratio"), ("x_floor", "x floor")]  # fmt: skip
     print_table(rows, columns)
-    path = write_result("sigreg_speed", {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}}, device, args.out)
+    payload = {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}, "threads": torch.get_num_threads()}
+    path = write_result("sigreg_speed", payload, device, args.out)
     print(f"wrote {path}")
     return 0
 

@@ -283,6 +283,12 @@ def _unavailable(backend: str, device: torch.device) -> str | None:
     return None
 
 
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """The backends that can run on `device` here (may build the C++ extension on first call)."""
+    device = torch.device(device)
+    return [name for name in _BACKENDS if _unavailable(name, device) is None]
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend that `backend` means on `device` ('auto' = the best one available)."""
     check_choice("backend", backend, BACKENDS)

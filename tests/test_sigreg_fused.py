@@ -278,3 +278,12 @@ def test_gpu_triton_matches_reference_without_host_sync():
             torch.cuda.set_sync_debug_mode(0)
         assert rel_err(value.detach(), expected.detach()) <= tol
         assert rel_err(x.grad.float(), xr.grad.float()) <= (1e-5 if dtype == torch.float32 else 2 * BF16_ULP)
+
+
+def test_available_backends():
+    from lewm_fast.sigreg import available_backends
+
+    names = available_backends("cpu")
+    assert names[0] == "reference"
+    assert ("cpp" in names) == has_cpp()
+    assert "cpp" not in available_backends("cuda")
