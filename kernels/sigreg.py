@@ -25,9 +25,10 @@ Design and trade-offs:
   cuBLAS speed. Not measured here (no GPU in the session that wrote this): revisit with numbers.
 - Precision: fp32 inputs use an IEEE fp32 dot (no TF32: Z must match the fp32 reference to ~1e-6).
   bf16/fp16 inputs use the tensor-core dot with A rounded to the input dtype and fp32 accumulation, as
-  torch autocast would run `proj @ A`; everything after the dot is fp32. The angle is first reduced to
-  [-pi, pi] (Cody-Waite, two constants), so the result does not depend on how `tl.sin`/`tl.cos` are
-  lowered (an approximate hardware sine is accurate there).
+  torch autocast would run `proj @ A`; everything after the dot is fp32. sin/cos of the angle come from
+  `_sincos` (reduction by pi/2, short polynomials), not libdevice's sinf/cosf: the same fp32 accuracy
+  for |angle| < 6400, and without their register-hungry large-argument path (sm_90 builds of these
+  kernels spilled with it; checked offline with triton.compile + cuobjdump, not on a device).
 - Knot 0 (t = 0) is never computed: cos = 1, sin = 0 for every row, so its sums are N and 0 (filled on
   the host) and its gradient is 0.
 
@@ -41,19 +42,32 @@ import torch
 import triton
 import triton.language as tl
 
-# 2 pi = _TWO_PI_HI + _TWO_PI_LO, with _TWO_PI_HI = 6.28125 (8 significant bits): q * _TWO_PI_HI is
-# exact in fp32 for |q| < 2^16, which bounds the reduction error by |q| * 1.2e-10.
-_TWO_PI_HI = tl.constexpr(6.28125)
-_TWO_PI_LO = tl.constexpr(0.0019353071795864769)
-_INV_TWO_PI = tl.constexpr(0.15915494309189535)
+# pi/2 = _PIO2_A + _PIO2_B + _PIO2_C with A and B of 12 significant bits: q * A and q * B are exact in fp32
+# for |q| < 2^12 (|theta| < 6400), so the reduced angle keeps full fp32 accuracy there.
+_TWO_OVER_PI = tl.constexpr(0.6366197723675814)
+_PIO2_A = tl.constexpr(1.57080078125)
+_PIO2_B = tl.constexpr(-4.453584551811218e-06)
+_PIO2_C = tl.constexpr(-8.705515695504166e-10)
 
 
 @triton.jit
-def _sincos_reduced(theta):
-    """(sin, cos) of theta, fp32, after reducing theta to [-pi, pi]."""
-    q = tl.floor(theta * _INV_TWO_PI + 0.5)
-    r = (theta - q * _TWO_PI_HI) - q * _TWO_PI_LO
-    return tl.sin(r), tl.cos(r)
+def _sincos(theta):
+    """(sin, cos) of an fp32 tile: reduction by pi/2, Taylor polynomials on |r| <= pi/4 (truncation
+    < 2e-9, under fp32 rounding), quadrant fix-up. Written out rather than `tl.sin`/`tl.cos`, which lower
+    to libdevice's sinf/cosf: their large-argument path alone costs registers (spills in these kernels)
+    for angles the reduction already handles; this way the interpreter also runs the GPU arithmetic."""
+    q = tl.floor(theta * _TWO_OVER_PI + 0.5)
+    r = ((theta - q * _PIO2_A) - q * _PIO2_B) - q * _PIO2_C
+    r2 = r * r
+    sin_r = r + r * r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0))))
+    cos_r = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0))))
+    quadrant = q - 4.0 * tl.floor(q * 0.25)  # q mod 4 in {0, 1, 2, 3}, exact
+    odd = (quadrant == 1.0) | (quadrant == 3.0)
+    s = tl.where(odd, cos_r, sin_r)
+    c = tl.where(odd, sin_r, cos_r)
+    s = tl.where(quadrant >= 2.0, -s, s)
+    c = tl.where((quadrant == 1.0) | (quadrant == 2.0), -c, c)
+    return s, c
 
 
 @triton.jit
@@ -114,7 +128,7 @@ def _sigreg_fwd_kernel(
         n_mask = offs_n < row_end
         z = _z_tile(x_ptr, a_ptr, t, offs_n, offs_m, n_mask, m_mask, D, stride_xt, stride_xn, stride_xd,
                     stride_ad, stride_am, BLOCK_N, BLOCK_M, BLOCK_D, INPUT_PRECISION, DOT_IN_FP32)  # fmt: skip
-        s1, c1 = _sincos_reduced(z * dt)
+        s1, c1 = _sincos(z * dt)
         # Rows past the end contribute nothing: with (sin, cos) = (0, 0) every knot stays 0.
         s1 = tl.where(n_mask[:, None], s1, 0.0)
         c1 = tl.where(n_mask[:, None], c1, 0.0)
@@ -167,7 +181,7 @@ def _sigreg_bwd_kernel(
     n_mask = offs_n < N
     z = _z_tile(x_ptr, a_ptr, t, offs_n, offs_m, n_mask, m_mask, D, stride_xt, stride_xn, stride_xd,
                 stride_ad, stride_am, BLOCK_N, BLOCK_M, BLOCK_D, INPUT_PRECISION, DOT_IN_FP32)  # fmt: skip
-    s1, c1 = _sincos_reduced(z * dt)
+    s1, c1 = _sincos(z * dt)
     s = s1
     c = c1
     dz = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
@@ -186,8 +200,12 @@ def _sigreg_bwd_kernel(
 
 # ---------------------------------------------------------------------------------------------- launchers
 
-_FWD = dict(BLOCK_N=64, BLOCK_M=64, num_warps=8)
-_BWD = dict(BLOCK_N=64, BLOCK_M=64, num_warps=8)
+# Tiles chosen without a device, from static resource usage on sm_90 (triton.compile + cuobjdump): the
+# largest tiles that compile without register spills for fp32 and bf16, forward and backward (192 / 104
+# registers per thread in fp32). 64-row tiles spill (the fp32 FMA dot keeps both operand tiles in
+# registers). To be autotuned on an H100.
+_FWD = dict(BLOCK_N=32, BLOCK_M=64, BLOCK_D=32, num_warps=8)
+_BWD = dict(BLOCK_N=32, BLOCK_M=64, BLOCK_D=32, num_warps=8)
 
 
 # Triton picks the interpreter when a kernel is defined (TRITON_INTERPRET=1 at import), not when it runs.
@@ -210,8 +228,8 @@ def _operands(x: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return x.float(), a.float(), dict(INPUT_PRECISION="ieee", DOT_IN_FP32=False)
 
 
-def _block_d(d: int) -> int:
-    return max(16, min(64, triton.next_power_of_2(d)))
+def _block_d(d: int, largest: int) -> int:
+    return max(16, min(largest, triton.next_power_of_2(d)))
 
 
 def charfn_sums(x: torch.Tensor, a: torch.Tensor, knots: int, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +254,7 @@ def charfn_sums(x: torch.Tensor, a: torch.Tensor, knots: int, dt: float) -> tupl
         x, a, part, N, D, M, rows_per_prog, dt,
         x.stride(0), x.stride(1), x.stride(2), a.stride(0), a.stride(1),
         K=knots, BLOCK_K=max(2, triton.next_power_of_2(knots - 1)), BLOCK_N=block_n, BLOCK_M=block_m,
-        BLOCK_D=_block_d(D), num_warps=_FWD["num_warps"], **dot,
+        BLOCK_D=_block_d(D, _FWD["BLOCK_D"]), num_warps=_FWD["num_warps"], **dot,
     )  # fmt: skip
     sums = part.sum(1, dtype=torch.float64)  # (T, 2, K - 1, M): fixed-order reduction over row ranges
     cos_sum = torch.cat([sums.new_full((T, 1, M), float(N)), sums[:, 0]], dim=1)
@@ -263,7 +281,8 @@ def charfn_grad(x: torch.Tensor, a: torch.Tensor, p: torch.Tensor, q: torch.Tens
     _sigreg_bwd_kernel[grid](
         x, a, p, q, dz, N, D, M, dt,
         x.stride(0), x.stride(1), x.stride(2), a.stride(0), a.stride(1),
-        K=knots, BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_D=_block_d(D), num_warps=_BWD["num_warps"], **dot,
+        K=knots, BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_D=_block_d(D, _BWD["BLOCK_D"]), num_warps=_BWD["num_warps"],
+        **dot,
     )  # fmt: skip
     return dz
 
