@@ -1,7 +1,7 @@
 """Training presets: a model config plus the optimisation defaults that go with it.
 
 - `paper`: the published LeWM (DESIGN.md section 2) at 224 px, batch 128, lr 5e-5 (the public recipe).
-- `small`: a CPU-trainable LeWM at 64 px (patch 8 -> 64 patches) with a 4-layer, 128-wide encoder and
+- `small`: a CPU-trainable LeWM at 64 px (patch 16 -> 16 patches) with a 4-layer, 128-wide encoder and
   a 3-layer predictor (~2.3M parameters). Chosen by measurement so that TwoRoom trains to good
   planning in well under 20 minutes on 2 CPU cores (README "Training" has the figures).
 """
@@ -27,7 +27,7 @@ class Preset:
 
 def _small() -> LeWMConfig:
     return LeWMConfig(
-        image_size=64, patch_size=8, enc_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=512,
+        image_size=64, patch_size=16, enc_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=512,
         embed_dim=128, proj_hidden_dim=512, pred_depth=3, pred_heads=4, pred_dim_head=32, pred_mlp_dim=512,
         pred_hidden_dim=128, pred_output_dim=128, pred_proj_hidden_dim=512, dropout=0.0,
     )  # fmt: skip
@@ -35,7 +35,7 @@ def _small() -> LeWMConfig:
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(model=LeWMConfig(), batch_size=128, lr=5e-5, steps=100_000, warmup=1000),
-    "small": Preset(model=_small(), batch_size=64, lr=1e-3, steps=3000, warmup=200),
+    "small": Preset(model=_small(), batch_size=64, lr=1e-3, steps=2000, warmup=200),
 }
 
 

@@ -184,7 +184,7 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
     if per_epoch < 1:
         raise ValueError(f"batch_size: {batch} is larger than the {len(train_ds)} training windows")
     total = cfg.steps or (int(math.ceil(cfg.epochs * per_epoch)) if cfg.epochs else preset.steps)
-    warmup = min(cfg.warmup if cfg.warmup is not None else preset.warmup, max(1, total // 10))
+    warmup = min(cfg.warmup if cfg.warmup is not None else preset.warmup, max(1, total // 2))
 
     # ---- model, objective, optimiser ----
     torch.manual_seed(cfg.seed)  # same on every rank: same init, same SIGReg directions per step
@@ -233,6 +233,7 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
         return torch.utils.data.DataLoader(
             train_ds, batch_sampler=EpochBatches(sampler, local_batch, skip_), collate_fn=collate_batch,
             num_workers=cfg.num_workers, persistent_workers=False, pin_memory=device.type == "cuda",
+            generator=torch.Generator(),  # its own: creating a loader must not draw from the global RNG
         )  # fmt: skip
 
     def run_step(b: dict, amp: bool) -> torch.Tensor:
@@ -275,6 +276,7 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
     def validate() -> dict | None:
         if val_ds is None or not info.is_main:
             return None
+        saved = rng_state()  # validation draws SIGReg directions: keep the training RNG stream intact
         model.eval()
         g = torch.Generator().manual_seed(cfg.seed + 1)  # the same windows every time
         idx = torch.randperm(len(val_ds), generator=g)[: cfg.val_batches * local_batch].tolist()
@@ -288,7 +290,10 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
                 sums += objective(vb["pixels"].to(device), vb["action"].to(device)).float().cpu()
                 n += 1
         model.train()
+        set_rng_state(saved)
         return None if n == 0 else dict(zip(("loss", "pred_loss", "sigreg_loss"), (sums / n).tolist()))
+
+    last_plot = [time.perf_counter()]
 
     def checkpoint() -> Path | None:
         rngs = _gather_rng(info)  # a collective: every rank takes part
@@ -300,7 +305,9 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
             "normalization": normalizer.to_dict(), "amp": use_amp,
         }  # fmt: skip
         folder = save_checkpoint(out, model, normalizer, state)
-        log.plot()
+        if step >= total or time.perf_counter() - last_plot[0] > 120:  # drawing costs seconds on a busy CPU
+            log.plot()
+            last_plot[0] = time.perf_counter()
         return folder
 
     model.train()
@@ -314,11 +321,12 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
                 bar.close()
                 good = latest_checkpoint(out)
                 raise NonFiniteLoss(
-                    f"lewm-fast train: non-finite loss at step {step} (loss={mean[0].item()}, pred={mean[1].item()}, "
+                    f"lewm-fast train: non-finite loss at step {step + 1} (loss={mean[0].item()}, pred={mean[1].item()}, "
                     f"sigreg={mean[2].item()}, grad_norm={grad_norm.item()}); stopped without saving. "
                     f"Last good checkpoint: {good if good else 'none (no checkpoint was written yet)'}. "
                     "Try a lower --lr or --amp off."
                 )
+            lr_used = sched.get_last_lr()[0]
             opt.step()
             sched.step()
             step += 1
@@ -329,7 +337,7 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
             if info.is_main and (step % cfg.log_every == 0 or step == total):
                 now = time.perf_counter()
                 row = {"split": "train", "step": step, "epoch": epoch, "loss": mean[0].item(),
-                       "pred_loss": mean[1].item(), "sigreg_loss": mean[2].item(), "lr": sched.get_last_lr()[0],
+                       "pred_loss": mean[1].item(), "sigreg_loss": mean[2].item(), "lr": lr_used,
                        "grad_norm": float(grad_norm), "images_per_s": imgs_since / max(now - t_log, 1e-9),
                        "elapsed_s": now - t_start}  # fmt: skip
                 log.log(row)
@@ -344,12 +352,15 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
                         {"split": "val", "step": step, "epoch": epoch, **v, "elapsed_s": time.perf_counter() - t_start}
                     )
             out_of_time = cfg.max_seconds is not None and time.perf_counter() - t_start > cfg.max_seconds
-            if step % cfg.ckpt_every == 0 or step == total or out_of_time:
+            if cfg.max_seconds is not None and info.enabled:  # every rank stops at rank 0's step
+                flag = torch.tensor([float(out_of_time)], device=device)
+                torch.distributed.broadcast(flag, 0)
+                out_of_time = bool(flag.item())
+            if out_of_time:
+                stop_reason, total = "max_seconds", step
+            if step % cfg.ckpt_every == 0 or step == total:
                 folder = checkpoint() or folder
                 D.barrier(info)
-            if out_of_time:
-                stop_reason = "max_seconds"
-                total = step
             if step >= total:
                 break
         else:
