@@ -1,9 +1,13 @@
 """The headline benchmark: time per CEM plan (300 samples x 30 iterations x horizon 5 by default).
 
-Rows: planner backend x dtype x number of environments, plus the public stable-worldmodel solver
-when it is importable, all in one process on the same weights. Slow rows run fewer iterations (said
-in the `iters_run` column); time per iteration is what is compared, and ms per plan is time per
-iteration x the requested iterations plus the once-per-plan encoding.
+Rows: planner backend x dtype x number of environments on one device, plus the public
+stable-worldmodel solver when it is importable, all in one process on the same weights. Slow rows run
+fewer iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per
+plan is time per iteration x the requested iterations plus the once-per-plan encoding.
+
+Work is counted two ways (lewm_fast/planning/flops.py): `TFLOP/s public` divides the public rollout's
+matmul work by the time (the same numerator for every row: a speed), `TFLOP/s own` divides the work
+the row's solver actually does (the fast engines skip ~1/3 of it: K/V reuse, newest-token-only).
 
     python benchmarks/plan_speed.py                 # published-size model, random weights, CPU
     python benchmarks/plan_speed.py --ckpt DIR      # a published-format checkpoint
@@ -20,11 +24,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, synchronize, write_result  # noqa: E402
+from _common import device_name, print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.planning import planner as planner_module  # noqa: E402
-from lewm_fast.planning.flops import public_iteration_flops  # noqa: E402
+from lewm_fast.planning.flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -44,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=8.0, help="seconds of timed work per row, at most")
     p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
     p.add_argument("--quick", action="store_true", help="E=1 only, a shorter budget")
+    p.add_argument("--eager-too", action="store_true", help="on CUDA, also time the fast rows without CUDA graphs")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
 
@@ -152,6 +157,8 @@ def main(argv=None) -> int:
     if device.type != "cuda" and "triton" in backends and args.backends is None:
         backends.remove("triton")  # Triton on the CPU is the interpreter: a correctness tool, not a speed row
     flops_iter = {e: public_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
+    fast_flops_iter = {e: fast_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
+    graph_modes = [True, False] if (device.type == "cuda" and args.eager_too) else [True]
     rows = []
     for e in args.envs:
         pixels, goal = observations(cfg, e, args.history, device)
@@ -159,20 +166,23 @@ def main(argv=None) -> int:
             for dname in args.dtypes:
                 if backend == "reference" and dname != "fp32":
                     continue  # the public semantics run in the model's dtype
+                for graph in graph_modes if backend != "reference" else [False]:
 
-                def make_plan(k, backend=backend, dname=dname, pixels=pixels, goal=goal):
-                    planner = lf.CEMPlanner(
-                        model, num_samples=args.samples, topk=args.topk, iters=k, horizon=args.horizon,
-                        seed=0, backend=backend, dtype=DTYPES[dname],
-                    )  # fmt: skip
-                    return lambda: planner.plan(pixels, goal)
+                    def make_plan(k, backend=backend, dname=dname, pixels=pixels, goal=goal, graph=graph):
+                        planner = lf.CEMPlanner(
+                            model, num_samples=args.samples, topk=args.topk, iters=k, horizon=args.horizon,
+                            seed=0, backend=backend, dtype=DTYPES[dname], cuda_graph=graph,
+                        )  # fmt: skip
+                        return lambda: planner.plan(pixels, goal)
 
-                per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device)
-                rows.append(dict(solver=f"lewm_fast:{backend}", dtype=dname, envs=e, iters_run=k,
-                                 ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))  # fmt: skip
-                print(
-                    f"  {backend:>9} {dname} E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)", flush=True
-                )
+                    per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device)
+                    name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
+                    own = flops_iter[e] if backend == "reference" else fast_flops_iter[e]
+                    rows.append(dict(solver=name, dtype=dname, device=device.type, envs=e, iters_run=k,
+                                     ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
+                                     own_flops_iter=own))  # fmt: skip
+                    print(f"  {name:>22} {dname} E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)",
+                          flush=True)  # fmt: skip
         if not args.no_public:
             try:
                 make_plan = public_solver_row(model, args, e, device)
@@ -180,8 +190,9 @@ def main(argv=None) -> int:
                 make_plan = None
             if make_plan is not None:
                 per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device)
-                rows.append(dict(solver="public stable-worldmodel", dtype="fp32", envs=e, iters_run=k,
-                                 ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))  # fmt: skip
+                rows.append(dict(solver="public stable-worldmodel", dtype="fp32", device=device.type, envs=e,
+                                 iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
+                                 own_flops_iter=flops_iter[e]))  # fmt: skip
                 print(f"     public fp32 E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)", flush=True)
 
     for r in rows:
@@ -189,18 +200,22 @@ def main(argv=None) -> int:
         r["ms_per_plan"] = r["ms_per_iter"] * args.iters + r["encode_ms"]
         r["plans_per_s"] = e * 1e3 / r["ms_per_plan"]
         r["tflops"] = flops_iter[e] / (r["ms_per_iter"] * 1e-3) / 1e12
+        r["tflops_own"] = r["own_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
         ref = next((x for x in rows if x["solver"] == "lewm_fast:reference" and x["envs"] == e), None)
         pub = next((x for x in rows if x["solver"].startswith("public") and x["envs"] == e), None)
         r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
         r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
 
+    e0 = args.envs[0]
     print(f"\nplan: {args.samples} samples x {args.iters} iterations x horizon {args.horizon}, history "
           f"{args.history}, published-size model{' from ' + args.ckpt if args.ckpt else ' (random weights)'}, "
-          f"{device.type}; TFLOP/s counts the public rollout's matmul work ({flops_iter[args.envs[0]] / 1e9:.1f} "
-          f"GFLOP per iteration per env)\n")  # fmt: skip
-    print_table(rows, [("solver", "solver"), ("dtype", "dtype"), ("envs", "E"), ("iters_run", "iters run"),
-                       ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"), ("ms_per_iter", "ms/iter"),
-                       ("tflops", "TFLOP/s"), ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
+          f"{device_name(device)}; matmul work per iteration per env: public rollout "
+          f"{flops_iter[e0] / e0 / 1e9:.1f} GFLOP, fast rollout "
+          f"{fast_flops_iter[e0] / e0 / 1e9:.1f} GFLOP\n")  # fmt: skip
+    print_table(rows, [("solver", "solver"), ("dtype", "dtype"), ("device", "device"), ("envs", "E"),
+                       ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
+                       ("ms_per_iter", "ms/iter"), ("tflops", "TFLOP/s public"), ("tflops_own", "TFLOP/s own"),
+                       ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
     path = write_result("plan_speed", {"args": vars(args), "rows": rows}, device, args.out)
     print(f"\nwrote {path}")
     return 0

@@ -24,6 +24,7 @@ import os
 
 import torch
 
+from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.ops import TorchOps, TritonOps
 from lewm_fast.planning.planner import _ENGINES, PlanResult
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
@@ -129,19 +130,25 @@ class _Solve:
 
 
 class FastEngine:
-    """The batched CEM engine on an op set (`ops_class`). Used through `lf.CEMPlanner(backend=...)`."""
+    """The batched CEM engine on an op set (`make_ops`). Used through `lf.CEMPlanner(backend=...)`."""
 
-    ops_class = TorchOps
     cem_dtype = torch.float32  # the CEM distribution and candidates
 
     def __init__(self, planner):
         self.p = planner
         self.device = planner.device
-        self.ops = self.ops_class()
-        self.packed = PackedPredictor(planner.model, planner.dtype, planner.device)
+        self.ops = self.make_ops()
+        self.packed = PackedPredictor(planner.model, planner.dtype, planner.device, pack=self.ops.pack_weight)
         self.nvtx = self.device.type == "cuda"
         self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
         self._solves: dict[tuple[int, int], _Solve] = {}
+
+    def make_ops(self):
+        """The op set: on the CPU, oneDNN matmuls and (LEWM_PLAN_COMPILE=1) compiled elementwise chains."""
+        if self.device.type == "cpu":
+            compile_ops = os.environ.get("LEWM_PLAN_COMPILE", "0") == "1"
+            return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=compile_ops)
+        return TorchOps()
 
     @torch.inference_mode()
     def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +182,8 @@ class FastEngine:
 class TritonEngine(FastEngine):
     """The fast engine on the fused Triton kernels (GPU; on the CPU only under TRITON_INTERPRET=1)."""
 
-    ops_class = TritonOps
+    def make_ops(self):
+        return TritonOps()
 
     def __init__(self, planner):
         if planner.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":

@@ -1,7 +1,9 @@
 """Counted work of planning, for benchmarks: FLOPs of the matrix products (2 per multiply-add).
 
 `public` counts what the public rollout computes: every predict call runs the whole window through
-every block and pred_proj. Elementwise work (LayerNorm, softmax, GELU) is not counted.
+every block and pred_proj. `fast` counts what the restructured rollout (rollout.py) computes: AdaLN
+modulation once per frame, K/V reuse while the window grows, only the newest token's query, MLP and
+pred_proj where that is all that is needed. Elementwise work (LayerNorm, softmax, GELU) is not counted.
 """
 
 from __future__ import annotations
@@ -31,4 +33,21 @@ def public_iteration_flops(cfg: LeWMConfig, samples: int, horizon: int, history:
     for t in range(horizon - history + 1):
         window = min(cfg.num_frames, history + t)
         per_sample += window * token_flops(cfg, window)
+    return samples * per_sample
+
+
+def fast_iteration_flops(cfg: LeWMConfig, samples: int, horizon: int, history: int = 1) -> int:
+    """FLOPs of one CEM iteration as the fast rollout (`rollout.rollout_cost`) computes it."""
+    d, inner, depth = cfg.pred_hidden_dim, cfg.pred_heads * cfg.pred_dim_head, cfg.pred_depth
+    hid = cfg.action_mlp_scale * cfg.embed_dim
+    qkv, out, mlp = 2 * d * 3 * inner, 2 * inner * d, 2 * 2 * d * cfg.pred_mlp_dim
+    # per frame: the action encoder (Conv1d folded into its first Linear) and every block's modulation
+    per_sample = horizon * (2 * (cfg.action_block_dim * hid + hid * cfg.embed_dim) + 2 * d * depth * 6 * d)
+    for t in range(horizon - history + 1):
+        length, lo = min(cfg.num_frames, history + t), max(0, history + t - cfg.num_frames)
+        new = 1 if (t > 0 and lo == 0) else length  # tokens run through the blocks at this step
+        attend = 2 * 2 * length * inner  # one query against the window: scores and weighted sum
+        per_sample += (depth - 1) * new * (qkv + attend + out + mlp)  # earlier blocks: every new token
+        per_sample += new * qkv + (attend + out + mlp)  # last block: K/V of every new token, the rest once
+        per_sample += 2 * 2 * cfg.pred_output_dim * cfg.pred_proj_hidden_dim  # pred_proj, newest token
     return samples * per_sample

@@ -84,6 +84,7 @@ class TorchOps:
 
     name = "torch"
     linear = staticmethod(F.linear)
+    pack_weight = staticmethod(lambda w: w)  # weights stay plain tensors
     layer_norm = staticmethod(layer_norm)
     norm_modulate = staticmethod(norm_modulate)
     window_attention = staticmethod(window_attention)

@@ -75,10 +75,11 @@ class PackedPredictor:
     """The predictor, pred_proj and action encoder of an `lf.LeWM`, packed once for the fast rollout.
 
     Weights are folded in float64 and stored in `dtype` on `device`; LayerNorm epsilons and the
-    position table (num_frames, D) stay fp32.
+    position table (num_frames, D) stay fp32. `pack` (the op set's `pack_weight`) may turn each matmul
+    weight into the layout its `linear` wants (e.g. oneDNN's blocked layout on the CPU).
     """
 
-    def __init__(self, model, dtype: torch.dtype, device: torch.device | str):
+    def __init__(self, model, dtype: torch.dtype, device: torch.device | str, pack=None):
         if model.training:
             raise ValueError("model: expected eval mode (the planner folds BatchNorm running statistics)")
         cfg = model.cfg
@@ -89,6 +90,10 @@ class PackedPredictor:
         def put(t: torch.Tensor | None, dt: torch.dtype = dtype) -> torch.Tensor | None:
             return None if t is None else t.detach().to(self.device, dt).contiguous()
 
+        def mat(t: torch.Tensor | None):  # a matmul weight (out, in), packed for the op set
+            t = put(t)
+            return t if t is None or pack is None else pack(t)
+
         # Action encoder (+ the transformer's cond_proj): c = W2 silu(W1 a + b1) + b2.
         enc = model.action_encoder
         conv_w, conv_b = _f64(enc.patch_embed.weight)[:, :, 0], _f64(enc.patch_embed.bias)
@@ -97,17 +102,17 @@ class PackedPredictor:
         cond = _linear_of(tr.cond_proj)
         if cond is not None:
             w2, b2 = cond[0] @ w2, cond[0] @ b2 + cond[1]
-        self.w_act1, self.b_act1 = put(w1 @ conv_w), put(w1 @ conv_b + b1)
-        self.w_act2, self.b_act2 = put(w2), put(b2)
+        self.w_act1, self.b_act1 = mat(w1 @ conv_w), put(w1 @ conv_b + b1)
+        self.w_act2, self.b_act2 = mat(w2), put(b2)
 
         # Every block's AdaLN modulation in one (depth * 6 * D, D) matrix.
         mods = [_linear_of(block.adaLN_modulation[1]) for block in tr.layers]
-        self.w_mod, self.b_mod = put(torch.cat([w for w, _ in mods])), put(torch.cat([b for _, b in mods]))
+        self.w_mod, self.b_mod = mat(torch.cat([w for w, _ in mods])), put(torch.cat([b for _, b in mods]))
 
         # Position table (pre input_proj) and the optional input projection.
         self.pos = put(model.predictor.pos_embedding[0], torch.float32)
         inp = _linear_of(tr.input_proj)
-        self.w_in, self.b_in = (put(inp[0]), put(inp[1])) if inp is not None else (None, None)
+        self.w_in, self.b_in = (mat(inp[0]), put(inp[1])) if inp is not None else (None, None)
 
         self.blocks = []
         dim_head = cfg.pred_dim_head
@@ -122,8 +127,8 @@ class PackedPredictor:
             w_fc1, b_fc1 = _fold_norm(mlp[0], *_linear_of(mlp[1]))
             w_fc2, b_fc2 = _linear_of(mlp[4])
             self.blocks.append(PackedBlock(
-                put(w_qkv), put(b_qkv), put(out[0]) if out else None, put(out[1]) if out else None,
-                put(w_fc1), put(b_fc1), put(w_fc2), put(b_fc2),
+                mat(w_qkv), put(b_qkv), mat(out[0]) if out else None, put(out[1]) if out else None,
+                mat(w_fc1), put(b_fc1), mat(w_fc2), put(b_fc2),
                 block.norm1.eps, attn.norm.eps, block.norm2.eps, mlp[0].eps,
             ))  # fmt: skip
 
@@ -135,8 +140,8 @@ class PackedPredictor:
             w_h, b_h = w_h @ outp[0], w_h @ outp[1] + b_h
         w_h, b_h = _fold_norm(tr.norm, w_h, b_h)
         a, c = _bn_affine(head[1])
-        self.w_head1, self.b_head1 = put(w_h * a[:, None]), put(b_h * a + c)
-        self.w_head2, self.b_head2 = put(_f64(head[3].weight)), put(_f64(head[3].bias))
+        self.w_head1, self.b_head1 = mat(w_h * a[:, None]), put(b_h * a + c)
+        self.w_head2, self.b_head2 = mat(_f64(head[3].weight)), put(_f64(head[3].bias))
         self.eps_final = tr.norm.eps
 
 
@@ -184,12 +189,18 @@ def rollout_cost(
     """The public cost of every candidate (DESIGN.md section 4), restructured.
 
     Args:
-        packed: the packed model. ops: `TorchOps` or `TritonOps` (see ops.py).
+        packed: the packed model. ops: `TorchOps`, `CpuOps` or `TritonOps` (see ops.py).
         hist_emb: (E, H, D) fp32 history embeddings. goal_emb: (E, D) fp32.
         cand: (E, S, T, A) candidate action blocks, T >= H.
     Returns:
-        (E, S) fp32 costs.
+        (E, S) fp32 costs: sum over D of (last prediction - goal)^2.
     """
+    last = rollout_last(packed, ops, hist_emb, cand)
+    return (last - goal_emb.float().unsqueeze(1)).square().sum(-1)
+
+
+def rollout_last(packed: PackedPredictor, ops, hist_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """The last predicted embedding of every candidate's rollout: (E, H, D), (E, S, T, A) -> (E, S, D) fp32."""
     e, s, horizon, _ = cand.shape
     h, d = hist_emb.shape[1], hist_emb.shape[2]
     n_rows, window = e * s, packed.num_frames
@@ -205,7 +216,7 @@ def rollout_cost(
         first = h + t - 1 if grows else lo  # first new frame
         x = frames[:, first : h + t] + packed.pos[first - lo : length]
         if packed.w_in is not None:
-            x = torch.nn.functional.linear(x.to(packed.dtype), packed.w_in, packed.b_in).float()
+            x = ops.linear(x.to(packed.dtype), packed.w_in, packed.b_in).float()
         for i, blk in enumerate(packed.blocks):
             x, caches[i] = _block(
                 packed, ops, blk, x, mods[:, first : h + t, i], caches[i] if grows else None, i == depth - 1
@@ -213,5 +224,4 @@ def rollout_cost(
         z = ops.layer_norm(x[:, -1], packed.eps_final, packed.dtype)  # (N, D)
         hid = ops.linear_gelu(z, packed.w_head1, packed.b_head1)
         frames[:, h + t] = ops.linear(hid, packed.w_head2, packed.b_head2).float()
-    last = frames[:, horizon].view(e, s, d)
-    return (last - goal_emb.float().unsqueeze(1)).square().sum(-1)
+    return frames[:, horizon].view(e, s, d)

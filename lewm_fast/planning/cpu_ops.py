@@ -1,0 +1,89 @@
+"""The "torch" engine's ops on the CPU: the same maths as `ops.TorchOps`, arranged for a CPU.
+
+- Matmuls go to oneDNN with weights reordered once into its blocked layout (`pack_weight`), bf16 on
+  AMX where the CPU has it; the MLP's GELU runs as a oneDNN post-op on the fp32 accumulator (one pass
+  over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer). Without oneDNN's
+  linear op (other builds) this falls back to `F.linear`.
+- The elementwise chains (norm + modulate + norm, the window attention, gate + residual) are many tiny
+  ops in eager PyTorch: at 300 rows each op is a few tens of microseconds of loop plus a thread-pool
+  round trip, and on a busy 2-core machine the round trips dominate. With `compile=True` TorchInductor
+  fuses each chain into one C++ loop (compiled once per shape family, dynamic in the row count; the
+  first plan pays the compile, ~20-40 s, cached on disk afterwards). Off by default: see
+  `LEWM_PLAN_COMPILE` in engine.py and the measurements in the README.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from lewm_fast.planning import ops
+
+
+@functools.cache
+def onednn_linear_available(dtype: torch.dtype) -> bool:
+    """Whether this build has oneDNN's fused linear (mkldnn::_linear_pointwise) for `dtype`."""
+    try:
+        x, w = torch.ones(2, 8, dtype=dtype), torch.ones(4, 8, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 2)
+        y = torch.ops.mkldnn._linear_pointwise(x, packed, torch.zeros(4, dtype=dtype), "gelu", [], "none")
+        return bool(torch.allclose(y.float(), F.gelu(torch.full((2, 4), 8.0))))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class PackedWeight:
+    """A Linear weight (out, in) in oneDNN's layout, with the plain tensor kept for shape checks."""
+
+    def __init__(self, w: torch.Tensor, rows_hint: int):
+        self.plain = w
+        self.shape = w.shape
+        self.dtype = w.dtype
+        self.onednn = torch.ops.mkldnn._reorder_linear_weight(w, rows_hint)
+
+
+def _gate_residual(res: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(res, gate.float(), y.float())
+
+
+class CpuOps(ops.TorchOps):
+    """TorchOps with oneDNN matmuls (prepacked weights, fused GELU) and, optionally, compiled
+    elementwise chains."""
+
+    name = "torch-cpu"
+
+    def __init__(self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False):
+        self.onednn = onednn_linear_available(dtype)
+        self.rows_hint = rows_hint
+        self._gate_residual = _gate_residual
+        if compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        try:
+            import torch._inductor.config  # noqa: F401  (fails early where inductor is unavailable)
+
+            self.norm_modulate = torch.compile(ops.norm_modulate, dynamic=True)
+            self.window_attention = torch.compile(ops.window_attention, dynamic=True)
+            self._gate_residual = torch.compile(_gate_residual, dynamic=True)
+        except Exception as err:  # pragma: no cover - no compiler: eager ops, one warning
+            warnings.warn(f"lewm_fast planner: torch.compile unavailable ({err}); using eager ops", stacklevel=2)
+
+    def pack_weight(self, w: torch.Tensor):
+        return PackedWeight(w, self.rows_hint) if self.onednn else w
+
+    def linear(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
+        if isinstance(w, PackedWeight):
+            return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "none", [], "")
+        return F.linear(x, w, b)
+
+    def linear_gelu(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
+        if isinstance(w, PackedWeight):
+            return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "gelu", [], "none")
+        return F.gelu(F.linear(x, w, b))
+
+    def linear_gate_residual(self, x, w, b, gate, res) -> torch.Tensor:
+        return self._gate_residual(res, gate, self.linear(x, w, b))
