@@ -9,7 +9,9 @@ machines this runs on are shared: interleaving keeps a neighbour's load out of t
     python benchmarks/sigreg_speed.py --sizes train --phases both --repeats 15
 
 Columns:
-- `ms`: median wall time of one call (CUDA: synchronised) over `repeats` interleaved calls;
+- `ms`: median wall time of one call (CUDA: synchronised) over `repeats` interleaved calls, or with
+  `--clock cpu` the CPU time this process used (all its threads): on a shared machine with `--threads 1`
+  that is the compute time, whatever the neighbours do;
   phase `fwd` = forward with autograd recording (as in training), `bwd` = backward alone (its forward
   run untimed before each call), `both` = forward + backward.
 - `x_reference`: reference ms / this row's ms, same size, phase and dtype.
@@ -59,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     p.add_argument("--repeats", type=int, default=9, help="timed calls per row (fewer for slow rows)")
     p.add_argument("--budget", type=float, default=10.0, help="seconds of timed work per (size, phase), at most")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time, or this process's CPU time")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads; default: torch's)")
     p.add_argument("--quick", action="store_true", help="small and training sizes, fewer repeats")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
@@ -102,7 +105,7 @@ def floor_call(x: torch.Tensor, a: torch.Tensor):
     return run
 
 
-def time_interleaved(calls: dict, device: torch.device, repeats: int, budget: float) -> dict:
+def time_interleaved(calls: dict, device: torch.device, repeats: int, budget: float, clock=time.perf_counter) -> dict:
     """Median ms per call of each (call, prepare) in `calls`, calling them in turn `repeats` times."""
     for call, prepare in calls.values():  # warm-up (allocations, compilation, the C++ build)
         if prepare:
@@ -116,10 +119,10 @@ def time_interleaved(calls: dict, device: torch.device, repeats: int, budget: fl
             if prepare:
                 prepare()
             synchronize(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             call()
             synchronize(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
         if i >= 2 and time.perf_counter() - started > budget:
             break
     repeats = min(len(ts) for ts in times.values())
@@ -160,7 +163,8 @@ def bench(size: str, dname: str, backends: list[str], args, device: torch.device
         calls = {b: make_call(b, x, a, K, phase) for b in backends}
         if device.type == "cuda" and phase == "both":
             calls["floor"] = (floor_call(x.detach(), a.to(x.dtype)), None)
-        ms = time_interleaved(calls, device, args.repeats, args.budget)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        ms = time_interleaved(calls, device, args.repeats, args.budget, clock)
         repeats = ms.pop("_repeats")
         mem = {b: peak_extra_bytes(calls[b][0], device) for b in backends} if phase == "both" else {}
         for name, t in ms.items():
@@ -192,7 +196,8 @@ def main(argv=None) -> int:
                ("x_reference", "x ref"), ("tflops", "TFLOP/s"), ("peak_extra_MiB", "peak MiB"),
                ("mem_ratio", "mem ratio"), ("x_floor", "x floor")]  # fmt: skip
     print_table(rows, columns)
-    payload = {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}, "threads": torch.get_num_threads()}
+    payload = {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}, "threads": torch.get_num_threads(),
+               "clock": args.clock}  # fmt: skip
     path = write_result("sigreg_speed", payload, device, args.out)
     print(f"wrote {path}")
     return 0

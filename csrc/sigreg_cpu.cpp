@@ -8,12 +8,11 @@
 //   backward  dZ[t, n, m] = sum_k P[t, k, m] cos(k dt Z[t, n, m]) + Q[t, k, m] sin(k dt Z[t, n, m])
 //
 // (P and Q are the gradient tables the Python side forms from the global sums.) The knots are evenly
-// spaced, so one sincos(theta = dt z) per (n, m) gives every knot by the angle-addition recurrence
-//   cos((k+1) theta) = cos(k theta) cos(theta) - sin(k theta) sin(theta)
-//   sin((k+1) theta) = sin(k theta) cos(theta) + cos(k theta) sin(theta)
-// instead of 2K transcendentals. Everything after the fp32 Z is double: the recurrence, the sums, the
-// dZ accumulation; on this path a double costs about what a float does (the loop is bound by L1 stores),
-// and it makes the sums exact to ~1e-15 whatever N is.
+// spaced, so one sincos(theta = dt z) per (n, m) gives every knot by angle addition, in its three-term form
+//   cos((k+1) theta) = 2 cos(theta) cos(k theta) - cos((k-1) theta)     (the same for sin)
+// instead of 2K transcendentals. Everything after the fp32 Z is double: the recurrence, the sums, the dZ
+// accumulation. Double halves the lanes of a vector but keeps the sums exact to ~1e-12 whatever N and K
+// are, so the value matches the reference to its own fp32 rounding.
 //
 // Layout: work is split over (t, block of MB slices); one task walks all N rows of its block and
 // keeps its (K-1) x MB accumulators in L1, vectorised along m (the contiguous axis of Z). Tasks own
@@ -100,53 +99,82 @@ inline v8d load8(const double* p) {
 }
 inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
 
+// The knots follow from the three-term form of angle addition, f((k+1)a) = 2 cos(a) f(ka) - f((k-1)a) for
+// f = cos, sin: one multiply-add per knot and function instead of a 2x2 rotation (four products). Its
+// rounding error grows like k^2 eps (|U_k(cos a)| <= k + 1): 3e-14 at K = 17 in double. The loops step two
+// knots at a time so that (previous, current) swap roles without register copies, which otherwise cost
+// as much as the arithmetic.
+
+// One knot of two rows: prev <- 2 cos(a) cur - prev (prev now holds the next knot), then add it to acc.
+#define LEWM_KNOT(acc_s, acc_c, spa, cpa, sa, ca, spb, cpb, sb, cb) \
+  spa = ta * sa - spa;                                                \
+  cpa = ta * ca - cpa;                                                \
+  spb = tb * sb - spb;                                                \
+  cpb = tb * cb - cpb;                                                \
+  store8(acc_s, load8(acc_s) + (spa + spb));                          \
+  store8(acc_c, load8(acc_c) + (cpa + cpb));
+
 // acc_c[k-1][j] += cos(k theta_j), acc_s[k-1][j] += sin(k theta_j) for k = 1..K-1 and the two rows whose
-// (sin, cos)(theta) are s1a, c1a and s1b, c1b (rows of the accumulators are MB apart; w is padded to V
-// with zero lanes, which add nothing). Two rows per pass halve the accumulator traffic, the bound here.
+// (sin, cos)(theta) are s1a, c1a and s1b, c1b (accumulator rows MB apart; w padded to V with zero lanes).
+// `b0` is cos(0) of row b: 1, or 0 for a missing row (odd N), whose lanes then stay 0. Two rows per pass
+// halve the accumulator traffic.
 LEWM_CLONES void accumulate_rows(const double* s1a, const double* c1a, const double* s1b, const double* c1b,
-                                 int64_t w, int64_t knots, double* acc_s, double* acc_c) {
+                                 double b0, int64_t w, int64_t knots, double* acc_s, double* acc_c) {
+  const v8d zero = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t j = 0; j < w; j += V) {
-    const v8d sa1 = load8(s1a + j), ca1 = load8(c1a + j), sb1 = load8(s1b + j), cb1 = load8(c1b + j);
-    v8d sa = sa1, ca = ca1, sb = sb1, cb = cb1;
-    store8(acc_s + j, load8(acc_s + j) + sa + sb);
-    store8(acc_c + j, load8(acc_c + j) + ca + cb);
-    for (int64_t k = 2; k < knots; ++k) {
-      const v8d can = ca * ca1 - sa * sa1, cbn = cb * cb1 - sb * sb1;
-      sa = sa * ca1 + ca * sa1;
-      sb = sb * cb1 + cb * sb1;
-      ca = can;
-      cb = cbn;
-      double* as = acc_s + (k - 1) * MB + j;
-      double* ac = acc_c + (k - 1) * MB + j;
-      store8(as, load8(as) + sa + sb);
-      store8(ac, load8(ac) + ca + cb);
+    v8d sa = load8(s1a + j), ca = load8(c1a + j), sb = load8(s1b + j), cb = load8(c1b + j);
+    const v8d ta = ca + ca, tb = cb + cb;
+    v8d spa = zero, cpa = zero + 1.0, spb = zero, cpb = zero + b0;  // knot 0
+    store8(acc_s + j, load8(acc_s + j) + (sa + sb));
+    store8(acc_c + j, load8(acc_c + j) + (ca + cb));
+    int64_t k = 2;
+    for (; k + 1 < knots; k += 2) {
+      LEWM_KNOT(acc_s + (k - 1) * MB + j, acc_c + (k - 1) * MB + j, spa, cpa, sa, ca, spb, cpb, sb, cb)
+      LEWM_KNOT(acc_s + k * MB + j, acc_c + k * MB + j, sa, ca, spa, cpa, sb, cb, spb, cpb)
+    }
+    if (k < knots) {
+      LEWM_KNOT(acc_s + (k - 1) * MB + j, acc_c + (k - 1) * MB + j, spa, cpa, sa, ca, spb, cpb, sb, cb)
     }
   }
 }
+#undef LEWM_KNOT
 
-// dz[j] = sum_{k>=1} p[k-1][j] cos(k theta_j) + q[k-1][j] sin(k theta_j) for two rows (tables MB apart).
+// One knot of two rows for the gradient: as LEWM_KNOT, then dz += p_k cos + q_k sin.
+#define LEWM_GRAD_KNOT(pk, qk, spa, cpa, sa, ca, spb, cpb, sb, cb) \
+  spa = ta * sa - spa;                                               \
+  cpa = ta * ca - cpa;                                               \
+  spb = tb * sb - spb;                                               \
+  cpb = tb * cb - cpb;                                               \
+  {                                                                  \
+    const v8d pv = load8(pk), qv = load8(qk);                        \
+    acc_a += pv * cpa + qv * spa;                                    \
+    acc_b += pv * cpb + qv * spb;                                    \
+  }
+
+// dz[j] = sum_{k>=1} p[k-1][j] cos(k theta_j) + q[k-1][j] sin(k theta_j) for two rows (tables MB apart),
+// with the recurrence of accumulate_rows.
 LEWM_CLONES void grad_rows(const double* s1a, const double* c1a, const double* s1b, const double* c1b, int64_t w,
                            int64_t knots, const double* p, const double* q, double* dza, double* dzb) {
+  const v8d zero = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t j = 0; j < w; j += V) {
-    const v8d sa1 = load8(s1a + j), ca1 = load8(c1a + j), sb1 = load8(s1b + j), cb1 = load8(c1b + j);
-    v8d sa = sa1, ca = ca1, sb = sb1, cb = cb1;
-    v8d pk = load8(p + j), qk = load8(q + j);
-    v8d acc_a = pk * ca + qk * sa, acc_b = pk * cb + qk * sb;
-    for (int64_t k = 2; k < knots; ++k) {
-      const v8d can = ca * ca1 - sa * sa1, cbn = cb * cb1 - sb * sb1;
-      sa = sa * ca1 + ca * sa1;
-      sb = sb * cb1 + cb * sb1;
-      ca = can;
-      cb = cbn;
-      pk = load8(p + (k - 1) * MB + j);
-      qk = load8(q + (k - 1) * MB + j);
-      acc_a += pk * ca + qk * sa;
-      acc_b += pk * cb + qk * sb;
+    v8d sa = load8(s1a + j), ca = load8(c1a + j), sb = load8(s1b + j), cb = load8(c1b + j);
+    const v8d ta = ca + ca, tb = cb + cb;
+    v8d spa = zero, cpa = zero + 1.0, spb = zero, cpb = zero + 1.0;
+    const v8d p1 = load8(p + j), q1 = load8(q + j);
+    v8d acc_a = p1 * ca + q1 * sa, acc_b = p1 * cb + q1 * sb;
+    int64_t k = 2;
+    for (; k + 1 < knots; k += 2) {
+      LEWM_GRAD_KNOT(p + (k - 1) * MB + j, q + (k - 1) * MB + j, spa, cpa, sa, ca, spb, cpb, sb, cb)
+      LEWM_GRAD_KNOT(p + k * MB + j, q + k * MB + j, sa, ca, spa, cpa, sb, cb, spb, cpb)
+    }
+    if (k < knots) {
+      LEWM_GRAD_KNOT(p + (k - 1) * MB + j, q + (k - 1) * MB + j, spa, cpa, sa, ca, spb, cpb, sb, cb)
     }
     store8(dza + j, acc_a);
     store8(dzb + j, acc_b);
   }
 }
+#undef LEWM_GRAD_KNOT
 
 }  // namespace
 
@@ -189,8 +217,8 @@ void charfn_sums(const float* z, int64_t T, int64_t N, int64_t M, int64_t knots,
       for (int64_t n = 0; n < N; n += 2) {
         const float* row = z + (t * N + n) * M + m0;
         rows.load(row, n + 1 < N ? row + M : nullptr, w, dt);
-        accumulate_rows(rows.s1a(), rows.c1a(), rows.s1b(), rows.c1b(), padded(w), knots, acc_s.data(),
-                        acc_c.data());
+        accumulate_rows(rows.s1a(), rows.c1a(), rows.s1b(), rows.c1b(), n + 1 < N ? 1.0 : 0.0, padded(w), knots,
+                        acc_s.data(), acc_c.data());
       }
       for (int64_t j = 0; j < w; ++j) {  // knot 0: cos(0) = 1, sin(0) = 0 for every row
         cos_sum[(t * knots) * M + m0 + j] = static_cast<double>(N);
