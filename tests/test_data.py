@@ -65,7 +65,7 @@ def _episodes(path):
 def test_killed_collection_leaves_whole_episodes_and_resumes(tmp_path, small_file, sig):
     path = tmp_path / "killed.h5"
     cmd = [sys.executable, "-m", "lewm_fast.cli", "collect", "--env", "tworoom", "--episodes", "100000",
-           "--image-size", str(SIZE), "--max-steps", "30", "--out", str(path), "--seed", "0", "--no-progress"]  # fmt: skip
+           "--image-size", str(SIZE), "--max-steps", "30", "--out", str(path), "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not path.exists():

@@ -108,8 +108,9 @@ def test_killed_training_keeps_a_loadable_checkpoint_and_resumes(data, tmp_path)
     assert ckpt is not None
     lf.interop.load_official(ckpt)
     step = json.loads((ckpt / "config.json").read_text())["lewm_fast_training"]["step"]
-    summary = train(TrainConfig(data=str(data), out=str(out), steps=step + 2, batch_size=8, amp="off",
-                                ckpt_every=1, num_proj=64, progress=False, model_overrides=TINY, resume=True))  # fmt: skip
+    cfg = TrainConfig(data=str(data), out=str(out), steps=step + 2, batch_size=8, amp="off", ckpt_every=1,
+                      num_proj=64, progress=False, model_overrides=TINY, resume=True)  # fmt: skip
+    summary = train(cfg)
     assert summary["steps"] == step + 2
 
 

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sigreg-backend", default="auto", help="auto | reference | cpp | triton")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    p.add_argument("--model", default=None, help="LeWMConfig fields to change, as JSON (e.g. '{\"pred_depth\": 2}')")
+    p.add_argument("--num-proj", type=int, default=1024, help="SIGReg directions per step (1024)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -47,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < (0 if name == "warmup" else 1):
             raise SystemExit(f"lewm-fast train: --{name.replace('_', '-')}: expected a positive int, got {v}")
+    try:
+        overrides = json.loads(args.model) if args.model else None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"lewm-fast train: --model: expected a JSON object, got {args.model!r} ({e})") from e
     cfg = TrainConfig(
         data=args.data, out=args.out, preset=args.preset, steps=args.steps, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, lambd=args.lambd, weight_decay=args.weight_decay,
@@ -55,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, seed=args.seed, resume=args.resume, sync_bn=args.sync_bn,
         compile=args.compile, sigreg_backend=args.sigreg_backend, device=args.device,
         progress=not args.no_progress, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        model_overrides=overrides, num_proj=args.num_proj,
     )  # fmt: skip
     try:
         summary = train(cfg)
     except NonFiniteLoss as e:
         print(str(e))
         return 3
-    except (ValueError, FileNotFoundError, DataFormatError) as e:
+    except (ValueError, TypeError, FileNotFoundError, DataFormatError) as e:
         raise SystemExit(f"lewm-fast train: {e}") from e
     print(json.dumps(summary))
     return 0

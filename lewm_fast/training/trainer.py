@@ -26,6 +26,7 @@ from lewm_fast.training import distributed as D
 from lewm_fast.training.checkpoint import latest_checkpoint, load_train_state, rng_state, save_checkpoint, set_rng_state
 from lewm_fast.training.metrics import MetricsLog
 from lewm_fast.training.presets import get_preset
+from lewm_fast.training.sync_bn import convert_sync_batchnorm
 
 AMP_CHOICES = ("auto", "bf16", "off")
 
@@ -136,11 +137,22 @@ def choose_amp(amp: str, device: torch.device, step_fn) -> bool:
 
 def _sigreg_is_distributed(sigreg: nn.Module) -> bool:
     """Whether SIGReg computes the global-batch statistic here (lewm_fast.sigreg.process_group)."""
-    from lewm_fast import sigreg as sigreg_module
+    import importlib
+
+    # (`lewm_fast.sigreg` as an attribute is the function; the module is found by its full name)
+    sigreg_module = importlib.import_module("lewm_fast.sigreg")
 
     if not hasattr(sigreg_module, "process_group"):
         return False
     return sigreg_module.process_group(getattr(sigreg, "distributed", None), getattr(sigreg, "group", None)) is not None
+
+
+def _local_sigreg(cfg: TrainConfig) -> nn.Module:
+    """A SIGReg that computes the statistic of this process's batch only (no collectives)."""
+    try:
+        return lf.SIGReg(num_proj=cfg.num_proj, backend=cfg.sigreg_backend, distributed=False)
+    except TypeError:  # a SIGReg without multi-process support is local anyway
+        return lf.SIGReg(num_proj=cfg.num_proj, backend=cfg.sigreg_backend)
 
 
 def build_model(cfg: TrainConfig, action_dim: int) -> lf.LeWM:
@@ -190,9 +202,11 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
     torch.manual_seed(cfg.seed)  # same on every rank: same init, same SIGReg directions per step
     model = build_model(cfg, train_ds.action_dim).to(device)
     if cfg.sync_bn and info.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model)
     sigreg = lf.SIGReg(num_proj=cfg.num_proj, backend=cfg.sigreg_backend)
     objective = LossModule(model, sigreg, cfg.lambd).to(device)
+    # Validation runs on rank 0 alone: its SIGReg must not wait for the other ranks.
+    val_objective = LossModule(model, _local_sigreg(cfg), cfg.lambd).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr or preset.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total))
     step, epoch, skip = 0, 0, 0
@@ -261,10 +275,11 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
 
     if info.is_main:
         params = model.num_parameters()["total"]
+        sigreg_mode = "global batch" if _sigreg_is_distributed(sigreg) else "per process" if info.enabled else "single"
         print(f"lewm-fast train: preset={cfg.preset} params={params / 1e6:.2f}M image={model_cfg.image_size} "
               f"batch={batch} ({info.world_size} x {local_batch}) steps={total} warmup={warmup} "
               f"windows={len(train_ds)} val={len(val_ds) if val_ds else 0} device={device} "
-              f"amp={'bf16' if use_amp else 'fp32'} sigreg={'distributed' if _sigreg_is_distributed(sigreg) else 'per-process' if info.enabled else 'single'}")  # fmt: skip
+              f"amp={'bf16' if use_amp else 'fp32'} sigreg={sigreg_mode}")  # fmt: skip
 
     from tqdm import tqdm
 
@@ -287,7 +302,7 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
                 vb = val_ds.__getitems__(idx[i : i + local_batch])
                 if len(vb["pixels"]) < 2:
                     continue
-                sums += objective(vb["pixels"].to(device), vb["action"].to(device)).float().cpu()
+                sums += val_objective(vb["pixels"].to(device), vb["action"].to(device)).float().cpu()
                 n += 1
         model.train()
         set_rng_state(saved)
@@ -321,8 +336,9 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
                 bar.close()
                 good = latest_checkpoint(out)
                 raise NonFiniteLoss(
-                    f"lewm-fast train: non-finite loss at step {step + 1} (loss={mean[0].item()}, pred={mean[1].item()}, "
-                    f"sigreg={mean[2].item()}, grad_norm={grad_norm.item()}); stopped without saving. "
+                    f"lewm-fast train: non-finite loss at step {step + 1} (loss={mean[0].item()}, "
+                    f"pred={mean[1].item()}, sigreg={mean[2].item()}, grad_norm={grad_norm.item()}); "
+                    "stopped without saving. "
                     f"Last good checkpoint: {good if good else 'none (no checkpoint was written yet)'}. "
                     "Try a lower --lr or --amp off."
                 )
