@@ -38,6 +38,7 @@ sum (do not average) gradients over ranks, or divide by W. Every rank must call 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from collections.abc import Callable
@@ -61,7 +62,7 @@ def knot_tables(knots: int = 17, t_max: float = 3.0, device=None) -> tuple[torch
     t = torch.linspace(0, t_max, knots, dtype=torch.float32, device=device)
     dt = t_max / (knots - 1)
     weights = torch.full((knots,), 2 * dt, dtype=torch.float32, device=device)
-    weights[[0, -1]] = dt
+    weights[0] = weights[-1] = dt  # scalar fills: no index tensor to copy to a GPU (a host sync)
     phi = torch.exp(-t.square() / 2.0)
     return t, phi, weights * phi
 
@@ -331,6 +332,12 @@ def process_group(distributed: bool | None = None, group=None):
     return group if dist.get_world_size(group) > 1 else None
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_knot_tables(knots: int, t_max: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """knot_tables for the functional API, made once per (K, t_max, device): no small launches per call."""
+    return knot_tables(knots, t_max, device)
+
+
 def sigreg(
     proj: torch.Tensor,
     directions: torch.Tensor,
@@ -346,7 +353,10 @@ def sigreg(
     then be the same on every rank (they are used as given).
     """
     check_sigreg_inputs(proj, directions)
-    t, phi, weights = knot_tables(knots, t_max, proj.device)
+    check_positive_int("knots", knots)  # before the cache, which needs hashable arguments
+    if isinstance(t_max, bool) or not isinstance(t_max, (int, float)):
+        raise ValueError(f"t_max: expected a positive float, got {t_max!r}")
+    t, phi, weights = _cached_knot_tables(knots, float(t_max), proj.device)
     run = _BACKENDS[resolve_backend(backend, proj.device)]
     return run(proj, directions, t, phi, weights, dt=t_max / (knots - 1), group=process_group(distributed, group))
 
