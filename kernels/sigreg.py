@@ -26,9 +26,10 @@ Design and trade-offs:
 - Precision: fp32 inputs use an IEEE fp32 dot (no TF32: Z must match the fp32 reference to ~1e-6).
   bf16/fp16 inputs use the tensor-core dot with A rounded to the input dtype and fp32 accumulation, as
   torch autocast would run `proj @ A`; everything after the dot is fp32. sin/cos of the angle come from
-  `_sincos` (reduction by pi/2, short polynomials), not libdevice's sinf/cosf: the same fp32 accuracy
-  for |angle| < 6400, and without their register-hungry large-argument path (sm_90 builds of these
-  kernels spilled with it; checked offline with triton.compile + cuobjdump, not on a device).
+  `_sincos` (one shared reduction by pi/2, short polynomials) rather than `tl.sin`/`tl.cos`, which lower
+  to libdevice's sinf and cosf: two separate reductions, each with a large-argument path that needs a
+  local-memory array. Same fp32 accuracy for |angle| < 6400 (7e-8 measured), and the interpreter runs
+  exactly the arithmetic the GPU runs.
 - Knot 0 (t = 0) is never computed: cos = 1, sin = 0 for every row, so its sums are N and 0 (filled on
   the host) and its gradient is 0.
 
@@ -53,9 +54,7 @@ _PIO2_C = tl.constexpr(-8.705515695504166e-10)
 @triton.jit
 def _sincos(theta):
     """(sin, cos) of an fp32 tile: reduction by pi/2, Taylor polynomials on |r| <= pi/4 (truncation
-    < 2e-9, under fp32 rounding), quadrant fix-up. Written out rather than `tl.sin`/`tl.cos`, which lower
-    to libdevice's sinf/cosf: their large-argument path alone costs registers (spills in these kernels)
-    for angles the reduction already handles; this way the interpreter also runs the GPU arithmetic."""
+    < 2e-9, under fp32 rounding), quadrant fix-up. One reduction serves both (see the module docstring)."""
     q = tl.floor(theta * _TWO_OVER_PI + 0.5)
     r = ((theta - q * _PIO2_A) - q * _PIO2_B) - q * _PIO2_C
     r2 = r * r
@@ -201,9 +200,9 @@ def _sigreg_bwd_kernel(
 # ---------------------------------------------------------------------------------------------- launchers
 
 # Tiles chosen without a device, from static resource usage on sm_90 (triton.compile + cuobjdump): the
-# largest tiles that compile without register spills for fp32 and bf16, forward and backward (192 / 104
-# registers per thread in fp32). 64-row tiles spill (the fp32 FMA dot keeps both operand tiles in
-# registers). To be autotuned on an H100.
+# largest tiles that compile without register spills (no stack) for fp32 and bf16, forward and backward
+# (192 / 104 registers per thread in fp32). 64-row tiles spill: the fp32 FMA dot keeps both operand tiles
+# in registers. To be autotuned on an H100.
 _FWD = dict(BLOCK_N=32, BLOCK_M=64, BLOCK_D=32, num_warps=8)
 _BWD = dict(BLOCK_N=32, BLOCK_M=64, BLOCK_D=32, num_warps=8)
 
