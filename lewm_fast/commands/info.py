@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 
@@ -17,7 +18,9 @@ def collect() -> dict:
     import lewm_fast
     from lewm_fast.kernels import HAS_TRITON
     from lewm_fast.planning import planner
-    from lewm_fast.sigreg import _BACKENDS as SIGREG_BACKENDS
+
+    sigreg_module = importlib.import_module("lewm_fast.sigreg")  # `lewm_fast.sigreg` is also the function
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     return {
         "lewm_fast": lewm_fast.__version__,
@@ -26,7 +29,8 @@ def collect() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_threads": torch.get_num_threads(),
         "triton": HAS_TRITON,
-        "sigreg_backends": sorted(SIGREG_BACKENDS),
+        "cpp_extension": importlib.import_module("lewm_fast._ext").load() is not None,
+        **{f"sigreg_backends_{d}": sigreg_module.available_backends(d) for d in devices},
         "planner_backends": sorted(planner._ENGINES),
     }
 
