@@ -17,6 +17,7 @@ the row's solver actually does (the fast engines skip ~1/3 of it: K/V reuse, new
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
     p.add_argument("--quick", action="store_true", help="E=1 only, a shorter budget")
     p.add_argument("--eager-too", action="store_true", help="on CUDA, also time the fast rows without CUDA graphs")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, i.e. the cores)")
+    p.add_argument("--compile", action="store_true", help="on CPU, add torch rows with LEWM_PLAN_COMPILE=1")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
 
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if args.quick:
         args.envs, args.budget = [1], min(args.budget, 3.0)
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_model(args, device)
     cfg = model.cfg
     backends = args.backends or [b for b in ("reference", "torch", "triton") if b in planner_module._ENGINES]
@@ -158,6 +162,7 @@ def main(argv=None) -> int:
         backends.remove("triton")  # Triton on the CPU is the interpreter: a correctness tool, not a speed row
     flops_iter = {e: public_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
     fast_flops_iter = {e: fast_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
+    user_compile = os.environ.get("LEWM_PLAN_COMPILE", "0")
     graph_modes = [True, False] if (device.type == "cuda" and args.eager_too) else [True]
     rows = []
     for e in args.envs:
@@ -166,9 +171,13 @@ def main(argv=None) -> int:
             for dname in args.dtypes:
                 if backend == "reference" and dname != "fp32":
                     continue  # the public semantics run in the model's dtype
-                for graph in graph_modes if backend != "reference" else [False]:
+                variants = [(g, False) for g in graph_modes] if backend != "reference" else [(False, False)]
+                if backend == "torch" and device.type == "cpu" and args.compile:
+                    variants.append((False, True))
+                for graph, compiled in variants:
 
-                    def make_plan(k, backend=backend, dname=dname, pixels=pixels, goal=goal, graph=graph):
+                    def make_plan(k, backend=backend, dname=dname, pixels=pixels, goal=goal, graph=graph, c=compiled):
+                        os.environ["LEWM_PLAN_COMPILE"] = "1" if c else user_compile  # read when the engine is built
                         planner = lf.CEMPlanner(
                             model, num_samples=args.samples, topk=args.topk, iters=k, horizon=args.horizon,
                             seed=0, backend=backend, dtype=DTYPES[dname], cuda_graph=graph,
@@ -177,6 +186,7 @@ def main(argv=None) -> int:
 
                     per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device)
                     name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
+                    name += "+compile" if compiled else ""
                     own = flops_iter[e] if backend == "reference" else fast_flops_iter[e]
                     rows.append(dict(solver=name, dtype=dname, device=device.type, envs=e, iters_run=k,
                                      ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
@@ -207,6 +217,7 @@ def main(argv=None) -> int:
         r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
 
     e0 = args.envs[0]
+    os.environ["LEWM_PLAN_COMPILE"] = user_compile
     print(f"\nplan: {args.samples} samples x {args.iters} iterations x horizon {args.horizon}, history "
           f"{args.history}, published-size model{' from ' + args.ckpt if args.ckpt else ' (random weights)'}, "
           f"{device_name(device)}; matmul work per iteration per env: public rollout "

@@ -196,3 +196,15 @@ def test_triton_without_a_gpu_or_the_interpreter_is_refused(model, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="'triton' needs a CUDA device"):
         lf.CEMPlanner(model, backend="triton")
+
+
+def test_cpu_ops_with_compiled_elementwise_chains(model, monkeypatch):
+    """LEWM_PLAN_COMPILE=1: TorchInductor-fused norm/modulate and gate/residual, same costs."""
+    pytest.importorskip("torch._inductor")
+    monkeypatch.setenv("LEWM_PLAN_COMPILE", "1")
+    pixels, goal = observations(1, 1)
+    cand = torch.randn(1, 6, 5, 10)
+    want = lf.CEMPlanner(model, backend="reference").cost(pixels, goal, cand)
+    planner = lf.CEMPlanner(model, backend="torch")
+    assert planner.engine.ops.norm_modulate is not ops.norm_modulate  # the compiled one is in use
+    assert_same_costs(planner.cost(pixels, goal, cand), want)

@@ -4,11 +4,13 @@
   AMX where the CPU has it; the MLP's GELU runs as a oneDNN post-op on the fp32 accumulator (one pass
   over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer). Without oneDNN's
   linear op (other builds) this falls back to `F.linear`.
-- The elementwise chains (norm + modulate + norm, the window attention, gate + residual) are many tiny
-  ops in eager PyTorch: at 300 rows each op is a few tens of microseconds of loop plus a thread-pool
-  round trip, and on a busy 2-core machine the round trips dominate. With `compile=True` TorchInductor
-  fuses each chain into one C++ loop (compiled once per shape family, dynamic in the row count; the
-  first plan pays the compile, ~20-40 s, cached on disk afterwards). Off by default: see
+- Attention over the window uses PyTorch's CPU attention kernel on the bf16 K/V in place (scores and
+  softmax in fp32 inside it): dtype conversions of whole K/V windows cost more than the attention.
+- The elementwise chains (norm + modulate + norm, gate + residual) are many tiny ops in eager
+  PyTorch: at 300 rows each op is a few tens of microseconds of loop plus a thread-pool round trip,
+  and on a busy 2-core machine the round trips dominate. With `compile=True` TorchInductor fuses each
+  chain into one C++ loop (static shapes: compiled once per row count and window shape;
+  the first plan pays ~15-25 s of compilation, cached on disk afterwards). Off by default: see
   `LEWM_PLAN_COMPILE` in engine.py and the measurements in the README.
 """
 
@@ -46,7 +48,15 @@ class PackedWeight:
 
 
 def _gate_residual(res: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.addcmul(res, gate.float(), y.float())
+    return torch.addcmul(res, gate, y)  # mixed dtypes: computed and returned in fp32
+
+
+def sdpa_one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """`ops.one_query_attention` by PyTorch's CPU attention kernel: it reads bf16 q/k/v in place and
+    keeps scores and softmax in fp32 internally, where the plain formula would first convert the
+    whole K/V window to fp32 (conversions are slow on the CPU). q (N, 1, I), k, v (N, L, I) -> (N, 1, I)."""
+    qh, kh, vh = (u.unflatten(-1, (heads, -1)).transpose(1, 2) for u in (q, k, v))
+    return F.scaled_dot_product_attention(qh, kh, vh, scale=1.0).transpose(1, 2).flatten(2)
 
 
 class CpuOps(ops.TorchOps):
@@ -66,11 +76,13 @@ class CpuOps(ops.TorchOps):
         try:
             import torch._inductor.config  # noqa: F401  (fails early where inductor is unavailable)
 
-            self.norm_modulate = torch.compile(ops.norm_modulate, dynamic=True)
-            self.window_attention = torch.compile(ops.window_attention, dynamic=True)
-            self._gate_residual = torch.compile(_gate_residual, dynamic=True)
+            self.norm_modulate = torch.compile(ops.norm_modulate, dynamic=False)
+            self._gate_residual = torch.compile(_gate_residual, dynamic=False)
         except Exception as err:  # pragma: no cover - no compiler: eager ops, one warning
             warnings.warn(f"lewm_fast planner: torch.compile unavailable ({err}); using eager ops", stacklevel=2)
+
+    def window_attention(self, q, k, v, heads: int) -> torch.Tensor:
+        return ops.window_attention(q, k, v, heads, one_query=sdpa_one_query)
 
     def pack_weight(self, w: torch.Tensor):
         return PackedWeight(w, self.rows_hint) if self.onednn else w

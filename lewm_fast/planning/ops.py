@@ -30,22 +30,30 @@ def norm_modulate(
     float dtype (strided views of the modulation table). Returns (N, n, D) in out_dtype.
     """
     y = F.layer_norm(x.float(), x.shape[-1:], eps=eps1)
-    y = torch.addcmul(shift.float(), y, 1 + scale.float())
+    y = torch.addcmul(shift, y, scale).add_(y)  # y * (1 + scale) + shift; mixed dtypes compute in fp32
     return F.layer_norm(y, x.shape[-1:], eps=eps2).to(out_dtype)
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, one_query=None) -> torch.Tensor:
     """Causal attention over a short window; the queries are its last n positions.
 
     Args: q (N, n, I), k and v (N, L, I) with n == 1 or n == L (L <= num_frames); the 1/sqrt(dim_head)
     scale is already in q. Returns (N, n, I) in q's dtype. The softmax is taken in fp32.
+    `one_query` replaces `one_query_attention` (e.g. by a compiled version of it).
     """
+    one_query = one_query or one_query_attention
     n, length = q.shape[1], k.shape[1]
     if length == 1:  # one key: the softmax is 1
         return v.to(q.dtype)
-    if n > 1:  # query i sees keys 0..i: L single-query problems (cheaper than a masked L x L one here)
-        return torch.cat([window_attention(q[:, i : i + 1], k[:, : i + 1], v[:, : i + 1], heads) for i in range(n)], 1)
-    # One query against L <= num_frames keys: per-head dot products and a weighted sum, fp32.
+    if n > 1:  # query i sees keys 0..i: query 0 is v_0; the others are single-query problems
+        outs = [v[:, :1].to(q.dtype)]
+        outs += [one_query(q[:, i : i + 1], k[:, : i + 1], v[:, : i + 1], heads) for i in range(1, n)]
+        return torch.cat(outs, 1)
+    return one_query(q, k, v, heads)
+
+
+def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """q (N, 1, I) against all L keys: per-head dot products, fp32 softmax, weighted sum -> (N, 1, I)."""
     qh, kh, vh = (u.unflatten(-1, (heads, -1)).float() for u in (q, k, v))  # (N, ., h, dh)
     p = (kh * qh).sum(-1).softmax(1)  # (N, L, h)
     return (p.unsqueeze(-1) * vh).sum(1, keepdim=True).flatten(2).to(q.dtype)
@@ -64,7 +72,7 @@ def linear_gate_residual(
     x (N, n, K) compute dtype, w (D, K), b (D,); gate (N, n, D) any float dtype (a strided view);
     res (N, n, D) fp32. Returns (N, n, D) fp32.
     """
-    return torch.addcmul(res, gate.float(), F.linear(x, w, b).float())
+    return torch.addcmul(res, gate, F.linear(x, w, b))  # mixed dtypes: computed and returned in fp32
 
 
 def elite_update(cost: torch.Tensor, cand: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,6 +91,7 @@ class TorchOps:
     """The PyTorch compositions above (the CPU fast path; also correct on CUDA)."""
 
     name = "torch"
+    kv_dtype = None  # the K/V cache's dtype (None: the matmul dtype)
     linear = staticmethod(F.linear)
     pack_weight = staticmethod(lambda w: w)  # weights stay plain tensors
     layer_norm = staticmethod(layer_norm)
