@@ -2,6 +2,8 @@
 and with SyncBatchNorm its first step's loss equals one process over the same global batch."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -29,10 +31,17 @@ def test_torchrun_two_gloo_processes_with_sync_bn(tmp_path):
            "--batch-size", str(2 * LOCAL_BATCH), "--amp", "off", "--sync-bn", "--log-every", "1",
            "--ckpt-every", "3", "--val-every", "3", "--seed", str(SEED), "--num-proj", str(NUM_PROJ),
            "--model", json.dumps(TINY), "--no-progress", "--val-fraction", "0.2"]  # fmt: skip
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "batch=12 (2 x 6)" in r.stdout
+    # A new session, so that on a timeout the whole group (torchrun and both ranks) is killed.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("torchrun did not finish in 240 s (a collective waiting on one rank?)")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "batch=12 (2 x 6)" in stdout
 
     # rank 0 alone wrote one checkpoint and one set of metrics; the checkpoint loads
     assert [p.name for p in sorted(out.glob("ckpt-*"))] == ["ckpt-0000003"]
@@ -61,7 +70,7 @@ def test_torchrun_two_gloo_processes_with_sync_bn(tmp_path):
     loss, pred, sig = objective(pixels, actions).tolist()
     first = train_rows[0]
     assert first["pred_loss"] == pytest.approx(pred, rel=1e-4, abs=1e-6)
-    if "sigreg=global batch" not in r.stdout:
+    if "sigreg=global batch" not in stdout:
         pytest.xfail("SIGReg is not yet distributed: its statistic is per process (pred loss and BN matched)")
     assert first["sigreg_loss"] == pytest.approx(sig, rel=1e-4, abs=1e-6)
     assert first["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-6)

@@ -108,8 +108,8 @@ class WindowDataset(torch.utils.data.Dataset):
         num_frames: T frames per window (num_frames + 1 of the model = 4). frameskip: 5.
         episodes: which episodes to use (default: all).
         normalizer: action statistics (default: fitted on these episodes).
-        in_memory: load the used columns into RAM once (fast); otherwise read rows per batch (one file
-            handle per DataLoader worker).
+        in_memory: load the columns into RAM once (fast); False: read rows per batch (one file handle per
+            DataLoader worker); None (default): in memory when the pixels take at most 4 GiB.
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class WindowDataset(torch.utils.data.Dataset):
         frameskip: int = 5,
         episodes: np.ndarray | None = None,
         normalizer: Normalizer | None = None,
-        in_memory: bool = True,
+        in_memory: bool | None = None,
     ):
         self.path, self.image_size, self.num_frames, self.frameskip = Path(path), image_size, num_frames, frameskip
         self.span = num_frames * frameskip
@@ -148,6 +148,8 @@ class WindowDataset(torch.utils.data.Dataset):
             self.starts = np.concatenate(starts).astype(np.int64)
             rows = np.concatenate([offsets[e] + np.arange(lengths[e]) for e in use])
             self.normalizer = normalizer or Normalizer.fit(f["action"][:][rows])
+            if in_memory is None:
+                in_memory = f["pixels"].size * f["pixels"].dtype.itemsize <= 4 * 2**30
             self.in_memory = in_memory
             self.pixels = f["pixels"][:] if in_memory else None
             self.actions = f["action"][:].astype(np.float32) if in_memory else None
