@@ -69,20 +69,27 @@ class CpuOps(ops.TorchOps):
         self.onednn = onednn_linear_available(dtype)
         self.rows_hint = rows_hint
         self._gate_residual = _gate_residual
+        self._one_query = sdpa_one_query
         if compile:
             self._compile()
 
     def _compile(self) -> None:
         try:
+            import torch._dynamo
             import torch._inductor.config  # noqa: F401  (fails early where inductor is unavailable)
 
+            # Static shapes (dynamic ones compile to slower loops here): one graph per row count, window
+            # shape, stride pattern and dtype, i.e. a few tens per process: above dynamo's default of 8.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.norm_modulate = torch.compile(ops.norm_modulate, dynamic=False)
             self._gate_residual = torch.compile(_gate_residual, dynamic=False)
+            # the plain formula, fused: reads bf16 K/V in place like the CPU attention kernel, less overhead
+            self._one_query = torch.compile(ops.one_query_attention, dynamic=False)
         except Exception as err:  # pragma: no cover - no compiler: eager ops, one warning
             warnings.warn(f"lewm_fast planner: torch.compile unavailable ({err}); using eager ops", stacklevel=2)
 
     def window_attention(self, q, k, v, heads: int) -> torch.Tensor:
-        return ops.window_attention(q, k, v, heads, one_query=sdpa_one_query)
+        return ops.window_attention(q, k, v, heads, one_query=self._one_query)
 
     def pack_weight(self, w: torch.Tensor):
         return PackedWeight(w, self.rows_hint) if self.onednn else w
