@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--adaln-std", type=float, default=0.3, help="random weights: std of the AdaLN modulation")
     p.add_argument("--control", action="store_true", help="also plan in fp32 from another seed (CEM's own spread)")
     p.add_argument("--quick", action="store_true", help="5 problems, 10 iterations")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
 
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.problems, args.iters = min(args.problems, 5), min(args.iters, 10)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_model(args, device)
     if not args.ckpt:
         gen = torch.Generator(device).manual_seed(1)

@@ -48,8 +48,10 @@ def plan_threads(rows: int) -> int:
 
 
 @contextlib.contextmanager
-def _threads(n: int):
+def _threads(n: int | None):
+    """Run with n CPU threads (None: leave torch's setting alone, e.g. on a GPU)."""
     old = torch.get_num_threads()
+    n = old if n is None else n
     if n != old:
         torch.set_num_threads(n)
     try:
@@ -150,6 +152,9 @@ class FastEngine:
             return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=compile_ops)
         return TorchOps()
 
+    def _threads_for(self, rows: int) -> int | None:
+        return plan_threads(rows) if self.device.type == "cpu" else None
+
     @torch.inference_mode()
     def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings.
@@ -165,7 +170,7 @@ class FastEngine:
     @torch.inference_mode()
     def cost(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """cand (E, S, T, A) -> (E, S) fp32 costs of the packed model (any S and T >= H)."""
-        with _threads(plan_threads(cand.shape[0] * cand.shape[1])):
+        with _threads(self._threads_for(cand.shape[0] * cand.shape[1])):
             return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand.float())
 
     @torch.inference_mode()
@@ -175,7 +180,7 @@ class FastEngine:
         solve = self._solves.get((e, h))
         if solve is None:
             solve = self._solves[(e, h)] = _Solve(self, e, h)
-        with _threads(plan_threads(e * self.p.num_samples)):
+        with _threads(self._threads_for(e * self.p.num_samples)):
             return solve(hist_emb, goal_emb, mean, std, self.use_graph)
 
 

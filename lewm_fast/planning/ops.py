@@ -91,7 +91,6 @@ class TorchOps:
     """The PyTorch compositions above (the CPU fast path; also correct on CUDA)."""
 
     name = "torch"
-    kv_dtype = None  # the K/V cache's dtype (None: the matmul dtype)
     linear = staticmethod(F.linear)
     pack_weight = staticmethod(lambda w: w)  # weights stay plain tensors
     layer_norm = staticmethod(layer_norm)

@@ -168,12 +168,7 @@ def _block(packed: PackedPredictor, ops, blk: PackedBlock, x: torch.Tensor, mod:
     """
     shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)
     y = ops.norm_modulate(x, shift1, scale1, blk.eps1, blk.eps_attn, packed.dtype)
-    qkv = ops.linear(y, blk.w_qkv, blk.b_qkv)
-    inner = qkv.shape[-1] // 3
-    q, kv = qkv[..., :inner], qkv[..., inner:]
-    if ops.kv_dtype is not None:  # convert K/V once here, not at every later step that reads the cache
-        kv = kv.to(ops.kv_dtype)
-    k, v = kv.chunk(2, dim=-1)
+    q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
     if cache is not None:
         k, v = torch.cat([cache[0], k], 1), torch.cat([cache[1], v], 1)
     if last_only and x.shape[1] > 1:
