@@ -22,7 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# OpenMP threads that spin while they wait starve each other when the cores are shared with other jobs
+# (measured here: a 2-thread plan 6-8x slower than with sleeping waiters). Must be set before torch
+# loads its OpenMP runtime; OMP_WAIT_POLICY=ACTIVE in the environment overrides it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_name, print_table, synchronize, write_result  # noqa: E402
@@ -46,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--history", type=int, default=1)
     p.add_argument("--backends", nargs="+", default=None, help="planner backends (default: all available)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
-    p.add_argument("--budget", type=float, default=8.0, help="seconds of timed work per row, at most")
+    p.add_argument("--budget", type=float, default=6.0, help="seconds of timed work per row and round, at most")
+    p.add_argument("--rounds", type=int, default=2, help="measurements per row (the fastest is kept)")
     p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
     p.add_argument("--quick", action="store_true", help="E=1 only, a shorter budget")
     p.add_argument("--eager-too", action="store_true", help="on CUDA, also time the fast rows without CUDA graphs")
@@ -76,39 +82,43 @@ def observations(cfg, e, history, device, seed=0):
     return torch.rand(e, history, *size, generator=g).to(device), torch.rand(e, *size, generator=g).to(device)
 
 
-def time_plan(make_plan, iters_full, budget, device, min_iters=1, clock=time.perf_counter, warm=True):
-    """Seconds per iteration and per encode, from plans of a few iterations within `budget` seconds.
+class PlanTimer:
+    """Times one solver: a 1-iteration plan (encode + one iteration) and a k-iteration plan, k chosen to
+    fit `budget` seconds; their difference isolates iterations. Building it warms up (allocations, graph
+    capture, autotuning; skipped with warm=False: nothing to warm) and measures once; `measure()` measures
+    again, interleaved with the other rows, and the fastest run is kept: on a shared machine other jobs
+    only ever add time, and interleaving exposes every row to the same conditions."""
 
-    A 1-iteration plan (after a warm-up call: allocations, graph capture, autotuning) measures encode +
-    one iteration; a k-iteration plan isolates the iterations. Each is timed twice when the budget
-    allows and the faster run is kept (the other jobs on a shared machine only ever add time).
-    warm=False skips the warm-up calls (solvers with nothing to compile, capture or pack)."""
+    def __init__(self, make_plan, iters_full, budget, device, clock=time.perf_counter, warm=True):
+        self.device, self.clock = device, clock
+        self.plan_1 = make_plan(1)
+        if warm:
+            self.plan_1()
+        self.one = self._time(self.plan_1)
+        self.k = max(1, min(iters_full, int(budget / max(self.one, 1e-6))))
+        self.plan_k = make_plan(self.k) if self.k > 1 else None
+        if self.plan_k is not None and warm:
+            self.plan_k()
+        self.total = self._time(self.plan_k) if self.plan_k is not None else None
 
-    def best_of(run, repeats):
-        times = []
-        for _ in range(repeats):
-            synchronize(device)
-            t0 = clock()
-            run()
-            synchronize(device)
-            times.append(clock() - t0)
-        return min(times)
+    def _time(self, run) -> float:
+        synchronize(self.device)
+        t0 = self.clock()
+        run()
+        synchronize(self.device)
+        return self.clock() - t0
 
-    plan_1 = make_plan(1)
-    if warm:
-        plan_1()
-    one = best_of(plan_1, 1)
-    one = min(one, best_of(plan_1, 1)) if one < budget / 8 else one
-    k = max(min_iters, min(iters_full, int(budget / max(one, 1e-6))))
-    if k <= 1:
-        return one, 1, one
-    plan_k = make_plan(k)
-    if warm:
-        plan_k()
-    total = best_of(plan_k, 2 if k * one < budget / 2 else 1)
-    per_iter = max((total - one) / (k - 1), 1e-9)
-    encode = max(one - per_iter, 0.0)
-    return per_iter, k, encode
+    def measure(self) -> None:
+        self.one = min(self.one, self._time(self.plan_1))
+        if self.plan_k is not None:
+            self.total = min(self.total, self._time(self.plan_k))
+
+    def result(self) -> tuple[float, int, float]:
+        """(seconds per iteration, iterations run, seconds of encoding per plan)."""
+        if self.plan_k is None:
+            return self.one, 1, self.one
+        per_iter = max((self.total - self.one) / (self.k - 1), 1e-9)
+        return per_iter, self.k, max(self.one - per_iter, 0.0)
 
 
 def public_solver_row(model, args, e, device):
@@ -177,7 +187,7 @@ def main(argv=None) -> int:
     fast_flops_iter = {e: fast_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
     user_compile = os.environ.get("LEWM_PLAN_COMPILE", "0")
     graph_modes = [True, False] if (device.type == "cuda" and args.eager_too) else [True]
-    rows = []
+    specs = []  # (row fields, timer), built and measured once in order, then measured again in reverse
     for e in args.envs:
         pixels, goal = observations(cfg, e, args.history, device)
         for backend in backends:
@@ -197,27 +207,33 @@ def main(argv=None) -> int:
                         )  # fmt: skip
                         return lambda: planner.plan(pixels, goal)
 
-                    per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device, clock=clock,
-                                                    warm=backend != "reference")  # fmt: skip
                     name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
                     name += "+compile" if compiled else ""
                     own = flops_iter[e] if backend == "reference" else fast_flops_iter[e]
-                    rows.append(dict(solver=name, dtype=dname, device=device.type, envs=e, iters_run=k,
-                                     ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
-                                     own_flops_iter=own))  # fmt: skip
-                    print(f"  {name:>22} {dname} E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)",
-                          flush=True)  # fmt: skip
+                    timer = PlanTimer(make_plan, args.iters, args.budget, device, clock, warm=backend != "reference")
+                    specs.append(
+                        (dict(solver=name, dtype=dname, device=device.type, envs=e, own_flops_iter=own), timer)
+                    )
+                    print(f"  {name:>22} {dname} E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration "
+                          f"({timer.k} iterations run)", flush=True)  # fmt: skip
         if not args.no_public:
             try:
                 make_plan = public_solver_row(model, args, e, device)
             except ImportError:
                 make_plan = None
             if make_plan is not None:
-                per_iter, k, encode = time_plan(make_plan, args.iters, args.budget, device, clock=clock, warm=False)
-                rows.append(dict(solver="public stable-worldmodel", dtype="fp32", device=device.type, envs=e,
-                                 iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
-                                 own_flops_iter=flops_iter[e]))  # fmt: skip
-                print(f"     public fp32 E={e}: {per_iter * 1e3:.1f} ms/iteration ({k} iterations run)", flush=True)
+                timer = PlanTimer(make_plan, args.iters, args.budget, device, clock, warm=False)
+                specs.append((dict(solver="public stable-worldmodel", dtype="fp32", device=device.type, envs=e,
+                                   own_flops_iter=flops_iter[e]), timer))  # fmt: skip
+                print(f"     public fp32 E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration", flush=True)
+    for _ in range(args.rounds - 1):
+        print("  measuring again (interleaved, reverse order)", flush=True)
+        for _, timer in reversed(specs):
+            timer.measure()
+    rows = []
+    for fields, timer in specs:
+        per_iter, k, encode = timer.result()
+        rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))
 
     for r in rows:
         e = r["envs"]
@@ -234,14 +250,16 @@ def main(argv=None) -> int:
     os.environ["LEWM_PLAN_COMPILE"] = user_compile
     print(f"\nplan: {args.samples} samples x {args.iters} iterations x horizon {args.horizon}, history "
           f"{args.history}, published-size model{' from ' + args.ckpt if args.ckpt else ' (random weights)'}, "
-          f"{device_name(device)}, {args.clock} clock; matmul work per iteration per env: public rollout "
+          f"{device_name(device)}, {args.clock} clock, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+          f"matmul work per iteration per env: public rollout "
           f"{flops_iter[e0] / e0 / 1e9:.1f} GFLOP, fast rollout "
           f"{fast_flops_iter[e0] / e0 / 1e9:.1f} GFLOP\n")  # fmt: skip
     print_table(rows, [("solver", "solver"), ("dtype", "dtype"), ("device", "device"), ("envs", "E"),
                        ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
                        ("ms_per_iter", "ms/iter"), ("tflops", "TFLOP/s public"), ("tflops_own", "TFLOP/s own"),
                        ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
-    path = write_result("plan_speed", {"args": vars(args), "rows": rows}, device, args.out)
+    payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
+    path = write_result("plan_speed", payload, device, args.out)
     print(f"\nwrote {path}")
     return 0
 

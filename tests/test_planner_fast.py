@@ -208,3 +208,17 @@ def test_cpu_ops_with_compiled_elementwise_chains(model, monkeypatch):
     planner = lf.CEMPlanner(model, backend="torch")
     assert planner.engine.ops.norm_modulate is not ops.norm_modulate  # the compiled one is in use
     assert_same_costs(planner.cost(pixels, goal, cand), want)
+
+
+def test_cpu_chunks_of_environments_change_nothing(model, monkeypatch):
+    """The CPU engine rolls out in chunks of whole environments: the same costs and plans as one batch."""
+    pixels, goal = observations(5, 1)
+    cand = torch.randn(5, 7, 5, 10)
+    kw = dict(num_samples=7, topk=3, iters=2, seed=1, backend="torch")
+    monkeypatch.setenv("LEWM_PLAN_CHUNK_ROWS", "14")  # 2 environments per chunk: chunks of 2, 2, 1
+    chunked = lf.CEMPlanner(model, **kw)
+    monkeypatch.setenv("LEWM_PLAN_CHUNK_ROWS", "0")
+    whole = lf.CEMPlanner(model, **kw)
+    assert chunked.engine.chunk_rows == 14 and whole.engine.chunk_rows == 0
+    torch.testing.assert_close(chunked.cost(pixels, goal, cand), whole.cost(pixels, goal, cand), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked.plan(pixels, goal), whole.plan(pixels, goal), rtol=1e-5, atol=1e-6)

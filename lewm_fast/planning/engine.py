@@ -94,7 +94,7 @@ class _Solve:
                 torch.addcmul(mean.unsqueeze(1), self.noise, std.unsqueeze(1), out=self.cand)
                 self.cand[:, 0] = mean
             with nvtx_range("rollout", nvtx):
-                cost = rollout_cost(eng.packed, ops, self.hist, self.goal, self.cand)
+                cost = eng.rollout_cost(self.hist, self.goal, self.cand)
             with nvtx_range("elite update", nvtx):
                 mean, std, elite_cost = ops.elite_update(cost, self.cand, p.topk)
         self.mean.copy_(mean)
@@ -143,6 +143,8 @@ class FastEngine:
         self.packed = PackedPredictor(planner.model, planner.dtype, planner.device, pack=self.ops.pack_weight)
         self.nvtx = self.device.type == "cuda"
         self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
+        # CPU: roll out in cache-sized chunks of environments (LEWM_PLAN_CHUNK_ROWS, 0 = one batch)
+        self.chunk_rows = int(os.environ.get("LEWM_PLAN_CHUNK_ROWS", "1024")) if self.device.type == "cpu" else 0
         self._solves: dict[tuple[int, int], _Solve] = {}
 
     def make_ops(self):
@@ -151,6 +153,17 @@ class FastEngine:
             compile_ops = os.environ.get("LEWM_PLAN_COMPILE", "0") == "1"
             return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=compile_ops)
         return TorchOps()
+
+    def rollout_cost(self, hist_emb, goal_emb, cand) -> torch.Tensor:
+        """(E, S) costs; on the CPU in chunks of whole environments of at most `chunk_rows` candidates
+        (one batch of E x S rows streams its modulation table and K/V through memory: at E = 16, S = 300
+        chunks of 3 environments took 2.6 s of CPU time per iteration against 3.1 s for one batch)."""
+        e, s = cand.shape[:2]
+        per = max(1, self.chunk_rows // s) if self.chunk_rows else e
+        if per >= e:
+            return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand)
+        return torch.cat([rollout_cost(self.packed, self.ops, hist_emb[i : i + per], goal_emb[i : i + per],
+                                       cand[i : i + per]) for i in range(0, e, per)])  # fmt: skip
 
     def _threads_for(self, rows: int) -> int | None:
         return plan_threads(rows) if self.device.type == "cpu" else None
@@ -171,7 +184,7 @@ class FastEngine:
     def cost(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """cand (E, S, T, A) -> (E, S) fp32 costs of the packed model (any S and T >= H)."""
         with _threads(self._threads_for(cand.shape[0] * cand.shape[1])):
-            return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand.float())
+            return self.rollout_cost(hist_emb, goal_emb, cand.float())
 
     @torch.inference_mode()
     def plan(self, hist_emb, goal_emb, mean, std) -> PlanResult:
