@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "planner_cpu.h"
 #include "sigreg_cpu.h"
 
 namespace py = pybind11;
@@ -16,7 +17,7 @@ namespace py = pybind11;
 namespace {
 
 // Bumped whenever a signature or a result changes; lewm_fast/_ext.py refuses a stale build.
-constexpr int kApiVersion = 1;
+constexpr int kApiVersion = 2;
 
 using F32 = py::array_t<float, py::array::c_style>;
 using F64 = py::array_t<double, py::array::c_style>;
@@ -56,6 +57,75 @@ void charfn_grad(const F32& z, const F64& p, const F64& q, double dt, F32& dz, i
   lewm::charfn_grad(zp, pp, qp, T, N, M, knots, dt, dzp, num_threads);
 }
 
+// A 3-d array of float32 or bfloat16 (passed as uint16/int16 bits) whose last axis is contiguous.
+struct Strided3 {
+  const void* data;
+  int64_t s0, s1, n0, n1, n2;
+  bool bf16;
+};
+
+Strided3 strided3(const py::array& a, const char* name) {
+  const bool f32 = a.dtype().is(py::dtype::of<float>());
+  const bool b16 = a.itemsize() == 2 && (a.dtype().kind() == 'u' || a.dtype().kind() == 'i');
+  if (a.ndim() != 3 || !(f32 || b16) || a.strides(2) != a.itemsize() || a.strides(0) % a.itemsize() ||
+      a.strides(1) % a.itemsize())
+    throw std::invalid_argument(std::string(name) +
+                                ": expected a 3-d float32 or bfloat16 (16-bit) array with a contiguous last axis");
+  const auto it = a.itemsize();
+  return {a.data(), a.strides(0) / it, a.strides(1) / it, a.shape(0), a.shape(1), a.shape(2), b16};
+}
+
+void window_attention(const py::array& q, const py::array& k, const py::array& v, py::array& out, int64_t heads,
+                      int num_threads) {
+  const auto Q = strided3(q, "q"), K = strided3(k, "k"), V = strided3(v, "v"), O = strided3(out, "out");
+  const int64_t N = Q.n0, nq = Q.n1, inner = Q.n2, L = K.n1;
+  if (K.bf16 != Q.bf16 || V.bf16 != Q.bf16 || O.bf16 != Q.bf16)
+    throw std::invalid_argument("q, k, v, out: expected one element type");
+  if (K.n0 != N || V.n0 != N || V.n1 != L || K.n2 != inner || V.n2 != inner)
+    throw std::invalid_argument("k, v: expected shape (N, L, I) matching q (N, nq, I)");
+  if (nq < 1 || nq > L || L > 64) throw std::invalid_argument("q: expected 1 <= nq <= L <= 64");
+  if (heads < 1 || heads > 64 || inner % heads) throw std::invalid_argument("heads: expected a divisor of I, <= 64");
+  if (O.n0 != N || O.n1 != nq || O.n2 != inner || O.s0 != nq * inner || O.s1 != inner || !out.writeable())
+    throw std::invalid_argument("out: expected a writeable C-contiguous (N, nq, I) array");
+  void* op = out.mutable_data();
+  py::gil_scoped_release release;
+  lewm::window_attention(Q.data, Q.s0, Q.s1, K.data, K.s0, K.s1, V.data, V.s0, V.s1, op, N, nq, L, heads,
+                         inner / heads, Q.bf16, num_threads);
+}
+
+// An optional (N, n, D) operand of residual_norm_modulate: None, or an array like x's of element type bf16.
+lewm::RowArg row_arg(const py::object& obj, const char* name, int64_t N, int64_t n, int64_t D, bool bf16) {
+  if (obj.is_none()) return {nullptr, 0, 0};
+  const auto A = strided3(obj.cast<py::array>(), name);
+  if (A.bf16 != bf16 || A.n0 != N || A.n1 != n || A.n2 != D)
+    throw std::invalid_argument(std::string(name) + ": expected shape (N, n, D) and out's element type");
+  return {A.data, A.s0, A.s1};
+}
+
+void residual_norm_modulate(py::array& x, const py::object& gate, const py::object& delta, const py::object& shift,
+                            const py::object& scale, const py::object& out, bool bf16, double eps1, double eps2,
+                            int num_threads) {
+  const auto X = strided3(x, "x");
+  const int64_t N = X.n0, n = X.n1, D = X.n2;
+  if (X.bf16 || !x.writeable()) throw std::invalid_argument("x: expected a writeable float32 array");
+  void* op = nullptr;
+  if (!out.is_none()) {
+    auto o = out.cast<py::array>();
+    const auto O = strided3(o, "out");
+    if (O.bf16 != bf16 || O.n0 != N || O.n1 != n || O.n2 != D || O.s0 != n * D || O.s1 != D || !o.writeable())
+      throw std::invalid_argument("out: expected a writeable C-contiguous (N, n, D) array of the element type");
+    op = o.mutable_data();
+  }
+  const auto G = row_arg(gate, "gate", N, n, D, bf16), De = row_arg(delta, "delta", N, n, D, bf16);
+  const auto Sh = row_arg(shift, "shift", N, n, D, bf16), Sc = row_arg(scale, "scale", N, n, D, bf16);
+  if ((G.data == nullptr) != (De.data == nullptr) || (Sh.data == nullptr) != (Sc.data == nullptr))
+    throw std::invalid_argument("gate and delta, shift and scale: expected both or neither");
+  if (op == nullptr && Sh.data != nullptr) throw std::invalid_argument("shift, scale: given without out");
+  float* xp = static_cast<float*>(x.mutable_data());
+  py::gil_scoped_release release;
+  lewm::residual_norm_modulate(xp, X.s0, X.s1, G, De, Sh, Sc, op, bf16, N, n, D, eps1, eps2, num_threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -67,4 +137,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("charfn_grad", &charfn_grad, py::arg("z").noconvert(), py::arg("p").noconvert(), py::arg("q").noconvert(),
         py::arg("dt"), py::arg("dz").noconvert(), py::arg("num_threads"),
         "dz (T, N, M) float32 <- sum_k p cos(k dt z) + q sin(k dt z), p, q (T, K, M) float64");
+  m.def("window_attention", &window_attention, py::arg("q").noconvert(), py::arg("k").noconvert(),
+        py::arg("v").noconvert(), py::arg("out").noconvert(), py::arg("heads"), py::arg("num_threads"),
+        "out (N, nq, I) <- causal attention of q (N, nq, I) over k, v (N, L, I); fp32 or bf16 (16-bit) arrays");
+  m.def("residual_norm_modulate", &residual_norm_modulate, py::arg("x").noconvert(), py::arg("gate").none(true),
+        py::arg("delta").none(true), py::arg("shift").none(true), py::arg("scale").none(true),
+        py::arg("out").none(true), py::arg("bf16"), py::arg("eps1"), py::arg("eps2"), py::arg("num_threads"),
+        "x += gate * delta (in place, if given); then, if out is given, out <- LN2(LN1(x) * (1 + scale) + shift), "
+        "or LN1(x) without shift/scale. gate, delta, shift, scale, out: bf16 (16-bit) or fp32 as `bf16` says");
 }

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-API_VERSION = 1  # must equal kApiVersion in csrc/module.cpp
+API_VERSION = 2  # must equal kApiVersion in csrc/module.cpp
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 # The same flags as setup.py. No -ffast-math: the range reduction in sigreg_cpu.cpp must not be reassociated.
 CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]

@@ -75,8 +75,21 @@ def test_cost_equals_reference_for_other_shapes(changes):
     hist, goal, cand = torch.randn(2, 2, 32), torch.randn(2, 32), torch.randn(2, 7, 6, 10)
     with torch.no_grad():
         want = rollout_cost_reference(model, hist, goal, cand)
-    got = rollout_cost(PackedPredictor(model, torch.float32, "cpu"), ops.TorchOps, hist, goal, cand)
+    got = rollout_cost(PackedPredictor(model, torch.float32, "cpu"), ops.TorchOps(), hist, goal, cand)
     assert_same_costs(got, want)
+
+
+@pytest.mark.parametrize("h, horizon", [(1, 5), (3, 5)])
+def test_cpu_ops_with_and_without_the_extension(model, h, horizon):
+    """The CPU op set takes the C++ kernels when the extension is built and PyTorch ops otherwise:
+    both must give the reference costs (the fused C++ chain also updates the residual in place)."""
+    pixels, goal = observations(2, h)
+    cand = torch.randn(2, 11, horizon, 10)
+    want = lf.CEMPlanner(model, horizon=horizon, backend="reference").cost(pixels, goal, cand)
+    planner = lf.CEMPlanner(model, horizon=horizon, backend="torch")
+    assert_same_costs(planner.cost(pixels, goal, cand), want)
+    planner.engine.ops.ext = None
+    assert_same_costs(planner.cost(pixels, goal, cand), want)
 
 
 def test_bf16_cost_is_close_to_reference(model):

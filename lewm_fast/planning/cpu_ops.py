@@ -16,13 +16,35 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import sys
 import warnings
 
 import torch
 import torch.nn.functional as F
 
 from lewm_fast.planning import ops
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc malloc to serve large blocks from its heap instead of fresh mmap()s, and not to hand
+    freed memory back to the OS (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD, process-wide).
+
+    Why: every matmul output of a planning step is a fresh multi-MB tensor. By default glibc maps each
+    one anew, and the page faults that first-touch it cost as much as the matmul (measured: the qkv
+    GEMM of 900 rows 1.22 ms -> 0.54 ms; a whole bf16 plan ~14% faster). The cost is memory that stays
+    with the process after use. LEWM_FAST_NO_MALLOPT=1 leaves malloc alone. Returns whether it applied."""
+    if os.environ.get("LEWM_FAST_NO_MALLOPT") == "1" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
 
 
 @functools.cache
@@ -47,6 +69,48 @@ class PackedWeight:
         self.onednn = torch.ops.mkldnn._reorder_linear_weight(w, rows_hint)
 
 
+def _numpy_view(t: torch.Tensor):
+    """A numpy view (no copy) of a CPU tensor; bf16 as its 16-bit patterns (numpy has no bfloat16)."""
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def cpp_window_attention(ext, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """`ops.window_attention` by the C++ kernel (csrc/planner_cpu.cpp): reads the strided bf16/fp32
+    views in place, one fp32 softmax per (row, head, query). q (N, n, I), k, v (N, L, I) -> (N, n, I)."""
+    out = torch.empty(q.shape, dtype=q.dtype)
+    ext.window_attention(_numpy_view(q), _numpy_view(k), _numpy_view(v), _numpy_view(out), heads,
+                         torch.get_num_threads())  # fmt: skip
+    return out
+
+
+def _common(dtype: torch.dtype, *ts: torch.Tensor | None) -> list:
+    """The optional operands in one element type (the C++ kernel takes a single one)."""
+    return [None if t is None else t if t.dtype == dtype else t.to(dtype) for t in ts]
+
+
+def cpp_residual_norm_modulate(ext, x, gate, delta, shift, scale, eps1: float, eps2: float, out_dtype) -> torch.Tensor:
+    """x += gate * delta (in place; skipped when delta is None); then LN2(LN1(x) * (1 + scale) + shift),
+    or LN1(x) when shift is None, in out_dtype. x (N, n, D) fp32; the others (N, n, D), strided views."""
+    x3 = x if x.ndim == 3 else x.unsqueeze(1)
+    gate, delta, shift, scale = (
+        None if t is None else (t if t.ndim == 3 else t.unsqueeze(1)) for t in (gate, delta, shift, scale)
+    )
+    gate, delta, shift, scale = _common(out_dtype, gate, delta, shift, scale)
+    out = torch.empty(x3.shape, dtype=out_dtype)
+    operands = (None if t is None else _numpy_view(t) for t in (gate, delta, shift, scale))
+    bf16 = out_dtype == torch.bfloat16
+    ext.residual_norm_modulate(_numpy_view(x3), *operands, _numpy_view(out), bf16, eps1, eps2, torch.get_num_threads())
+    return out.view(x.shape)
+
+
+def cpp_gate_residual(ext, res: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """res += gate * y, in place on the fp32 residual `res` (which is returned)."""
+    gate, y = _common(y.dtype, gate, y)
+    ext.residual_norm_modulate(_numpy_view(res), _numpy_view(gate), _numpy_view(y), None, None, None,
+                               y.dtype == torch.bfloat16, 0.0, 0.0, torch.get_num_threads())  # fmt: skip
+    return res
+
+
 def _gate_residual(res: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(res, gate, y)  # mixed dtypes: computed and returned in fp32
 
@@ -60,15 +124,21 @@ def sdpa_one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
 
 
 class CpuOps(ops.TorchOps):
-    """TorchOps with oneDNN matmuls (prepacked weights, fused GELU) and, optionally, compiled
-    elementwise chains."""
+    """TorchOps with oneDNN matmuls (prepacked weights, fused GELU) and the C++ kernels of
+    csrc/planner_cpu.cpp for the attention and the elementwise chains (one pass each, in place on the
+    residual); without the extension, PyTorch ops (optionally compiled)."""
 
     name = "torch-cpu"
 
     def __init__(self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False):
+        from lewm_fast import _ext
+
+        self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
+        keep_freed_memory()
         self.onednn = onednn_linear_available(dtype)
         self.rows_hint = rows_hint
         self._gate_residual = _gate_residual
+        self._norm_modulate = ops.norm_modulate
         self._one_query = sdpa_one_query
         if compile:
             self._compile()
@@ -81,14 +151,26 @@ class CpuOps(ops.TorchOps):
             # Static shapes (dynamic ones compile to slower loops here): one graph per row count, window
             # shape, stride pattern and dtype, i.e. a few tens per process: above dynamo's default of 8.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self.norm_modulate = torch.compile(ops.norm_modulate, dynamic=False)
+            self._norm_modulate = torch.compile(ops.norm_modulate, dynamic=False)
             self._gate_residual = torch.compile(_gate_residual, dynamic=False)
             # the plain formula, fused: reads bf16 K/V in place like the CPU attention kernel, less overhead
             self._one_query = torch.compile(ops.one_query_attention, dynamic=False)
         except Exception as err:  # pragma: no cover - no compiler: eager ops, one warning
             warnings.warn(f"lewm_fast planner: torch.compile unavailable ({err}); using eager ops", stacklevel=2)
 
+    def norm_modulate(self, x, shift, scale, eps1: float, eps2: float, out_dtype: torch.dtype) -> torch.Tensor:
+        if self.ext is None:
+            return self._norm_modulate(x, shift, scale, eps1, eps2, out_dtype)
+        return cpp_residual_norm_modulate(self.ext, x, None, None, shift, scale, eps1, eps2, out_dtype)
+
+    def layer_norm(self, x: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+        if self.ext is None:
+            return ops.layer_norm(x, eps, out_dtype)
+        return cpp_residual_norm_modulate(self.ext, x, None, None, None, None, eps, 0.0, out_dtype)
+
     def window_attention(self, q, k, v, heads: int) -> torch.Tensor:
+        if self.ext is not None and q.dtype == k.dtype == v.dtype and q.dtype in (torch.float32, torch.bfloat16):
+            return cpp_window_attention(self.ext, q, k, v, heads)
         return ops.window_attention(q, k, v, heads, one_query=self._one_query)
 
     def pack_weight(self, w: torch.Tensor):
@@ -104,5 +186,15 @@ class CpuOps(ops.TorchOps):
             return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "gelu", [], "none")
         return F.gelu(F.linear(x, w, b))
 
+    def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
+        """`ops.linear_join_norm` with one C++ pass for the residual update and the norm (x in place)."""
+        if self.ext is None:
+            return ops.linear_join_norm(h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype, ops=self)
+        delta = self.linear(h, w, b) if w is not None else h
+        return x, cpp_residual_norm_modulate(self.ext, x, gate, delta, shift, scale, eps1, eps2, out_dtype)
+
     def linear_gate_residual(self, x, w, b, gate, res) -> torch.Tensor:
-        return self._gate_residual(res, gate, self.linear(x, w, b))
+        """res + gate * (x @ w.T + b); with the extension `res` (fp32) is updated in place and returned."""
+        if self.ext is None:
+            return self._gate_residual(res, gate, self.linear(x, w, b))
+        return cpp_gate_residual(self.ext, res, gate, self.linear(x, w, b))

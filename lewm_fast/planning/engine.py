@@ -20,6 +20,7 @@ reference's (which draws one environment at a time on the host side's order).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 
 import torch
@@ -45,6 +46,20 @@ def plan_threads(rows: int) -> int:
     if env:
         return max(1, int(env))
     return max(1, min(torch.get_num_threads(), rows // 128))
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """Python's cyclic garbage collector off for the duration of a solve: a solve creates thousands of
+    short-lived tensor views, each allocation counting towards the next collection, and the collections
+    (which find nothing: views are freed by reference counting) took ~5-9% of a CPU plan."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextlib.contextmanager
@@ -183,7 +198,7 @@ class FastEngine:
     @torch.inference_mode()
     def cost(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """cand (E, S, T, A) -> (E, S) fp32 costs of the packed model (any S and T >= H)."""
-        with _threads(self._threads_for(cand.shape[0] * cand.shape[1])):
+        with _threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
             return self.rollout_cost(hist_emb, goal_emb, cand.float())
 
     @torch.inference_mode()
@@ -193,7 +208,7 @@ class FastEngine:
         solve = self._solves.get((e, h))
         if solve is None:
             solve = self._solves[(e, h)] = _Solve(self, e, h)
-        with _threads(self._threads_for(e * self.p.num_samples)):
+        with _threads(self._threads_for(e * self.p.num_samples)), _no_gc():
             return solve(hist_emb, goal_emb, mean, std, self.use_graph)
 
 

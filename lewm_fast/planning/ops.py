@@ -75,6 +75,30 @@ def linear_gate_residual(
     return torch.addcmul(res, gate, F.linear(x, w, b))  # mixed dtypes: computed and returned in fp32
 
 
+def linear_join_norm(
+    h: torch.Tensor,
+    w,
+    b,
+    gate: torch.Tensor,
+    x: torch.Tensor,
+    shift,
+    scale,
+    eps1: float,
+    eps2: float,
+    out_dtype,
+    ops=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sub-layer's output joins the residual, then the norm that follows it:
+    x = x + gate * (h @ w.T + b) (or + gate * h when w is None), then y = norm_modulate(x, shift, scale)
+    or, when shift is None, the plain LayerNorm(x) with eps1. Returns (x fp32, y in out_dtype).
+    `ops` supplies linear_gate_residual / norm_modulate / layer_norm (default: this module's)."""
+    ops = ops or TorchOps()
+    x = ops.linear_gate_residual(h, w, b, gate, x) if w is not None else torch.addcmul(x, gate, h)
+    if shift is None:
+        return x, ops.layer_norm(x, eps1, out_dtype)
+    return x, ops.norm_modulate(x, shift, scale, eps1, eps2, out_dtype)
+
+
 def elite_update(cost: torch.Tensor, cand: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CEM update: the topk lowest-cost candidates' mean and unbiased std, and their mean cost.
 
@@ -99,6 +123,9 @@ class TorchOps:
     linear_gelu = staticmethod(linear_gelu)
     linear_gate_residual = staticmethod(linear_gate_residual)
     elite_update = staticmethod(elite_update)
+
+    def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
+        return linear_join_norm(h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype, ops=self)
 
 
 class TritonOps(TorchOps):

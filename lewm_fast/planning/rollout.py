@@ -158,29 +158,51 @@ def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch
     return mods.view(e * s, t, len(packed.blocks), 6, -1)
 
 
-def _block(packed: PackedPredictor, ops, blk: PackedBlock, x: torch.Tensor, mod: torch.Tensor, cache, last_only: bool):
-    """One AdaLN block for the n newest tokens of the window.
+def _attention_kv(q, k, v, kv_buf, first: int, grows: bool):
+    """K/V of the whole window: this step's new tokens k, v (N, n, I), after the earlier tokens' cached
+    ones when the window grows. kv_buf (2, N, window, I) holds the layer's K/V by window position."""
+    if not grows:
+        if kv_buf is not None:  # the next step may grow from this window: keep its K/V
+            kv_buf[0, :, : k.shape[1]] = k
+            kv_buf[1, :, : v.shape[1]] = v
+        return k, v
+    kv_buf[0, :, first : first + k.shape[1]] = k
+    kv_buf[1, :, first : first + v.shape[1]] = v
+    end = first + k.shape[1]
+    return kv_buf[0, :, :end], kv_buf[1, :, :end]
 
-    x (N, n, D) fp32 residual of the new tokens; mod (N, n, 6, D) their modulation; cache (k, v) of
-    the earlier window tokens at this layer ((N, P, I) each) or None. With last_only, only the last
-    token's output is computed (every new token still contributes its K/V).
-    Returns x (N, n or 1, D) fp32 and the layer's (k, v) over the whole window.
+
+def _blocks(packed: PackedPredictor, ops, x, mods, kv_bufs, first: int, grows: bool) -> torch.Tensor:
+    """Every AdaLN block for the n newest tokens of the window, then the final norm of the last one.
+
+    x (N, n, D) fp32 residual of the new tokens (inputs + positions); mods (N, n, depth, 6, D) their
+    modulation; kv_bufs: per layer (2, N, window, I) K/V by window position (or None: keep nothing).
+    In the last block only the last token's output is computed (every token still gives its K/V).
+    Each sub-layer's output joins the residual stream fused with the norm that follows it
+    (`ops.linear_join_norm`): the next sub-layer's input, or the final norm after the last block.
+    Returns the final-normed last token (N, D) in the packed dtype.
     """
-    shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)
-    y = ops.norm_modulate(x, shift1, scale1, blk.eps1, blk.eps_attn, packed.dtype)
-    q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
-    if cache is not None:
-        k, v = torch.cat([cache[0], k], 1), torch.cat([cache[1], v], 1)
-    if last_only and x.shape[1] > 1:
-        q, x, shift2, scale2, gate1, gate2 = (u[:, -1:] for u in (q, x, shift2, scale2, gate1, gate2))
-    o = ops.window_attention(q, k, v, packed.heads)
-    if blk.w_o is not None:
-        x = ops.linear_gate_residual(o, blk.w_o, blk.b_o, gate1, x)
-    else:
-        x = torch.addcmul(x, gate1, o)
-    y = ops.norm_modulate(x, shift2, scale2, blk.eps2, blk.eps_mlp, packed.dtype)
-    x = ops.linear_gate_residual(ops.linear_gelu(y, blk.w_1, blk.b_1), blk.w_2, blk.b_2, gate2, x)
-    return x, (k, v)
+    depth, dtype = len(packed.blocks), packed.dtype
+    blk = packed.blocks[0]
+    y = ops.norm_modulate(x, mods[:, :, 0, 0], mods[:, :, 0, 1], blk.eps1, blk.eps_attn, dtype)
+    for i, blk in enumerate(packed.blocks):
+        gate1, shift2, scale2, gate2 = mods[:, :, i, 2], mods[:, :, i, 3], mods[:, :, i, 4], mods[:, :, i, 5]
+        q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
+        k, v = _attention_kv(q, k, v, kv_bufs[i] if kv_bufs is not None else None, first, grows)
+        if i == depth - 1 and x.shape[1] > 1:
+            q, x, gate1, shift2, scale2, gate2 = (u[:, -1:] for u in (q, x, gate1, shift2, scale2, gate2))
+        o = ops.window_attention(q, k, v, packed.heads)
+        x, y = ops.linear_join_norm(o, blk.w_o, blk.b_o, gate1, x, shift2, scale2, blk.eps2, blk.eps_mlp, dtype)
+        hidden = ops.linear_gelu(y, blk.w_1, blk.b_1)
+        if i + 1 < depth:
+            nxt = packed.blocks[i + 1]
+            shift1, scale1 = mods[:, :, i + 1, 0], mods[:, :, i + 1, 1]
+            x, y = ops.linear_join_norm(
+                hidden, blk.w_2, blk.b_2, gate2, x, shift1, scale1, nxt.eps1, nxt.eps_attn, dtype
+            )
+        else:  # the final norm (its affine is folded into pred_proj)
+            x, y = ops.linear_join_norm(hidden, blk.w_2, blk.b_2, gate2, x, None, None, packed.eps_final, 0.0, dtype)
+    return y[:, -1]
 
 
 def rollout_cost(
@@ -208,20 +230,23 @@ def rollout_last(packed: PackedPredictor, ops, hist_emb: torch.Tensor, cand: tor
     # Every frame embedding of the rollout: H history frames, then one prediction per step.
     frames = torch.empty(n_rows, horizon + 1, d, device=cand.device, dtype=torch.float32)
     frames[:, :h] = hist_emb.float().unsqueeze(1).expand(e, s, h, d).reshape(n_rows, h, d)
-    caches: list = [None] * len(packed.blocks)
-    depth = len(packed.blocks)
-    for t in range(horizon - h + 1):
+    steps = horizon - h + 1
+    # K/V by window position, per layer, for the steps whose window grows (their earlier tokens are unchanged).
+    will_grow = any(0 < t and h + t <= window for t in range(steps))
+    inner = packed.heads * packed.cfg.pred_dim_head
+    kv_bufs = (
+        [torch.empty(2, n_rows, window, inner, device=cand.device, dtype=packed.dtype) for _ in packed.blocks]
+        if will_grow
+        else None
+    )
+    for t in range(steps):
         length, lo = min(window, h + t), max(0, h + t - window)
         grows = t > 0 and lo == 0  # same positions as the last step: reuse every layer's K/V
         first = h + t - 1 if grows else lo  # first new frame
         x = frames[:, first : h + t] + packed.pos[first - lo : length]
         if packed.w_in is not None:
             x = ops.linear(x.to(packed.dtype), packed.w_in, packed.b_in).float()
-        for i, blk in enumerate(packed.blocks):
-            x, caches[i] = _block(
-                packed, ops, blk, x, mods[:, first : h + t, i], caches[i] if grows else None, i == depth - 1
-            )
-        z = ops.layer_norm(x[:, -1], packed.eps_final, packed.dtype)  # (N, D)
+        z = _blocks(packed, ops, x, mods[:, first : h + t], kv_bufs if lo == 0 else None, first - lo, grows)
         hid = ops.linear_gelu(z, packed.w_head1, packed.b_head1)
         frames[:, h + t] = ops.linear(hid, packed.w_head2, packed.b_head2).float()
     return frames[:, horizon].view(e, s, d)

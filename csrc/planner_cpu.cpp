@@ -1,0 +1,275 @@
+// The planner's window attention on the CPU (ops.window_attention is its specification).
+//
+// In the fast rollout every attention is tiny: one (or a few) queries against L <= num_frames (3) keys,
+// 16 heads x 64, for N = E x S (300 .. 4800) rows. PyTorch's CPU SDPA spends ~1 ms a call on its
+// set-up and blocking for such shapes; the work itself is a few multiply-adds per element of K and V.
+// Here one task handles a block of rows: for each head, L dot products of length dim_head, an fp32
+// softmax over L scores, and the weighted sum of L value rows, reading bf16 or fp32 in place (strided
+// views of the qkv matmul output and the K/V cache: no copies) and writing the output in q's type
+// (bf16 rounded to nearest even). Rows are independent, so the result does not depend on threads.
+
+#include "planner_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define LEWM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LEWM_CLONES
+#endif
+
+namespace lewm {
+namespace {
+
+constexpr int64_t kMaxKeys = 64;  // windows are num_frames long (3 in LeWM); a generous bound
+
+inline float bf16_to_float(uint16_t x) {
+  uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <typename T>
+inline void store(T* out, const float* src, int64_t n) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(src[i]);
+  } else {
+    std::memcpy(out, src, n * sizeof(float));
+  }
+}
+
+template <typename T>
+inline float load(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    return bf16_to_float(p[i]);
+  } else {
+    return p[i];
+  }
+}
+
+// exp(x) for x <= 0 (a softmax argument after subtracting the max), written to vectorise (libm's expf
+// does not without -ffast-math): x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two so n ln2 is exact),
+// exp(r) by its Taylor series to r^7 (relative error < 2e-8 on that range), times 2^n built in the
+// exponent bits. Below -87 the result underflows to 0, as expf's does (to within a denormal).
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  const float p =
+      1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// Convert n elements to fp32 (one vectorised pass; the hot loops below then run on plain floats).
+template <typename T>
+inline void to_float(const T* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = load(src, i);
+}
+
+// One row: all heads, all queries. `buf` holds (2 L + 2) x I floats of scratch: the row's K and V in
+// fp32, the current query and its output. Heads are handled a whole row at a time (the elementwise
+// products over all I = heads x dim_head lanes vectorise; only the per-head sums are short).
+// DH > 0 fixes dim_head at compile time (the common 64: fully unrolled, vectorised inner loops);
+// DH == 0 reads it from `dh`.
+template <typename T, int64_t DH>
+LEWM_CLONES void attend_row(const T* q, int64_t qs1, const T* k, int64_t ks1, const T* v, int64_t vs1, T* out,
+                            int64_t nq, int64_t L, int64_t heads, int64_t dh_arg, float* buf) {
+  const int64_t dh = DH > 0 ? DH : dh_arg;
+  const int64_t inner = heads * dh;
+  float* kf = buf;                // (L, I)
+  float* vf = kf + L * inner;     // (L, I)
+  float* qf = vf + L * inner;     // (I)
+  float* of = qf + inner;         // (I)
+  for (int64_t j = 0; j < L; ++j) {
+    to_float(k + j * ks1, kf + j * inner, inner);
+    to_float(v + j * vs1, vf + j * inner, inner);
+  }
+  float score[kMaxKeys * 64];  // (keys, heads), heads <= 64 is checked by the caller
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    const int64_t keys = L - nq + qi + 1;  // causal: keys 0 .. position of this query
+    to_float(q + qi * qs1, qf, inner);
+    for (int64_t j = 0; j < keys; ++j) {
+      const float* kj = kf + j * inner;
+      for (int64_t h = 0; h < heads; ++h) {
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < dh; ++d) s += qf[h * dh + d] * kj[h * dh + d];
+        score[j * heads + h] = s;
+      }
+    }
+    // Softmax over the keys, per head: loops run along the heads (contiguous in `score`), so they vectorise.
+    float best[64], total[64];
+#pragma omp simd
+    for (int64_t h = 0; h < heads; ++h) best[h] = score[h], total[h] = 0.f;
+    for (int64_t j = 1; j < keys; ++j) {
+#pragma omp simd
+      for (int64_t h = 0; h < heads; ++h) best[h] = std::max(best[h], score[j * heads + h]);
+    }
+    for (int64_t j = 0; j < keys; ++j) {
+#pragma omp simd
+      for (int64_t h = 0; h < heads; ++h) {
+        const float e = exp_nonpositive(score[j * heads + h] - best[h]);
+        score[j * heads + h] = e;
+        total[h] += e;
+      }
+    }
+    for (int64_t j = 0; j < keys; ++j) {
+#pragma omp simd
+      for (int64_t h = 0; h < heads; ++h) score[j * heads + h] /= total[h];
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      float* oh = of + h * dh;
+      const float p0 = score[h];
+#pragma omp simd
+      for (int64_t d = 0; d < dh; ++d) oh[d] = p0 * vf[h * dh + d];
+      for (int64_t j = 1; j < keys; ++j) {
+        const float pj = score[j * heads + h];
+        const float* vj = vf + j * inner + h * dh;
+#pragma omp simd
+        for (int64_t d = 0; d < dh; ++d) oh[d] += pj * vj[d];
+      }
+    }
+    store(out + qi * inner, of, inner);
+  }
+}
+
+template <typename T>
+void run(const void* q, int64_t qs0, int64_t qs1, const void* k, int64_t ks0, int64_t ks1, const void* v,
+         int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L, int64_t heads, int64_t dh,
+         int num_threads) {
+  const T* qp = static_cast<const T*>(q);
+  const T* kp = static_cast<const T*>(k);
+  const T* vp = static_cast<const T*>(v);
+  T* op = static_cast<T*>(out);
+  const int64_t out_row = nq * heads * dh;
+#pragma omp parallel num_threads(num_threads)
+  {
+    float* buf = new float[(2 * L + 2) * heads * dh];
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      if (dh == 64) {
+        attend_row<T, 64>(qp + n * qs0, qs1, kp + n * ks0, ks1, vp + n * vs0, vs1, op + n * out_row, nq, L, heads,
+                          dh, buf);
+      } else {
+        attend_row<T, 0>(qp + n * qs0, qs1, kp + n * ks0, ks1, vp + n * vs0, vs1, op + n * out_row, nq, L, heads, dh,
+                         buf);
+      }
+    }
+    delete[] buf;
+  }
+}
+
+// One row of D of residual_norm_modulate (see planner_cpu.h). `tmp` holds D floats. DD > 0 fixes D at
+// compile time (LeWM's 192: unrolled, vectorised loops); DD == 0 reads it from `D_arg`. Statistics are
+// fp32 simd reductions (a fixed summation tree per build and machine), like the LayerNorms they replace.
+template <typename T, int64_t DD>
+LEWM_CLONES void norm_row(float* __restrict x, const T* __restrict gate, const T* __restrict delta,
+                          const T* __restrict shift, const T* __restrict scale, T* __restrict out, int64_t D_arg,
+                          float eps1, float eps2, float* __restrict tmp) {
+  const int64_t D = DD > 0 ? DD : D_arg;
+  const float invD = 1.f / static_cast<float>(D);
+  if (delta != nullptr) {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) x[d] += load(gate, d) * load(delta, d);
+  }
+  if (out == nullptr) return;  // the residual update only
+  float sum = 0.f, sq = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < D; ++d) sum += x[d];
+  const float mean = sum * invD;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t d = 0; d < D; ++d) sq += (x[d] - mean) * (x[d] - mean);
+  const float inv = 1.f / std::sqrt(sq * invD + eps1);
+  if (shift == nullptr) {  // the final norm
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) tmp[d] = (x[d] - mean) * inv;
+  } else {
+    float sum2 = 0.f, sq2 = 0.f;
+#pragma omp simd reduction(+ : sum2)
+    for (int64_t d = 0; d < D; ++d) {
+      const float y = (x[d] - mean) * inv;
+      tmp[d] = y * load(scale, d) + y + load(shift, d);  // y * (1 + scale) + shift
+      sum2 += tmp[d];
+    }
+    const float mean2 = sum2 * invD;
+#pragma omp simd reduction(+ : sq2)
+    for (int64_t d = 0; d < D; ++d) sq2 += (tmp[d] - mean2) * (tmp[d] - mean2);
+    const float inv2 = 1.f / std::sqrt(sq2 * invD + eps2);
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) tmp[d] = (tmp[d] - mean2) * inv2;
+  }
+  if constexpr (std::is_same_v<T, uint16_t>) {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) out[d] = float_to_bf16(tmp[d]);
+  } else {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) out[d] = tmp[d];
+  }
+}
+
+template <typename T>
+void run_norm(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, RowArg shift, RowArg scale, void* out,
+              int64_t N, int64_t n, int64_t D, float eps1, float eps2, int num_threads) {
+  auto row = [](const RowArg& a, int64_t i, int64_t j) -> const T* {
+    return a.data == nullptr ? nullptr : static_cast<const T*>(a.data) + i * a.s0 + j * a.s1;
+  };
+#pragma omp parallel num_threads(num_threads)
+  {
+    float* tmp = new float[D];
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N * n; ++r) {
+      const int64_t i = r / n, j = r % n;
+      T* o = out == nullptr ? nullptr : static_cast<T*>(out) + r * D;
+      if (D == 192) {
+        norm_row<T, 192>(x + i * xs0 + j * xs1, row(gate, i, j), row(delta, i, j), row(shift, i, j),
+                         row(scale, i, j), o, D, eps1, eps2, tmp);
+      } else {
+        norm_row<T, 0>(x + i * xs0 + j * xs1, row(gate, i, j), row(delta, i, j), row(shift, i, j), row(scale, i, j),
+                       o, D, eps1, eps2, tmp);
+      }
+    }
+    delete[] tmp;
+  }
+}
+
+}  // namespace
+
+void residual_norm_modulate(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, RowArg shift,
+                            RowArg scale, void* out, bool bf16, int64_t N, int64_t n, int64_t D, double eps1,
+                            double eps2, int num_threads) {
+  if (bf16) {
+    run_norm<uint16_t>(x, xs0, xs1, gate, delta, shift, scale, out, N, n, D, eps1, eps2, num_threads);
+  } else {
+    run_norm<float>(x, xs0, xs1, gate, delta, shift, scale, out, N, n, D, eps1, eps2, num_threads);
+  }
+}
+
+void window_attention(const void* q, int64_t qs0, int64_t qs1, const void* k, int64_t ks0, int64_t ks1,
+                      const void* v, int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L,
+                      int64_t heads, int64_t dim_head, bool bf16, int num_threads) {
+  if (bf16) {
+    run<uint16_t>(q, qs0, qs1, k, ks0, ks1, v, vs0, vs1, out, N, nq, L, heads, dim_head, num_threads);
+  } else {
+    run<float>(q, qs0, qs1, k, ks0, ks1, v, vs0, vs1, out, N, nq, L, heads, dim_head, num_threads);
+  }
+}
+
+}  // namespace lewm

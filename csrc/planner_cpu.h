@@ -1,0 +1,45 @@
+// Planner CPU kernels (planner_cpu.cpp): plain C++ on raw strided buffers, no Python.
+#pragma once
+
+#include <cstdint>
+
+namespace lewm {
+
+// A strided (N, L, I) view: element [n, l, i] is at data[n * s0 + l * s1 + i] (the last axis is contiguous).
+template <typename T>
+struct View3 {
+  T* data;
+  int64_t s0, s1;
+};
+
+// Causal attention over a short window, one program per row n and head h, everything in registers.
+// q (N, nq, I): the last nq positions of the window; k, v (N, L, I); out (N, nq, I) in q's type.
+// Query i sits at position L - nq + i and sees keys 0 .. L - nq + i. The 1/sqrt(dim_head) scale is
+// already folded into q. Scores, softmax and the weighted sum are fp32. I = heads * dim_head.
+// `bf16` selects the element type: uint16 bfloat16 (true) or float32 (false) for q, k, v and out.
+void window_attention(const void* q, int64_t qs0, int64_t qs1, const void* k, int64_t ks0, int64_t ks1,
+                      const void* v, int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L,
+                      int64_t heads, int64_t dim_head, bool bf16, int num_threads);
+
+}  // namespace lewm
+
+namespace lewm {
+
+// The elementwise chain between two matmuls of an AdaLN block, fused (ops.residual_norm_modulate):
+//   if delta: x += gate * delta                           (the previous sub-layer joins the residual, in place)
+//   out = LN2(LN1(x) * (1 + scale) + shift)                (modulate; LN1 eps1, LN2 eps2, no affine)
+//   or, without shift/scale, out = LN1(x)                  (the final norm)
+// x (N, n, D) fp32 strided (last axis contiguous); gate, delta, shift, scale (N, n, D) strided, all of one
+// element type (bf16 or fp32, `bf16`), null when absent; out (N, n, D) contiguous, of that type, or null
+// (then only the residual update is done).
+// Statistics in fp32. Rows are independent: the result does not depend on the thread count.
+struct RowArg {
+  const void* data;  // nullptr: absent
+  int64_t s0, s1;
+};
+
+void residual_norm_modulate(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, RowArg shift,
+                            RowArg scale, void* out, bool bf16, int64_t N, int64_t n, int64_t D, double eps1,
+                            double eps2, int num_threads);
+
+}  // namespace lewm
