@@ -25,7 +25,6 @@ from pathlib import Path
 # OpenMP's wait policy is left to the environment (recorded in the results): on a quiet machine the
 # default is fastest (PASSIVE measured 1.5x slower for a bf16 plan here); on a machine shared with other
 # jobs, OMP_WAIT_POLICY=PASSIVE keeps spinning threads from starving each other (measured 6-8x there).
-
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
