@@ -37,15 +37,28 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from _common import RESULTS, environment, write_result  # noqa: E402
 
+# The CPU's quick check: the C++ kernels against their references, and parity with the public code.
+QUICK_CPU_TESTS = ("tests/test_planner_cpu_kernels.py", "tests/test_fixture_parity.py")
 # Test files that compare fast paths with their references (they pick the device themselves).
 EQUIVALENCE_TESTS = ("tests/test_kernels_*.py", "tests/test_sigreg_*.py", "tests/test_planner_*.py")
 
-# name -> (argv for a full run, argv for --quick); every benchmark takes --device and --out too.
-BENCHMARKS = {
-    "plan_speed": (["--envs", "1", "16", "--budget", "6"], ["--quick", "--no-public"]),
-    "sigreg_speed": ([], ["--quick"]),
-    "train_speed": (["--steps", "20"], ["--quick"]),
-}
+
+def benchmark_argv(name: str, device: torch.device, quick: bool) -> list[str] | None:
+    """The arguments of benchmarks/<name>.py for this run (None: not run on this device)."""
+    gpu = device.type == "cuda"
+    out = {
+        "plan_speed": ["--quick", "--no-public"] if quick else ["--envs", "1", "16", "--budget", "6"],
+        "sigreg_speed": ["--quick"] if quick else [],
+        "train_speed": ["--quick", "--no-compile"] + ([] if gpu else ["--skip-paper"]) if quick else ["--quick"],
+        "plan_exactness": ["--quick"] if quick else [],
+        "planner_kernels": (["--envs", "1"] if quick else []) if gpu else None,  # Triton vs cuBLAS: GPU only
+    }[name]
+    if out is None:
+        return None
+    return out + (["--device", device.type] if name != "planner_kernels" else [])
+
+
+BENCHMARKS = ("plan_speed", "sigreg_speed", "train_speed", "plan_exactness", "planner_kernels")
 
 
 def parse_args(argv=None):
@@ -110,8 +123,8 @@ def run_tests(device: torch.device, quick: bool) -> dict:
     if device.type == "cuda":
         args = ["-m", "gpu", "tests"] if quick else ["-m", "not peer and not slow", "tests"]
     else:
-        # On the CPU the GPU tests skip; run the interpreter / C++ equivalence tests instead.
-        args = ["-m", "not peer and not slow", *(files[:2] if quick else files)] if files else ["-m", "gpu", "tests"]
+        # On the CPU the GPU tests skip; run the C++ / interpreter equivalence tests instead.
+        args = ["-m", "not peer and not slow", *(QUICK_CPU_TESTS if quick else files)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     t0 = time.perf_counter()
@@ -131,8 +144,10 @@ def run_tests(device: torch.device, quick: bool) -> dict:
 
 def run_benchmark(name: str, device: torch.device, quick: bool, out_dir: Path) -> dict:
     """Run benchmarks/<name>.py's main() in this process; return the rows of the JSON it wrote."""
-    full, short = BENCHMARKS[name]
-    argv = [*(short if quick else full), "--device", device.type, "--out", str(out_dir)]
+    argv = benchmark_argv(name, device, quick)
+    if argv is None:
+        return {"status": "skipped", "error": f"not run on {device.type}"}
+    argv = [*argv, "--out", str(out_dir)]
     t0 = time.perf_counter()
     try:
         module = importlib.import_module(name)
@@ -218,7 +233,7 @@ def main(argv=None) -> int:
                 print(f"[gpu_report] benchmark {name}", flush=True)
                 result = run_benchmark(name, device, args.quick, Path(tmp))
                 report["benchmarks"][name] = result
-                failed |= result["status"] not in ("ok", "missing")
+                failed |= result["status"] not in ("ok", "missing", "skipped")
         relate_to_ceilings(report["benchmarks"], report["ceilings"])
     report["seconds"] = time.perf_counter() - t0
     report["failed"] = failed

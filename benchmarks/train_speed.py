@@ -67,17 +67,22 @@ def _resolved(backend: str, device: torch.device) -> str:
         return f"error: {e}"
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
     ap.add_argument("--paper-batch", type=int, default=None, help="paper-preset batch (128 on GPU, 8 on CPU)")
     ap.add_argument("--skip-paper", action="store_true")
     ap.add_argument("--only", choices=("small", "paper"), default=None, help="one preset only")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="auto: small on the CPU, paper on the GPU when there is one; cpu/cuda: every case there",
+    )  # fmt: skip
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = ap.parse_args(argv)
     steps, warmup = (3, 2) if args.quick else (10, 3)
-    cpu = torch.device("cpu")
-    gpu = torch.device("cuda") if torch.cuda.is_available() else None
+    cpu = torch.device("cuda" if args.device == "cuda" else "cpu")
+    gpu = torch.device("cuda") if torch.cuda.is_available() and args.device != "cpu" else None
     compiles = (False,) if args.no_compile else (False, True)
     cases = []
     for backend in ("reference", "auto"):
@@ -107,9 +112,10 @@ def main() -> None:
                ("steps_per_s", "steps/s"), ("images_per_s", "images/s")]  # fmt: skip
     _common.print_table(rows, columns)
     name = "train_speed" + (f"-{args.only}" if args.only else "")
-    path = _common.write_result(name, {"rows": rows, "threads": torch.get_num_threads()}, gpu or cpu)
+    path = _common.write_result(name, {"rows": rows, "threads": torch.get_num_threads()}, gpu or cpu, args.out)
     print(f"\nwrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
