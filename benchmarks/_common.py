@@ -114,6 +114,7 @@ def write_result(
     tag = re.sub(r"[^A-Za-z0-9]+", "-", device_label).strip("-").lower()[:40].strip("-")
     path = out_dir / ((f"{name}-" if prefix else "") + f"{env['date'][:10]}-{tag}.json")
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600 files
     with os.fdopen(fd, "w") as f:
         json.dump({"benchmark": name, "environment": env, **payload}, f, indent=2)
     os.replace(tmp, path)

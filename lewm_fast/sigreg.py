@@ -216,6 +216,11 @@ class _SIGRegFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_value):
+        with torch.autocast(grad_value.device.type, enabled=False):
+            return _SIGRegFunction._backward(ctx, grad_value)
+
+    @staticmethod
+    def _backward(ctx, grad_value):
         proj, directions, saved, u, sin_sum, t, weights = ctx.saved_tensors
         x = proj if proj.ndim == 3 else proj.unsqueeze(0)
         g = grad_value.double()
@@ -257,7 +262,10 @@ def _reference_backend(proj, directions, t, phi, weights, *, dt: float, group=No
 
 def _fused_backend(ops) -> Callable[..., torch.Tensor]:
     def run(proj, directions, t, phi, weights, *, dt: float, group=None) -> torch.Tensor:
-        return _SIGRegFunction.apply(proj, directions, t, phi, weights, ops, dt, group)
+        # Under autocast the GEMMs inside would drop to bf16; the fused backends take bf16 inputs
+        # themselves and accumulate in fp32, so autocast is off inside (its backward too, below).
+        with torch.autocast(proj.device.type, enabled=False):
+            return _SIGRegFunction.apply(proj, directions, t, phi, weights, ops, dt, group)
 
     return run
 

@@ -1,5 +1,7 @@
 """The model: published sizes, shapes, position-embedding interpolation, config round trips, bad input."""
 
+import os
+
 import pytest
 import torch
 from helpers import tiny_config, tiny_model
@@ -74,6 +76,9 @@ def test_official_format_round_trip(tmp_path):
     model = tiny_model(seed=2, action_dim=3, frameskip=2)
     save_official(model, tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "weights.pt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "ckpt" / "weights.pt").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     loaded = load_official(tmp_path / "ckpt")
     assert loaded.cfg == model.cfg
     x = torch.rand(1, 2, 3, 28, 28)

@@ -287,3 +287,19 @@ def test_available_backends():
     assert names[0] == "reference"
     assert ("cpp" in names) == has_cpp()
     assert "cpp" not in available_backends("cuda")
+
+
+def test_cpp_backend_under_bf16_autocast():
+    """Inside a bf16 autocast region (the trainer's), the fused backend still runs its GEMMs in fp32 on
+    the bf16 activations it receives, and its gradient flows back through the autocast graph."""
+    x = torch.randn(4, 32, 16, requires_grad=True)
+    w = torch.randn(16, 16)
+    A = lf.draw_directions(16, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        proj = x @ w
+        assert proj.dtype == torch.bfloat16
+        value = lf.sigreg(proj, A, backend="cpp")
+    value.backward()
+    exact = lf.sigreg(proj.detach().float(), A, backend="reference")
+    assert value.dtype == torch.float32 and abs(value.item() - exact.item()) <= 1e-5 * abs(exact.item())
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

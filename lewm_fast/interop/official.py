@@ -72,9 +72,19 @@ def load_official(
     return model.eval()
 
 
+def _default_mode() -> int:
+    """The permissions a plain open() would give a new file (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, write) -> None:
+    """Write `path` through a temporary file in the same folder and rename it into place, so a crash
+    leaves the old file or the new one, never a torn one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600 files; checkpoints are shared like any other
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
