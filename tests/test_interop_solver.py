@@ -84,3 +84,16 @@ def test_bad_input(model):
         solver.solve(info(), init_action=torch.zeros(2, 2, 4))
     with pytest.raises(ValueError, match="callbacks"):
         CEMSolver(model, callbacks=[object()])
+
+
+def test_fast_backend_plans_every_environment_in_one_batch(model):
+    """backend="torch": all environments in one batch; for one environment its fp32 noise is the
+    reference's draw, so the plan equals the reference solver's."""
+    one = info(1)
+    fast = configured(model, n_envs=1, backend="torch").solve(one)
+    ref = configured(model, n_envs=1, backend="reference").solve(one)
+    torch.testing.assert_close(fast["actions"], ref["actions"], rtol=1e-4, atol=1e-5)
+    solver = configured(model, n_envs=3, backend="torch")
+    out = solver.solve(info(3), init_action=torch.zeros(3, 2, 10))
+    assert out["actions"].shape == (3, 5, 10) and len(out["costs"]) == 3
+    assert solver._planner.backend == "torch"
