@@ -83,30 +83,29 @@ def cpp_window_attention(ext, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
-def _common(dtype: torch.dtype, *ts: torch.Tensor | None) -> list:
-    """The optional operands in one element type (the C++ kernel takes a single one)."""
-    return [None if t is None else t if t.dtype == dtype else t.to(dtype) for t in ts]
+def _as3(t: torch.Tensor | None, dtype: torch.dtype):
+    """An optional operand as a 3-d numpy view in `dtype` (the C++ kernel takes one element type)."""
+    if t is None:
+        return None
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return _numpy_view(t if t.ndim == 3 else t.unsqueeze(1))
 
 
 def cpp_residual_norm_modulate(ext, x, gate, delta, shift, scale, eps1: float, eps2: float, out_dtype) -> torch.Tensor:
     """x += gate * delta (in place; skipped when delta is None); then LN2(LN1(x) * (1 + scale) + shift),
-    or LN1(x) when shift is None, in out_dtype. x (N, n, D) fp32; the others (N, n, D), strided views."""
-    x3 = x if x.ndim == 3 else x.unsqueeze(1)
-    gate, delta, shift, scale = (
-        None if t is None else (t if t.ndim == 3 else t.unsqueeze(1)) for t in (gate, delta, shift, scale)
-    )
-    gate, delta, shift, scale = _common(out_dtype, gate, delta, shift, scale)
-    out = torch.empty(x3.shape, dtype=out_dtype)
-    operands = (None if t is None else _numpy_view(t) for t in (gate, delta, shift, scale))
-    bf16 = out_dtype == torch.bfloat16
-    ext.residual_norm_modulate(_numpy_view(x3), *operands, _numpy_view(out), bf16, eps1, eps2, torch.get_num_threads())
-    return out.view(x.shape)
+    or LN1(x) when shift is None, in out_dtype. x (N, n, D) or (N, D) fp32; the others alike, strided views."""
+    out = torch.empty(x.shape, dtype=out_dtype)
+    ext.residual_norm_modulate(
+        _as3(x, torch.float32), _as3(gate, out_dtype), _as3(delta, out_dtype), _as3(shift, out_dtype),
+        _as3(scale, out_dtype), _as3(out, out_dtype), out_dtype == torch.bfloat16, eps1, eps2, torch.get_num_threads(),
+    )  # fmt: skip
+    return out
 
 
 def cpp_gate_residual(ext, res: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """res += gate * y, in place on the fp32 residual `res` (which is returned)."""
-    gate, y = _common(y.dtype, gate, y)
-    ext.residual_norm_modulate(_numpy_view(res), _numpy_view(gate), _numpy_view(y), None, None, None,
+    ext.residual_norm_modulate(_as3(res, torch.float32), _as3(gate, y.dtype), _as3(y, y.dtype), None, None, None,
                                y.dtype == torch.bfloat16, 0.0, 0.0, torch.get_num_threads())  # fmt: skip
     return res
 

@@ -183,10 +183,13 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv_bufs, first: int, grows: b
     Returns the final-normed last token (N, D) in the packed dtype.
     """
     depth, dtype = len(packed.blocks), packed.dtype
+    # Per block: (shift1, scale1, gate1, shift2, scale2, gate2), each (N, n, D), as views in two ops per
+    # block (indexing them one by one costs a few Python-level ops each, and a step runs 6 x depth).
+    mod = [m.unbind(2) for m in mods.unbind(2)]
     blk = packed.blocks[0]
-    y = ops.norm_modulate(x, mods[:, :, 0, 0], mods[:, :, 0, 1], blk.eps1, blk.eps_attn, dtype)
+    y = ops.norm_modulate(x, mod[0][0], mod[0][1], blk.eps1, blk.eps_attn, dtype)
     for i, blk in enumerate(packed.blocks):
-        gate1, shift2, scale2, gate2 = mods[:, :, i, 2], mods[:, :, i, 3], mods[:, :, i, 4], mods[:, :, i, 5]
+        _, _, gate1, shift2, scale2, gate2 = mod[i]
         q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
         k, v = _attention_kv(q, k, v, kv_bufs[i] if kv_bufs is not None else None, first, grows)
         if i == depth - 1 and x.shape[1] > 1:
@@ -196,7 +199,7 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv_bufs, first: int, grows: b
         hidden = ops.linear_gelu(y, blk.w_1, blk.b_1)
         if i + 1 < depth:
             nxt = packed.blocks[i + 1]
-            shift1, scale1 = mods[:, :, i + 1, 0], mods[:, :, i + 1, 1]
+            shift1, scale1 = mod[i + 1][0], mod[i + 1][1]
             x, y = ops.linear_join_norm(
                 hidden, blk.w_2, blk.b_2, gate2, x, shift1, scale1, nxt.eps1, nxt.eps_attn, dtype
             )
