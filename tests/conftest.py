@@ -1,6 +1,8 @@
 """Test setup: Triton kernels run under the interpreter when there is no CUDA device; GPU tests are
 skipped without one; the public-code fixture is found beside the checkout when it exists."""
 
+import fnmatch
+import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +17,42 @@ FIXTURE_CANDIDATES = [
     Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "public_lewm_small.pt",
     Path(__file__).resolve().parents[1] / "shared" / "fixtures" / "public_lewm_small.pt",
 ]
+
+
+# Test files -> the optional packages they need. Where one is missing (e.g. a GPU machine's stock Python
+# without gymnasium) the file is not collected and the session header says so.
+NEEDS = {
+    "test_envs.py": ("gymnasium",),
+    "test_data*.py": ("gymnasium", "h5py"),
+    "test_train*.py": ("gymnasium", "h5py"),
+    "test_eval*.py": ("gymnasium", "h5py"),
+    "test_surprise*.py": ("gymnasium", "h5py"),
+    "test_demo*.py": ("gymnasium", "h5py"),
+    "test_interop_solver.py": ("gymnasium",),
+}
+_not_collected: list[str] = []
+
+
+def _missing(name: str) -> list[str]:
+    needs = {pkg for pattern, pkgs in NEEDS.items() if fnmatch.fnmatch(name, pattern) for pkg in pkgs}
+    return sorted(pkg for pkg in needs if importlib.util.find_spec(pkg) is None)
+
+
+def pytest_ignore_collect(collection_path, config):
+    missing = _missing(collection_path.name)
+    if missing:
+        _not_collected.append(f"{collection_path.name} (needs {', '.join(missing)})")
+        return True
+    return None
+
+
+def pytest_report_header(config):
+    return ["lewm_fast: optional packages are checked per test file (tests/conftest.py NEEDS)"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _not_collected:
+        terminalreporter.write_line("not collected, missing packages: " + "; ".join(_not_collected))
 
 
 def pytest_collection_modifyitems(config, items):
