@@ -12,6 +12,9 @@ COMMANDS = {
     "info": ("lewm_fast.commands.info", "versions, devices and the backends available here"),
     "collect": ("lewm_fast.commands.collect", "roll out a data policy, write episodes to HDF5"),
     "train": ("lewm_fast.commands.train", "train LeWM on an HDF5 episode file (single process or torchrun)"),
+    "eval": ("lewm_fast.commands.eval", "closed-loop planning success on held-out start/goal pairs"),
+    "surprise": ("lewm_fast.commands.surprise", "the surprise test: colour change vs teleport vs unperturbed"),
+    "demo": ("lewm_fast.commands.demo", "the whole mission on a CPU: collect, train, evaluate, surprise, report"),
 }
 
 

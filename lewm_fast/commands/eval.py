@@ -1,0 +1,43 @@
+"""`lewm-fast eval`: closed-loop evaluation of a checkpoint (the paper's protocol, all episodes planned in
+one batch). Prints `success rate: X%`, time per plan and per episode; writes eval.json and eval_frames.png."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("--ckpt", default=None, help="run folder (its 'checkpoint' link) or checkpoint folder")
+    p.add_argument("--env", required=True, help="tworoom | pusht")
+    p.add_argument("--data", required=True, help="episode file with held-out episodes (.h5)")
+    p.add_argument("--episodes", type=int, default=50, help="start/goal problems (50)")
+    p.add_argument("--goal-offset", type=int, default=25, help="goal = the dataset frame this many steps ahead (25)")
+    p.add_argument("--budget", type=int, default=50, help="env steps allowed per episode (50)")
+    p.add_argument("--horizon", type=int, default=5, help="action blocks per plan (5)")
+    p.add_argument(
+        "--receding", type=int, default=5, help="action blocks executed per plan (5; 1 = replan every block)"
+    )
+    p.add_argument("--samples", type=int, default=300, help="CEM samples (300)")
+    p.add_argument("--topk", type=int, default=30, help="CEM elites (30)")
+    p.add_argument("--iters", type=int, default=30, help="CEM iterations (30)")
+    p.add_argument("--planner-backend", default="auto", help="auto | torch | triton | reference")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"), help="planning dtype (bf16)")
+    p.add_argument("--policy", default="planner", choices=("planner", "random"),
+                   help="planner (CEM in latent space) or random (uniform actions: the baseline)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="eval_out", help="folder for eval.json and eval_frames.png (eval_out)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lewm_fast.data.hdf5 import DataFormatError
+    from lewm_fast.evaluation import EvalConfigError, evaluate
+
+    try:
+        evaluate(args.env, args.data, args.ckpt, episodes=args.episodes, goal_offset=args.goal_offset,
+                 budget=args.budget, horizon=args.horizon, receding=args.receding, num_samples=args.samples,
+                 topk=args.topk, iters=args.iters, backend=args.planner_backend, dtype=args.dtype, seed=args.seed,
+                 policy=args.policy, out=args.out)  # fmt: skip
+    except (EvalConfigError, DataFormatError, FileNotFoundError, ValueError, ImportError) as e:
+        raise SystemExit(f"lewm-fast eval: {e}") from e
+    return 0

@@ -1,0 +1,30 @@
+"""`lewm-fast surprise`: the violation-of-expectation test (unperturbed / colour change / teleport), with
+paired t-tests; prints the p-values, writes surprise.json and surprise.png."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("--ckpt", required=True, help="run folder (its 'checkpoint' link) or checkpoint folder")
+    p.add_argument("--env", required=True, help="tworoom | pusht")
+    p.add_argument("--episodes", type=int, default=50, help="trajectories (50)")
+    p.add_argument("--steps", type=int, default=60, help="env steps per trajectory (60)")
+    p.add_argument("--perturb-step", type=int, default=30, help="env step of the perturbation (30)")
+    p.add_argument("--window", type=int, default=2, help="frames from the perturbation averaged per trajectory (2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="surprise_out", help="folder for surprise.json and surprise.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lewm_fast.evaluation import EvalConfigError
+    from lewm_fast.evaluation.surprise import surprise_test
+
+    try:
+        surprise_test(args.ckpt, args.env, episodes=args.episodes, steps=args.steps, perturb_step=args.perturb_step,
+                      window=args.window, seed=args.seed, out=args.out)  # fmt: skip
+    except (EvalConfigError, FileNotFoundError, ValueError, ImportError) as e:
+        raise SystemExit(f"lewm-fast surprise: {e}") from e
+    return 0

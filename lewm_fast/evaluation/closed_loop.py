@@ -1,0 +1,173 @@
+"""Closed-loop evaluation (the paper's protocol): held-out start/goal pairs, batched MPC with the CEM
+planner, success rate within an env-step budget. `evaluate(...)` -> a summary dict; it also writes
+`eval.json` and `eval_frames.png` (start / goal / final frame per episode) to `out` when given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lewm_fast as lf
+from lewm_fast.envs import ENVS, make_env
+from lewm_fast.evaluation.figures import frame_grid
+from lewm_fast.evaluation.mpc import EpisodeResult, PlannerController, RandomController, _describe, run_mpc
+from lewm_fast.evaluation.protocol import (
+    EvalConfigError,
+    Problem,
+    check_compatible,
+    describe_data,
+    held_out_episodes,
+    load_checkpoint,
+    select_problems,
+)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def make_eval_env(env_name: str, image_size: int):
+    """An env that never truncates or terminates by itself: the evaluation owns the budget."""
+    if env_name not in ENVS:
+        raise EvalConfigError(f"env: expected one of {list(ENVS)}, got {env_name!r}")
+    if env_name == "tworoom":
+        return make_env("tworoom", image_size=image_size, max_episode_steps=None, terminate_on_success=False)
+    return make_env(env_name, image_size=image_size, max_episode_steps=None)
+
+
+def place(env_name: str, env, problem: Problem, seed: int) -> None:
+    """Teleport `env` to the problem's start state and give it the problem's goal."""
+    env.reset(seed=seed)
+    env.set_state(problem.start_state)
+    if env_name == "tworoom":
+        env.set_target(problem.goal_state[:2])  # the data policy's own target in the state is not the goal
+    else:
+        env.set_goal_state(problem.goal_state)
+
+
+def evaluate(
+    env_name: str,
+    data: str | os.PathLike,
+    ckpt: str | os.PathLike | None = None,
+    episodes: int = 50,
+    goal_offset: int = 25,
+    budget: int = 50,
+    horizon: int = 5,
+    receding: int = 5,
+    num_samples: int = 300,
+    topk: int = 30,
+    iters: int = 30,
+    backend: str = "auto",
+    dtype: str = "bf16",
+    seed: int = 0,
+    policy: str = "planner",
+    out: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+    env_factory: Callable[[str, int], object] = make_eval_env,
+) -> dict:
+    """Success rate of MPC (`policy="planner"`, needs `ckpt`) or of uniformly random actions
+    (`policy="random"`, the baseline) on `episodes` held-out problems of `data`.
+
+    Raises EvalConfigError before any planning when the checkpoint does not fit the env or the data.
+    """
+    if policy not in ("planner", "random"):
+        raise ValueError(f"policy: expected 'planner' or 'random', got {policy!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    for name, v in (("episodes", episodes), ("goal_offset", goal_offset), ("budget", budget)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    info = describe_data(data)
+    image_size = info["image_size"]
+    probe = env_factory(env_name, image_size)
+    checkpoint = None
+    if ckpt is not None:
+        checkpoint = load_checkpoint(ckpt)
+        check_compatible(checkpoint, probe, info, env_name)
+    elif policy == "planner":
+        raise ValueError("ckpt: the planner needs a checkpoint (policy='random' does not)")
+    elif info["env"] not in (None, env_name):
+        raise EvalConfigError(f"data: {data} was collected in env {info['env']!r}, not {env_name!r}")
+    frameskip = checkpoint.model.cfg.frameskip if checkpoint else 5
+    if not 1 <= receding <= horizon:
+        raise ValueError(f"receding: expected 1 <= receding <= horizon={horizon}, got {receding}")
+
+    eps, held_out = held_out_episodes(data, checkpoint.train_config if checkpoint else {})
+    problems = select_problems(data, eps, episodes, goal_offset, seed)
+    log(f"eval: {env_name}, {len(problems)} problems from {held_out}; goal {goal_offset} steps ahead, "
+        f"budget {budget} steps, policy {policy}")  # fmt: skip
+
+    envs, results = [], [EpisodeResult() for _ in problems]
+    for i, p in enumerate(problems):
+        env = probe if i == 0 else None
+        try:
+            env = env or env_factory(env_name, image_size)
+            place(env_name, env, p, seed + i)
+        except Exception as e:  # noqa: BLE001 - a broken episode is a failure, not the end of the evaluation
+            results[i].error = f"setting up: {_describe(e)}"
+            log(f"eval: episode {i} failed setting up and counts as a failure: {_describe(e)}")
+        envs.append(env)
+    goal_states = [p.goal_state for p in problems]
+
+    planner = None
+    if policy == "planner":
+        planner = lf.CEMPlanner(checkpoint.model, num_samples=num_samples, topk=topk, iters=iters, horizon=horizon,
+                                seed=seed, backend=backend, dtype=DTYPES[dtype])  # fmt: skip
+        controller = PlannerController(planner, checkpoint.normalizer, np.stack([p.goal_frame for p in problems]),
+                                       receding)  # fmt: skip
+    else:
+        controller = RandomController(probe.action_space, receding, frameskip, seed)
+    t0 = time.perf_counter()
+    results, stats = run_mpc(envs, goal_states, controller, budget, log=log, results=results)
+    seconds = time.perf_counter() - t0
+
+    n = len(results)
+    wins = [r.success for r in results]
+    plans = len(stats.seconds)
+    summary = {
+        "env": env_name, "policy": policy, "checkpoint": str(checkpoint.folder) if checkpoint else None,
+        "data": str(data), "held_out": held_out, "episodes": n, "successes": int(sum(wins)),
+        "success_rate": float(np.mean(wins)), "solved_at_start": sum(r.success_step == 0 for r in results),
+        "failed_with_error": sum(r.error is not None for r in results),
+        "goal_offset": goal_offset, "budget": budget, "horizon": horizon, "receding": receding,
+        "frameskip": frameskip, "num_samples": num_samples, "topk": topk, "iters": iters,
+        "planner_backend": planner.backend if planner else None, "dtype": dtype if planner else None,
+        "seed": seed, "seconds": seconds, "plan_calls": plans,
+        "seconds_per_plan_call": float(np.mean(stats.seconds)) if plans else 0.0,
+        "mean_batch_per_plan_call": float(np.mean(stats.batch_sizes)) if plans else 0.0,
+        "seconds_per_episode": seconds / max(n, 1),
+        "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "per_episode": [
+            {"episode": p.episode, "start_row": p.start_row, "goal_row": p.goal_row, "success": r.success,
+             "success_step": r.success_step, "steps": r.steps, "plans": r.plans, "error": r.error,
+             "start_state": p.start_state.tolist(), "goal_state": p.goal_state.tolist(),
+             "start_goal_agent_distance": float(np.linalg.norm(p.goal_state[:2] - p.start_state[:2]))}
+            for p, r in zip(problems, results)
+        ],
+    }  # fmt: skip
+    log(f"eval: {plans} plan calls, {summary['seconds_per_plan_call']:.2f} s per call "
+        f"({summary['mean_batch_per_plan_call']:.1f} episodes per call on average), "
+        f"{summary['seconds_per_episode']:.2f} s per episode, {seconds:.1f} s in all")  # fmt: skip
+    log(f"success rate: {100 * summary['success_rate']:.0f}% ({summary['successes']}/{n})")
+    if out is not None:
+        write_outputs(out, summary, problems, results)
+    return summary
+
+
+def write_outputs(out: str | os.PathLike, summary: dict, problems: list[Problem], results: list[EpisodeResult]):
+    """eval.json (the summary) and eval_frames.png (start / goal / final per episode) into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "eval" if summary["policy"] == "planner" else "eval_random"
+    summary["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}_frames.png")]
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+    rate = f"{100 * summary['success_rate']:.0f}% ({summary['successes']}/{summary['episodes']})"
+    frame_grid(out / f"{stem}_frames.png", [p.start_frame for p in problems], [p.goal_frame for p in problems],
+               [r.final_frame for r in results], [r.success for r in results],
+               title=f"{summary['env']}, {summary['policy']}: success {rate}")  # fmt: skip

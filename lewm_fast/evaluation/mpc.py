@@ -1,0 +1,163 @@
+"""Batched model-predictive control: every episode still running is planned in one batch.
+
+Each round: render the running environments, ask the controller for `receding` action blocks each
+(one `CEMPlanner.plan_with_info` call over all of them: E = the number still running), execute them
+(frameskip env steps per block), checking success after every step. An episode stops at success or
+when it has used `budget` env steps; the rest go on to the next round, so E shrinks as episodes end.
+
+An exception raised by one environment (reset, step, render) ends that episode as a failure with the
+error recorded; the others carry on. Planner errors are not caught: they are bugs, not episode faults.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lewm_fast.data.dataset import Normalizer, prepare_pixels
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one episode. steps: env steps executed; plans: controller calls that included it."""
+
+    success: bool = False
+    steps: int = 0
+    plans: int = 0
+    success_step: int | None = None  # env steps used when success was first seen (0: already at the goal)
+    error: str | None = None
+    final_frame: np.ndarray | None = None
+
+
+@dataclass
+class MPCStats:
+    """Per controller call: how many episodes it planned and how long it took (seconds)."""
+
+    batch_sizes: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+class PlannerController:
+    """CEM planning in latent space, warm-started from the unexecuted rest of each episode's last plan.
+
+    goal_frames: uint8 (E, S, S, 3). __call__(idx, frames uint8 (E', S, S, 3)) -> env actions
+    (E', receding, frameskip, action_dim) for the episodes `idx`.
+    """
+
+    def __init__(self, planner, normalizer: Normalizer, goal_frames: np.ndarray, receding: int):
+        cfg = planner.model.cfg
+        if not 1 <= receding <= planner.horizon:
+            raise ValueError(f"receding: expected 1 <= receding <= horizon={planner.horizon}, got {receding}")
+        self.planner, self.normalizer, self.receding = planner, normalizer, receding
+        self.image_size, self.frameskip, self.action_dim = cfg.image_size, cfg.frameskip, cfg.action_dim
+        self.goal_px = prepare_pixels(torch.from_numpy(np.ascontiguousarray(goal_frames)), self.image_size)
+        # The rest of each episode's last plan (normalised, (horizon - receding, A)); zeros = no warm start,
+        # which is the planner's own initial mean.
+        rest = planner.horizon - receding
+        self.warm = torch.zeros(len(goal_frames), rest, cfg.action_block_dim)
+
+    def __call__(self, idx: list[int], frames: np.ndarray) -> np.ndarray:
+        obs = prepare_pixels(torch.from_numpy(np.ascontiguousarray(frames))[:, None], self.image_size)
+        init = self.warm[idx] if self.warm.shape[1] else None
+        plan = self.planner.plan_with_info(obs, self.goal_px[idx], init_mean=init).actions.float().cpu()
+        self.warm[idx] = plan[:, self.receding :]
+        actions = self.normalizer.denormalize(plan[:, : self.receding])
+        return actions.view(len(idx), self.receding, self.frameskip, self.action_dim).numpy()
+
+
+class RandomController:
+    """The random baseline: every env step an action drawn uniformly from the action box [low, high]."""
+
+    def __init__(self, action_space, receding: int, frameskip: int, seed: int = 0):
+        self.low, self.high = np.asarray(action_space.low), np.asarray(action_space.high)
+        self.receding, self.frameskip = receding, frameskip
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, idx: list[int], frames: np.ndarray) -> np.ndarray:
+        shape = (len(idx), self.receding, self.frameskip, self.low.size)
+        return self.rng.uniform(self.low, self.high, size=shape).astype(np.float32)
+
+
+def _describe(e: BaseException) -> str:
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+def run_mpc(
+    envs: list,
+    goal_states: list[np.ndarray],
+    controller: Callable[[list[int], np.ndarray], np.ndarray],
+    budget: int,
+    log: Callable[[str], None] = print,
+    results: list[EpisodeResult] | None = None,
+) -> tuple[list[EpisodeResult], MPCStats]:
+    """Run all episodes to success or `budget` env steps. envs[i] must already be at its start state;
+    success is `envs[i].is_success(goal_states[i])`. `results` may carry episodes that already failed
+    during set-up (error set): they are not run."""
+    n = len(envs)
+    results = results if results is not None else [EpisodeResult() for _ in range(n)]
+    stats = MPCStats()
+
+    def fail(i: int, e: BaseException, when: str) -> None:
+        r = results[i]
+        r.success, r.error = False, f"{when}: {_describe(e)}"
+        log(f"eval: episode {i} failed {when} after {r.steps} steps and counts as a failure: {_describe(e)}")
+
+    running = []
+    for i in range(n):
+        if results[i].error is not None:
+            continue
+        try:
+            if envs[i].is_success(goal_states[i]):
+                results[i].success, results[i].success_step = True, 0
+            else:
+                running.append(i)
+        except Exception as e:  # noqa: BLE001 - one broken env must not stop the others
+            fail(i, e, "checking success at the start")
+
+    while running:
+        frames, ok = [], []
+        for i in running:
+            try:
+                frames.append(envs[i].render())
+                ok.append(i)
+            except Exception as e:  # noqa: BLE001
+                fail(i, e, "rendering")
+        if not ok:
+            break
+        t0 = time.perf_counter()
+        actions = controller(ok, np.stack(frames))  # (E', blocks, frameskip, action_dim)
+        stats.seconds.append(time.perf_counter() - t0)
+        stats.batch_sizes.append(len(ok))
+        still = []
+        for j, i in enumerate(ok):
+            r, env = results[i], envs[i]
+            r.plans += 1
+            try:
+                for a in actions[j].reshape(-1, actions.shape[-1]):
+                    env.step(a)
+                    r.steps += 1
+                    if env.is_success(goal_states[i]):
+                        r.success, r.success_step = True, r.steps
+                        break
+                    if r.steps >= budget:
+                        break
+            except Exception as e:  # noqa: BLE001
+                fail(i, e, f"at step {r.steps + 1}")
+                continue
+            if not r.success and r.steps < budget:
+                still.append(i)
+        running = still
+
+    for i, r in enumerate(results):
+        try:
+            r.final_frame = envs[i].render()
+        except Exception:  # noqa: BLE001 - the figure shows a blank frame instead
+            r.final_frame = None
+    return results, stats
