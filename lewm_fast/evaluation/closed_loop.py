@@ -85,6 +85,8 @@ def evaluate(
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
     info = describe_data(data)
     image_size = info["image_size"]
+    if info["env"] not in (None, env_name):  # before building the env: that env may need packages not installed
+        raise EvalConfigError(f"data: {data} was collected in env {info['env']!r}, not {env_name!r}")
     probe = env_factory(env_name, image_size)
     checkpoint = None
     if ckpt is not None:
@@ -92,8 +94,6 @@ def evaluate(
         check_compatible(checkpoint, probe, info, env_name)
     elif policy == "planner":
         raise ValueError("ckpt: the planner needs a checkpoint (policy='random' does not)")
-    elif info["env"] not in (None, env_name):
-        raise EvalConfigError(f"data: {data} was collected in env {info['env']!r}, not {env_name!r}")
     frameskip = checkpoint.model.cfg.frameskip if checkpoint else 5
     if not 1 <= receding <= horizon:
         raise ValueError(f"receding: expected 1 <= receding <= horizon={horizon}, got {receding}")
