@@ -86,6 +86,18 @@ def test_surprise_test_reports_paired_t_tests_and_writes_a_plot(ckpt, tmp_path):
     assert (tmp_path / "surprise.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="multiple of frameskip"):
         surprise_test(ckpt, "tworoom", episodes=4, steps=20, perturb_step=12)
+    with pytest.raises(ValueError, match="colour: expected three ints in 0..255"):
+        surprise_test(ckpt, "tworoom", episodes=4, steps=20, perturb_step=10, colour=(0, 300, 0))
+
+
+def test_the_colour_perturbation_uses_the_colour_asked_for():
+    env = make_eval_env("tworoom", 32)
+    start, actions = record_actions("tworoom", env, 20, seed=0, index=0)
+    frames = {c: replay("tworoom", env, start, actions, 5, "colour", 10, seed=0, colour=c)[0] for c in ((0, 255, 0),
+              (0, 0, 255))}  # fmt: skip
+    green, blue = frames[(0, 255, 0)][2].astype(int), frames[(0, 0, 255)][2].astype(int)
+    assert (green[..., 1] - green[..., 2]).max() > 100 and (blue[..., 2] - blue[..., 1]).max() > 100
+    np.testing.assert_array_equal(frames[(0, 255, 0)][:2], frames[(0, 0, 255)][:2])  # same until step 10
 
 
 def test_surprise_command_prints_p_values(ckpt, tmp_path, capsys):
@@ -94,6 +106,10 @@ def test_surprise_command_prints_p_values(ckpt, tmp_path, capsys):
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "p-values: teleport" in out and "colour" in out
+    assert cli_main(args + ["--colour", "0,200,0"]) == 0
+    assert json.loads((tmp_path / "surprise.json").read_text())["colour"] == [0, 200, 0]
+    with pytest.raises(SystemExit, match="--colour: expected R,G,B"):
+        cli_main(args + ["--colour", "green"])
     # a checkpoint for 3-d actions does not fit TwoRoom: refused with a one-line message
     bad = tmp_path / "bad"
     lf.interop.save_official(lf.LeWM(lf.LeWMConfig(**{**tiny_model().cfg.__dict__, "action_dim": 3})), bad)

@@ -14,6 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=60, help="env steps per trajectory (60)")
     p.add_argument("--perturb-step", type=int, default=30, help="env step of the perturbation (30)")
     p.add_argument("--window", type=int, default=2, help="frames from the perturbation averaged per trajectory (2)")
+    p.add_argument(
+        "--colour",
+        default=None,
+        help="R,G,B (0..255) of the colour perturbation (default: tworoom 0,90,255, the red agent turns blue; "
+        "pusht 230,90,40, the grey block turns orange)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="surprise_out", help="folder for surprise.json and surprise.png")
 
@@ -22,9 +28,15 @@ def run(args: argparse.Namespace) -> int:
     from lewm_fast.evaluation import EvalConfigError
     from lewm_fast.evaluation.surprise import surprise_test
 
+    colour = None
+    if args.colour is not None:
+        try:
+            colour = tuple(int(v) for v in args.colour.split(","))
+        except ValueError:
+            raise SystemExit(f"lewm-fast surprise: --colour: expected R,G,B integers, got {args.colour!r}") from None
     try:
         surprise_test(args.ckpt, args.env, episodes=args.episodes, steps=args.steps, perturb_step=args.perturb_step,
-                      window=args.window, seed=args.seed, out=args.out)  # fmt: skip
+                      window=args.window, seed=args.seed, out=args.out, colour=colour)  # fmt: skip
     except (EvalConfigError, FileNotFoundError, ValueError, ImportError) as e:
         raise SystemExit(f"lewm-fast surprise: {e}") from e
     return 0

@@ -51,13 +51,21 @@ def record_actions(env_name: str, env, steps: int, seed: int, index: int) -> tup
     return start, np.stack(actions)
 
 
-def perturb(env_name: str, env, condition: str, rng: np.random.Generator) -> None:
-    """Apply a perturbation to `env` now: 'colour' recolours, 'teleport' moves the agent / the block."""
+# The colour perturbation's new colour, per env: a hue the training data never show (red agent -> blue;
+# slate-grey block -> orange). How surprising a recolouring is grows with how far it moves from the
+# trained colour (README "What it looks like" has a sweep); `colour=` picks another.
+DEFAULT_COLOUR = {"tworoom": (0, 90, 255), "pusht": (230, 90, 40)}
+
+
+def perturb(env_name: str, env, condition: str, rng: np.random.Generator, colour=None) -> None:
+    """Apply a perturbation to `env` now: 'colour' recolours (to `colour`, RGB 0..255, default
+    DEFAULT_COLOUR), 'teleport' moves the agent (TwoRoom) / the block (PushT) far away."""
     if condition == "colour":
+        colour = tuple(colour or DEFAULT_COLOUR[env_name])
         if env_name == "tworoom":
-            env.set_colors(agent=(0, 90, 255))  # red -> blue
+            env.set_colors(agent=colour)
         else:
-            env.set_colors(block=(230, 90, 40))  # slate grey -> orange
+            env.set_colors(block=colour)
     elif condition == "teleport":
         s = env.get_state().astype(np.float64)
         if env_name == "tworoom":
@@ -81,14 +89,22 @@ def perturb(env_name: str, env, condition: str, rng: np.random.Generator) -> Non
 
 
 def replay(
-    env_name: str, env, start: np.ndarray, actions: np.ndarray, frameskip: int, condition: str, at_step: int, seed: int
+    env_name: str,
+    env,
+    start: np.ndarray,
+    actions: np.ndarray,
+    frameskip: int,
+    condition: str,
+    at_step: int,
+    seed: int,
+    colour=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replay `actions` from `start`, perturbing at env step `at_step` (before that step's frame).
     Returns frames uint8 (K + 1, S, S, 3) at steps 0, frameskip, ... and states (K + 1, state_dim).
     The env's colours are put back afterwards, so one env serves every replay."""
     saved = env.agent_color.copy() if env_name == "tworoom" else dict(env.colors)
     try:
-        return _replay(env_name, env, start, actions, frameskip, condition, at_step, seed)
+        return _replay(env_name, env, start, actions, frameskip, condition, at_step, seed, colour)
     finally:
         if env_name == "tworoom":
             env.agent_color = saved
@@ -96,14 +112,14 @@ def replay(
             env.colors = saved  # gym-pusht rebuilds its shapes (default colours) at the next reset
 
 
-def _replay(env_name, env, start, actions, frameskip, condition, at_step, seed):
+def _replay(env_name, env, start, actions, frameskip, condition, at_step, seed, colour):
     env.reset(seed=seed)
     env.set_state(start)
     rng = np.random.default_rng(seed)
     frames, states = [], []
     for step in range(len(actions) + 1):
         if step == at_step:
-            perturb(env_name, env, condition, rng)
+            perturb(env_name, env, condition, rng, colour)
         if step % frameskip == 0:
             frames.append(env.render())
             states.append(env.get_state().copy())
@@ -138,9 +154,11 @@ def surprise_test(
     seed: int = 0,
     out: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    colour: tuple[int, int, int] | None = None,
 ) -> dict:
     """Run the surprise test; returns per-condition statistics and p-values (and writes
-    surprise.json + surprise.png to `out`)."""
+    surprise.json + surprise.png to `out`). colour: the colour perturbation's RGB (default
+    DEFAULT_COLOUR[env_name])."""
     from scipy import stats
 
     checkpoint = load_checkpoint(ckpt)
@@ -153,6 +171,8 @@ def surprise_test(
                          f"got {perturb_step}")  # fmt: skip
     if steps % fs:
         raise ValueError(f"steps: expected a multiple of frameskip={fs}, got {steps}")
+    if colour is not None and (len(colour) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in colour)):
+        raise ValueError(f"colour: expected three ints in 0..255 (RGB), got {colour!r}")
     env = make_eval_env(env_name, cfg.image_size)
     check_compatible(checkpoint, env, None, env_name)
     m = perturb_step // fs
@@ -164,7 +184,7 @@ def surprise_test(
     for i in range(episodes):
         start, actions = record_actions(env_name, env, steps, seed, i)
         for c in CONDITIONS:
-            f, s = replay(env_name, env, start, actions, fs, c, perturb_step, seed + i)
+            f, s = replay(env_name, env, start, actions, fs, c, perturb_step, seed + i, colour)
             frames[c].append(f)
             states[c].append(s)
         blocks.append(actions.reshape(steps // fs, fs * actions.shape[1]))
@@ -176,8 +196,8 @@ def surprise_test(
         curves[c] = frame_surprise(model, px, act).numpy()
     around = {c: curves[c][:, m : m + window].mean(1) for c in CONDITIONS}
     result = {"env": env_name, "checkpoint": str(checkpoint.folder), "episodes": episodes, "steps": steps,
-              "perturb_step": perturb_step, "perturb_frame": m, "window_frames": [m, m + window - 1],
-              "frameskip": fs, "seed": seed, "conditions": {}}  # fmt: skip
+              "perturb_step": perturb_step, "colour": list(colour or DEFAULT_COLOUR[env_name]), "perturb_frame": m,
+              "window_frames": [m, m + window - 1], "frameskip": fs, "seed": seed, "conditions": {}}  # fmt: skip
     base = around["unperturbed"]
     pvalues = {}
     for c in CONDITIONS:
