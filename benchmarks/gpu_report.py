@@ -40,6 +40,7 @@ from _common import RESULTS, environment, write_result  # noqa: E402
 # The CPU's quick check: the C++ kernels against their references, and parity with the public code.
 QUICK_CPU_TESTS = ("tests/test_planner_cpu_kernels.py", "tests/test_fixture_parity.py")
 # Test files that compare fast paths with their references (they pick the device themselves).
+COUNT_WORDS = ("passed", "failed", "error", "skipped", "deselected", "no tests ran")
 EQUIVALENCE_TESTS = ("tests/test_kernels_*.py", "tests/test_sigreg_*.py", "tests/test_planner_*.py")
 
 
@@ -129,7 +130,11 @@ def run_tests(device: torch.device, quick: bool) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    summary = next((line for line in reversed(proc.stdout.splitlines()) if line.strip()), "")
+    lines = [line for line in reversed(proc.stdout.splitlines()) if line.strip()]
+    # pytest's count line ("3 passed, 1 skipped in ..."); conftest may print a note after it
+    summary = next(
+        (line for line in lines if " in " in line and any(w in line for w in COUNT_WORDS)), lines[0] if lines else ""
+    )
     return {
         "command": " ".join(["python -m pytest -q", *args]),
         "returncode": proc.returncode,

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
+from lewm_fast.sigreg import available_backends  # noqa: E402
 
 SIZES = {  # name -> (T, B, D, M, K)
     "small": (2, 64, 32, 128, 17),
@@ -189,7 +190,13 @@ def main(argv=None) -> int:
     if args.quick:
         args.sizes = [s for s in args.sizes if s != "large"] or ["small"]
         args.repeats = min(args.repeats, 5)
-    fast = args.backends or (["triton"] if device.type == "cuda" else ["cpp"])
+    if args.backends:
+        fast = args.backends
+    else:  # the device's fused backend; where it cannot run here (no C++ build), the reference alone, said so
+        wanted = "triton" if device.type == "cuda" else "cpp"
+        fast = [b for b in (wanted,) if b in available_backends(device)]
+        if not fast:
+            print(f"sigreg_speed: the {wanted!r} backend is unavailable on {device}; timing the reference only")
     dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     rows = [row for size in args.sizes for dname in dtypes for row in bench(size, dname, fast, args, device)]
     columns = [("size", "size"), ("dtype", "dtype"), ("phase", "phase"), ("backend", "backend"), ("ms", "ms"),

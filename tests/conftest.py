@@ -26,11 +26,12 @@ NEEDS = {
     "test_data*.py": ("gymnasium", "h5py"),
     "test_train*.py": ("gymnasium", "h5py"),
     "test_eval*.py": ("gymnasium", "h5py"),
-    "test_surprise*.py": ("gymnasium", "h5py"),
+    "test_surprise*.py": ("gymnasium", "h5py", "scipy"),
     "test_demo*.py": ("gymnasium", "h5py"),
     "test_interop_solver.py": ("gymnasium",),
+    "test_sigreg_fused_random.py": ("hypothesis",),
 }
-_not_collected: list[str] = []
+_not_collected: dict[str, str] = {}  # file name -> why (pytest may ask about a file more than once)
 
 
 def _missing(name: str) -> list[str]:
@@ -41,7 +42,7 @@ def _missing(name: str) -> list[str]:
 def pytest_ignore_collect(collection_path, config):
     missing = _missing(collection_path.name)
     if missing:
-        _not_collected.append(f"{collection_path.name} (needs {', '.join(missing)})")
+        _not_collected[collection_path.name] = f"{collection_path.name} (needs {', '.join(missing)})"
         return True
     return None
 
@@ -52,7 +53,7 @@ def pytest_report_header(config):
 
 def pytest_terminal_summary(terminalreporter):
     if _not_collected:
-        terminalreporter.write_line("not collected, missing packages: " + "; ".join(_not_collected))
+        terminalreporter.write_line("not collected, missing packages: " + "; ".join(_not_collected.values()))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -17,13 +17,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lewm_fast.data.hdf5 import DataFormatError, check_pixels, open_h5, read_index
+
+if TYPE_CHECKING:
+    import h5py
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -23,11 +23,24 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
+if TYPE_CHECKING:
+    import h5py
+
 INDEX = ("ep_len", "ep_offset")
+
+
+def _h5py():
+    """h5py, imported on first use: the model, planner and benchmarks work on a Python without it
+    (a GPU machine's stock environment); only episode files need it."""
+    try:
+        import h5py
+    except ImportError as e:
+        raise ImportError("lewm_fast's episode files (.h5) need h5py: pip install h5py") from e
+    return h5py
 
 
 class DataFormatError(ValueError):
@@ -43,10 +56,10 @@ def open_h5(path: str | os.PathLike) -> h5py.File:
     if not path.exists():
         raise FileNotFoundError(f"data: no HDF5 file at {path}")
     try:
-        return h5py.File(path, "r")
+        return _h5py().File(path, "r")
     except OSError as first:
         try:
-            return h5py.File(path, "r", swmr=True)
+            return _h5py().File(path, "r", swmr=True)
         except OSError:
             raise DataFormatError(f"data: {path} is not a readable HDF5 file ({first})") from first
 
@@ -72,7 +85,7 @@ def read_index(f: h5py.File, columns: tuple[str, ...] = ()) -> tuple[np.ndarray,
         if col not in f:
             found = sorted(k for k in f.keys() if k not in INDEX)
             raise DataFormatError(f"data: {name} has no '{col}' column; columns found: {found}")
-        if not isinstance(f[col], h5py.Dataset) or f[col].ndim < 1:
+        if not isinstance(f[col], _h5py().Dataset) or f[col].ndim < 1:
             raise DataFormatError(f"data: {name}: column '{col}' must be a dataset with one row per step")
         if f[col].shape[0] < end:
             raise DataFormatError(f"data: {name}: column '{col}' has {f[col].shape[0]} rows but the episode "
@@ -159,7 +172,7 @@ class EpisodeWriter:
 
     def _open_existing(self) -> None:
         try:
-            f = h5py.File(self.path, "a")
+            f = _h5py().File(self.path, "a")
         except OSError as e:
             raise DataFormatError(f"out: cannot reopen {self.path} to resume ({e})") from e
         self.f = f
@@ -180,7 +193,7 @@ class EpisodeWriter:
         """Create the file with the episode's schema under a temporary name, then rename it in place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with _h5py().File(tmp, "w") as f:
             for col, values in episode.items():
                 row = values.shape[1:]
                 chunk = (1, *row) if values.ndim == 4 else (self.chunk_rows, *row)
@@ -190,7 +203,7 @@ class EpisodeWriter:
             for key, value in self.attrs.items():
                 f.attrs[key] = value
         os.replace(tmp, self.path)
-        self.f = h5py.File(self.path, "a")
+        self.f = _h5py().File(self.path, "a")
 
     # ---- appending ----
 
