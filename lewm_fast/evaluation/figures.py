@@ -67,6 +67,9 @@ def surprise_plot(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     colors = {"unperturbed": "tab:gray", "colour": "tab:blue", "teleport": "tab:red"}
+    means = np.concatenate([np.nanmean(s[:, 1:], axis=0) for s in curves.values()])  # frame 0: NaN
+    means = means[np.isfinite(means) & (means > 0)]
+    log = means.size > 0 and means.max() / means.min() > 100  # conditions orders of magnitude apart
     for name, s in curves.items():
         defined = ~np.isnan(s).all(axis=0)  # frame 0 has no prediction
         k = np.arange(s.shape[1])[defined] * frameskip
@@ -75,7 +78,10 @@ def surprise_plot(
         se = s.std(axis=0, ddof=1) / np.sqrt(s.shape[0]) if s.shape[0] > 1 else np.zeros_like(mean)
         label = name if not pvalues or name not in pvalues else f"{name} (p = {pvalues[name]:.2g})"
         ax.plot(k, mean, marker="o", ms=3, label=label, color=colors.get(name))
-        ax.fill_between(k, mean - se, mean + se, alpha=0.2, color=colors.get(name))
+        low = np.maximum(mean - se, mean / 10) if log else mean - se  # a band above 0 on a log axis
+        ax.fill_between(k, low, mean + se, alpha=0.2, color=colors.get(name))
+    if log:
+        ax.set_yscale("log")
     ax.axvline(perturb_frame * frameskip, color="k", ls="--", lw=1)
     ax.text(perturb_frame * frameskip, ax.get_ylim()[1], " perturbation", va="top", fontsize=8)
     ax.set_xlabel("environment step")
