@@ -41,7 +41,9 @@ class DemoConfig:
     episodes: int = 300  # TwoRoom episodes collected (10% held out for validation and evaluation)
     max_steps: int = 100  # env steps per episode
     image_size: int = 64  # frames and model (a multiple of the patch size, 16)
-    steps: int = 2000  # training steps
+    # Training steps. Measured here (TwoRoom, 50 problems): 2,000 steps gave 84% (seed 0) and 56% (seed 1);
+    # 4,000 steps 82% and 72%, 14-15 minutes in all on 2 cores (README "What it looks like").
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 1e-3
     lambd: float = 0.09
