@@ -12,11 +12,16 @@ from pathlib import Path as _Path
 
 
 def _source_checkout_kernels() -> None:
-    """In a source checkout that was not pip-installed (e.g. PYTHONPATH=.), `kernels/` is not yet
-    the package `lewm_fast.kernels`: register it under that name so imports work the same."""
-    if "lewm_fast.kernels" in _sys.modules or _importlib_util.find_spec("lewm_fast.kernels") is not None:
+    """In a source checkout, `kernels/` beside this package is `lewm_fast.kernels`: register it under
+    that name so imports work the same with or without `pip install`. The checkout's own folder wins
+    over an editable install of another checkout (a git worktree imported with PYTHONPATH)."""
+    if "lewm_fast.kernels" in _sys.modules:
         return
-    init = _Path(__file__).resolve().parent.parent / "kernels" / "__init__.py"
+    root = _Path(__file__).resolve().parent.parent
+    init = root / "kernels" / "__init__.py"
+    checkout = init.exists() and (root / "setup.py").exists() and (root / "csrc").is_dir()
+    if not checkout and _importlib_util.find_spec("lewm_fast.kernels") is not None:
+        return
     if init.exists():
         spec = _importlib_util.spec_from_file_location(
             "lewm_fast.kernels", init, submodule_search_locations=[str(init.parent)]
