@@ -1,0 +1,133 @@
+"""What the processor can do, read once: every CPU choice (planning dtype, kernels, threads) follows
+from here, never from what some other machine could do.
+
+bf16 matmuls run natively only on CPUs with AMX (Intel Sapphire Rapids and later) or AVX512-BF16
+(Intel Cooper Lake, AMD Zen 4 and later), and on ARM cores with the BF16 extension. Elsewhere (AVX2-only
+x86, older AVX-512) PyTorch emulates them through fp32 conversions: far slower than fp32 itself. So
+`dtype="auto"` means bf16 only where it is native (and on CUDA devices that support it), fp32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+# /proc/cpuinfo flags that give native bf16 matmuls (x86 "flags", ARM "Features").
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+# The flags worth reporting (`lewm-fast info`, benchmark JSON).
+REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve", "bf16")
+
+
+@dataclass(frozen=True)
+class CpuCapability:
+    """model: the CPU's name; arch: `platform.machine()`; isa: PyTorch's dispatch level
+    (`torch.backends.cpu.get_cpu_capability()`: "AVX2", "AVX512", "NO AVX", ...); flags: the reported
+    flags present; cores: logical CPUs this process may use."""
+
+    model: str
+    arch: str
+    isa: str
+    flags: tuple[str, ...]
+    cores: int
+
+    @property
+    def native_bf16(self) -> bool:
+        return any(f in self.flags for f in NATIVE_BF16_FLAGS)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "arch": self.arch, "isa": self.isa, "flags": list(self.flags),
+                "cores": self.cores, "native_bf16": self.native_bf16}  # fmt: skip
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(model name, flag set) from /proc/cpuinfo; ("", empty) where there is none (macOS, Windows)."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _macos_arm_flags() -> set[str]:
+    """Apple silicon has no /proc/cpuinfo: NEON always, BF16 where sysctl reports FEAT_BF16 (M2 and later)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5)
+        return {"asimd", "bf16"} if out.stdout.strip() == "1" else {"asimd"}
+    except (OSError, subprocess.SubprocessError):
+        return {"asimd"}
+
+
+@functools.cache
+def cpu_capability() -> CpuCapability:
+    """The running CPU's capability (read once per process)."""
+    model, flags = _cpuinfo()
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch < 2.1
+        isa = "unknown"
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        flags |= _macos_arm_flags()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    present = tuple(f for f in REPORTED_FLAGS if f in flags)
+    return CpuCapability(model or platform.processor() or "unknown CPU", platform.machine(), isa, present, cores)
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 matmuls run natively (not emulated) on `device`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_capability().native_bf16
+    return False
+
+
+DTYPE_NAMES = {"auto": "auto", "fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+               "bfloat16": torch.bfloat16}  # fmt: skip
+
+
+@functools.cache
+def _warn_emulated_bf16(device_type: str) -> None:
+    cap = cpu_capability()
+    warnings.warn(
+        f"dtype=torch.bfloat16 on {cap.model} ({cap.isa}, no AMX or AVX512-BF16): bf16 matmuls are emulated "
+        "here and run ~10-100x slower than fp32, so planning is several times slower than in fp32; "
+        "dtype='auto' picks fp32 on this CPU",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str, name: str = "dtype") -> torch.dtype:
+    """The compute dtype meant by `dtype` on `device`.
+
+    "auto": bf16 where `device` runs bf16 matmuls natively, else fp32. torch.float32 / torch.bfloat16 (or
+    "fp32" / "bf16") are kept; an explicit bf16 on a CPU that only emulates it warns once per process.
+    """
+    if isinstance(dtype, str):
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"{name}: expected 'auto', 'fp32', 'bf16', torch.float32 or torch.bfloat16, got {dtype!r}")
+        dtype = DTYPE_NAMES[dtype]
+    device = torch.device(device)
+    if dtype == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"{name}: expected 'auto', torch.float32 or torch.bfloat16, got {dtype}")
+    if dtype == torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
+        _warn_emulated_bf16(device.type)
+    return dtype
