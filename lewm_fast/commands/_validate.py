@@ -12,16 +12,24 @@ from lewm_fast._checks import SEED_MAX, check_choice, check_device, check_int, c
 from lewm_fast._io import check_output_dir
 from lewm_fast.training.train_config import AMP_CHOICES
 
+_RENAMED = {"lambd": "--lambda"}  # destinations whose flag is not the name with dashes
+
 
 def flag(name: str) -> str:
     """The flag of an argparse destination: image_size -> --image-size."""
-    return "--" + name.replace("_", "-")
+    return _RENAMED.get(name, "--" + name.replace("_", "-"))
 
 
 def at_least(args: argparse.Namespace, lo: int, *names: str) -> None:
     """Each named flag is an int >= lo."""
     for name in names:
         check_int(flag(name), getattr(args, name), lo=lo)
+
+
+def env(args: argparse.Namespace) -> None:
+    from lewm_fast.envs import ENVS
+
+    check_choice("--env", args.env, ENVS)
 
 
 def seed(args: argparse.Namespace) -> None:

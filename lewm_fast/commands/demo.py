@@ -43,7 +43,10 @@ def check_flags(args: argparse.Namespace) -> dict:
     """Every flag, before collection starts (a bad --topk must not wait for training). Returns --model."""
     import inspect
 
+    from lewm_fast._checks import check_int
     from lewm_fast.commands import _validate as v
+    from lewm_fast.data.collect import MAX_IMAGE_SIZE
+    from lewm_fast.data.hdf5 import MIN_FRAME
     from lewm_fast.evaluation.closed_loop import evaluate
     from lewm_fast.evaluation.demo import DEMO_MODEL, DemoConfig
     from lewm_fast.training.presets import get_preset
@@ -51,6 +54,7 @@ def check_flags(args: argparse.Namespace) -> dict:
     d = DemoConfig(out="")
     v.at_least(args, 2, "episodes", "surprise_episodes")  # one episode held out at least; a paired t-test
     v.at_least(args, 1, "steps", "batch_size", "eval_episodes")
+    check_int("--image-size", args.image_size, lo=MIN_FRAME, hi=MAX_IMAGE_SIZE)
     if args.max_steps <= d.goal_offset:
         raise ValueError(f"--max-steps: expected more than {d.goal_offset} steps per episode (evaluation goals are "
                          f"{d.goal_offset} steps ahead), got {args.max_steps}")  # fmt: skip

@@ -39,6 +39,7 @@ def check_flags(args: argparse.Namespace) -> None:
     from lewm_fast.commands import _validate as v
     from lewm_fast.planning.planner import BACKENDS
 
+    v.env(args)
     v.at_least(args, 1, "episodes", "goal_offset", "budget")
     v.planner(args, args.horizon)
     check_choice("--planner-backend", args.planner_backend, BACKENDS)

@@ -33,6 +33,7 @@ def check_flags(args: argparse.Namespace) -> tuple[int, int, int] | None:
     `surprise_test` when it loads it, before any rollout). Returns the colour."""
     from lewm_fast.commands import _validate as v
 
+    v.env(args)
     v.at_least(args, 2, "episodes")  # a paired t-test needs two trajectories
     v.at_least(args, 1, "steps", "perturb_step", "window")
     v.seed(args)

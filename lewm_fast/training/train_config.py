@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lewm_fast._checks import SEED_MAX, check_choice, check_device, check_int, check_number
 from lewm_fast._io import check_output_dir
+from lewm_fast.data.hdf5 import check_pixels, open_h5, read_index
 from lewm_fast.sigreg import BACKENDS
 from lewm_fast.training.presets import DEFAULTS, PRESETS, get_preset
 from lewm_fast.training.resume import flag
@@ -63,13 +64,21 @@ def _optional(check, field: str, value, **bounds) -> None:
         check(flag(field), value, **bounds)
 
 
+def check_data_file(path: str) -> None:
+    """An episode file whose index and pixel column are sound (cheap: the rows are read later)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--data: no file at {path}")
+    with open_h5(path) as f:
+        read_index(f, ("pixels", "action"))
+        check_pixels(f)
+
+
 def check_train_config(cfg: TrainConfig) -> None:
-    """Every field's type and range, the device, the model changes and the output folder; nothing is
-    read or written. Raises TypeError/ValueError naming the flag."""
+    """Every field's type and range, the device, the model changes, the data file's index and the output
+    folder; nothing is written. Raises TypeError/ValueError naming the flag (or the data file)."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
-    if not Path(cfg.data).is_file():
-        raise FileNotFoundError(f"--data: no file at {cfg.data}")
+    check_data_file(cfg.data)
     check_output_dir("--out", cfg.out)
     if cfg.preset is not None:
         check_choice(flag("preset"), cfg.preset, sorted(PRESETS))

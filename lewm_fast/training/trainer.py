@@ -248,8 +248,10 @@ class _Run:
     def choose_precision(self) -> bool:
         """bf16 autocast or not: given, restored ('bf16'/'off'), or 'auto' (measured on a real batch on the
         CPU; the probe steps are not applied). Every rank takes rank 0's answer."""
-        if self.cfg.amp != "auto" or self.device.type != "cpu":
-            use = choose_amp(self.cfg.amp, self.device, None)
+        if self.cfg.amp != "auto":
+            use = self.cfg.amp == "bf16"
+        elif self.device.type == "cuda":
+            use = True
         else:
             probe = next(iter(self.loader()))
             saved_rng, saved_buffers = rng_state(), {k: v.clone() for k, v in self.model.state_dict().items()}
