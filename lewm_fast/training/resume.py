@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -73,7 +74,15 @@ def _move_run_aside(out: Path) -> Path:
 
 def data_identity(path: str | os.PathLike) -> dict:
     """How a checkpoint remembers its data file: the real path and the content fingerprint."""
-    return {"path": os.path.realpath(path), "fingerprint": fingerprint(path)}
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return {"path": real, "fingerprint": _fingerprint(real, st.st_mtime_ns, st.st_size)}
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(real: str, mtime_ns: int, size: int) -> str:
+    """fingerprint() once per file version (a resume checks it, then the run records it)."""
+    return fingerprint(real)
 
 
 def resolve(cfg, saved: Saved | None):
@@ -127,7 +136,7 @@ def _check_data(data: str, saved: Saved) -> None:
     without a fingerprint, the same real path."""
     known = saved.state.get("data") or {}
     if known.get("fingerprint"):
-        if fingerprint(data) != known["fingerprint"]:
+        if data_identity(data)["fingerprint"] != known["fingerprint"]:
             raise ValueError(f"--data: {data} is not the file {saved.folder} was trained on ({known.get('path')}): "
                              "its content differs; resume with that file, or train into a new --out")  # fmt: skip
         return
