@@ -68,12 +68,17 @@ def read_json(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise FileFormatError(f"{path}: cannot be read ({_first_line(e)})") from e
+    return parse_json_object(text, str(path), FileFormatError)
+
+
+def parse_json_object(text: str, where: str, error: type[ValueError] = ValueError) -> dict:
+    """A JSON object ({...}) from `text`; `error` naming `where` (a file, a flag) for anything else."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise FileFormatError(f"{path}: not valid JSON ({e})") from e
+        raise error(f"{where}: not valid JSON ({e}): {text[:60]!r}") from e
     if not isinstance(value, dict):
-        raise FileFormatError(f"{path}: expected a JSON object ({{...}}), got {type(value).__name__}: {text[:60]!r}")
+        raise error(f"{where}: expected a JSON object ({{...}}), got {type(value).__name__}: {text[:60]!r}")
     return value
 
 

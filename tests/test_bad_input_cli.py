@@ -67,7 +67,7 @@ TRAIN = [
     (["--seed", "-1"], "--seed: expected an int in [0, 4294967295], got -1"),
     (["--device", "bogus"], "--device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'bogus'"),
     (["--model", "[1]"], "--model: expected a JSON object"),
-    (["--model", "{"], "--model: expected a JSON object"),
+    (["--model", "{"], "--model: not valid JSON"),
     (["--model", '{"nope": 1}'], "--model: LeWMConfig: unknown field(s) ['nope']"),
     (["--model", '{"embed_dim": "32"}'], "--model: LeWMConfig.embed_dim: expected a positive int, got '32'"),
     (["--model", '{"image_size": 30}'], "--model: LeWMConfig.image_size: expected a multiple of patch_size=16"),

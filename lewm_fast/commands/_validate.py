@@ -5,11 +5,10 @@ prints it as one line."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from lewm_fast._checks import SEED_MAX, check_choice, check_device, check_int, check_number
-from lewm_fast._io import check_output_dir
+from lewm_fast._io import check_output_dir, parse_json_object
 from lewm_fast.training.train_config import AMP_CHOICES
 
 _RENAMED = {"lambd": "--lambda"}  # destinations whose flag is not the name with dashes
@@ -43,15 +42,7 @@ def existing(name: str, path: str | None, what: str = "file or folder") -> None:
 
 def json_object(name: str, text: str | None) -> dict | None:
     """A flag holding a JSON object ({"embed_dim": 32}); None stays None."""
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name}: expected a JSON object, got {text!r} ({e})") from e
-    if not isinstance(value, dict):
-        raise ValueError(f'{name}: expected a JSON object ({{"field": value, ...}}), got {text!r}')
-    return value
+    return None if text is None else parse_json_object(text, name)
 
 
 def planner(args: argparse.Namespace, horizon: int) -> None:
