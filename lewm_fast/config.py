@@ -8,6 +8,7 @@ ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,10 @@ class LeWMConfig:
             if f.type in ("int", int):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"LeWMConfig.{f.name}: expected a positive int, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"LeWMConfig.{f.name}: expected a finite number, got {value!r}")
+        if not self.enc_ln_eps > 0:
+            raise ValueError(f"LeWMConfig.enc_ln_eps: expected a positive number, got {self.enc_ln_eps}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"LeWMConfig.image_size: expected a multiple of patch_size={self.patch_size}, got {self.image_size}"
@@ -84,7 +89,12 @@ class LeWMConfig:
         return self.frameskip * self.action_dim
 
     def replace(self, **changes: Any) -> LeWMConfig:
-        """A copy with some fields changed (validated)."""
+        """A copy with some fields changed (validated; an unknown field name is a ValueError naming it)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(
+                f"LeWMConfig: unknown field(s) {unknown}; fields are {[f.name for f in dataclasses.fields(self)]}"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,66 +162,105 @@ class LeWMConfig:
 
         The action encoder stores only `input_dim` = frameskip x action_dim; `action_dim` splits it
         (default: the `lewm_fast.action_dim` field when present, else frameskip 5 when it divides).
+        Every field is checked: a missing section or field, or a value of the wrong type (a str, a
+        non-integral float such as 32.7 where a size goes), raises a ValueError/TypeError naming it.
         """
-        for part in ("encoder", "predictor", "action_encoder", "projector"):
-            if not isinstance(config.get(part), dict):
-                raise ValueError(f"config: expected a '{part}' section (a dict), got {config.get(part)!r}")
-        enc, pred, act, proj = config["encoder"], config["predictor"], config["action_encoder"], config["projector"]
-        pred_proj = config.get("pred_proj") or proj
-
-        def need(section: dict[str, Any], name: str, where: str) -> Any:
-            if name not in section:
-                raise ValueError(f"config.{where}: missing field '{name}'")
-            return section[name]
-
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a JSON object with encoder/predictor/... sections, got "
+                            f"{type(config).__name__}")  # fmt: skip
+        enc, pred, act, proj = (
+            _section(config, part) for part in ("encoder", "predictor", "action_encoder", "projector")
+        )
+        pred_proj = _section(config, "pred_proj") if config.get("pred_proj") is not None else proj
         if "hidden_size" in enc:
-            width, depth, heads, mlp = (
-                enc["hidden_size"],
-                need(enc, "num_hidden_layers", "encoder"),
-                need(enc, "num_attention_heads", "encoder"),
-                need(enc, "intermediate_size", "encoder"),
-            )
+            keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+            width, depth, heads, mlp = (_int(enc, k, "encoder") for k in keys)
         else:
-            size = need(enc, "size", "encoder")
-            if size not in VIT_SIZES:
+            size = _field(enc, "size", "encoder")
+            if not isinstance(size, str) or size not in VIT_SIZES:
                 raise ValueError(f"config.encoder.size: expected one of {sorted(VIT_SIZES)}, got {size!r}")
             width, depth, heads, mlp = VIT_SIZES[size]
-        block = int(need(act, "input_dim", "action_encoder"))
-        if action_dim is None:
-            action_dim = (config.get("lewm_fast") or {}).get("action_dim")
+        block = _int(act, "input_dim", "action_encoder")
+        if action_dim is None and config.get("lewm_fast") is not None:
+            action_dim = _section(config, "lewm_fast").get("action_dim")
+            where = "config.lewm_fast.action_dim"
+        else:
+            where = "action_dim"
         if action_dim is None:
             action_dim = block // (5 if block % 5 == 0 else 1)
+        action_dim = _as_int(action_dim, where)
         if block % action_dim:
             raise ValueError(
                 f"config.action_encoder.input_dim: expected a multiple of action_dim={action_dim}, got {block}"
             )
-        emb_dim = int(need(act, "emb_dim", "action_encoder"))
-        pred_in = int(need(pred, "input_dim", "predictor"))
+        emb_dim, pred_in = _int(act, "emb_dim", "action_encoder"), _int(pred, "input_dim", "predictor")
         if emb_dim != pred_in:
             raise ValueError(f"config.action_encoder.emb_dim: expected predictor.input_dim={pred_in}, got {emb_dim}")
         return cls(
-            image_size=int(need(enc, "image_size", "encoder")),
-            patch_size=int(need(enc, "patch_size", "encoder")),
-            in_channels=int(enc.get("num_channels", 3)),
-            enc_dim=int(width),
-            enc_depth=int(depth),
-            enc_heads=int(heads),
-            enc_mlp_dim=int(mlp),
-            enc_ln_eps=float(enc.get("layer_norm_eps", 1e-12)),
-            embed_dim=int(need(proj, "output_dim", "projector")),
-            proj_hidden_dim=int(need(proj, "hidden_dim", "projector")),
-            action_dim=int(action_dim),
-            frameskip=block // int(action_dim),
-            action_smoothed_dim=int(act.get("smoothed_dim", 10)),
-            action_mlp_scale=int(act.get("mlp_scale", 4)),
-            num_frames=int(need(pred, "num_frames", "predictor")),
-            pred_depth=int(need(pred, "depth", "predictor")),
-            pred_heads=int(need(pred, "heads", "predictor")),
-            pred_dim_head=int(pred.get("dim_head", 64)),
-            pred_mlp_dim=int(need(pred, "mlp_dim", "predictor")),
-            pred_hidden_dim=int(need(pred, "hidden_dim", "predictor")),
-            pred_output_dim=int(pred.get("output_dim") or pred_in),
-            pred_proj_hidden_dim=int(need(pred_proj, "hidden_dim", "pred_proj")),
-            dropout=float(pred.get("dropout", 0.0)),
-            emb_dropout=float(pred.get("emb_dropout", 0.0)),
+            image_size=_int(enc, "image_size", "encoder"),
+            patch_size=_int(enc, "patch_size", "encoder"),
+            in_channels=_int(enc, "num_channels", "encoder", 3),
+            enc_dim=width,
+            enc_depth=depth,
+            enc_heads=heads,
+            enc_mlp_dim=mlp,
+            enc_ln_eps=_float(enc, "layer_norm_eps", "encoder", 1e-12),
+            embed_dim=_int(proj, "output_dim", "projector"),
+            proj_hidden_dim=_int(proj, "hidden_dim", "projector"),
+            action_dim=action_dim,
+            frameskip=block // action_dim,
+            action_smoothed_dim=_int(act, "smoothed_dim", "action_encoder", 10),
+            action_mlp_scale=_int(act, "mlp_scale", "action_encoder", 4),
+            num_frames=_int(pred, "num_frames", "predictor"),
+            pred_depth=_int(pred, "depth", "predictor"),
+            pred_heads=_int(pred, "heads", "predictor"),
+            pred_dim_head=_int(pred, "dim_head", "predictor", 64),
+            pred_mlp_dim=_int(pred, "mlp_dim", "predictor"),
+            pred_hidden_dim=_int(pred, "hidden_dim", "predictor"),
+            pred_output_dim=pred_in if pred.get("output_dim") is None else _int(pred, "output_dim", "predictor"),
+            pred_proj_hidden_dim=_int(pred_proj, "hidden_dim", "pred_proj"),
+            dropout=_float(pred, "dropout", "predictor", 0.0),
+            emb_dropout=_float(pred, "emb_dropout", "predictor", 0.0),
         )
+
+
+# ---- reading config.json fields: each error names the field ----------------------------------------
+
+_MISSING = object()
+
+
+def _section(config: dict[str, Any], part: str) -> dict[str, Any]:
+    section = config.get(part)
+    if not isinstance(section, dict):
+        raise ValueError(f"config: expected a '{part}' section (a dict), got {section!r}")
+    return section
+
+
+def _field(section: dict[str, Any], name: str, where: str, default: Any = _MISSING) -> Any:
+    if name not in section:
+        if default is _MISSING:
+            raise ValueError(f"config.{where}: missing field '{name}'")
+        return default
+    return section[name]
+
+
+def _as_int(value: Any, where: str) -> int:
+    """A positive int; an integral float (224.0) is accepted, 32.7 or '224' are not."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: expected a positive int, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{where}: expected a positive int, got {value}")
+    return value
+
+
+def _int(section: dict[str, Any], name: str, where: str, default: Any = _MISSING) -> int:
+    return _as_int(_field(section, name, where, default), f"config.{where}.{name}")
+
+
+def _float(section: dict[str, Any], name: str, where: str, default: Any = _MISSING) -> float:
+    value = _field(section, name, where, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"config.{where}.{name}: expected a finite number, got {value!r}")
+    return float(value)

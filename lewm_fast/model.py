@@ -81,10 +81,11 @@ class LeWM(nn.Module):
         emb (B, T, D), act_emb (B, T, D) with T <= num_frames -> (B, T, D).
         """
         d = self.cfg.embed_dim
-        check_tensor("emb", emb, ("B", "T", d))
-        check_tensor("act_emb", act_emb, (emb.shape[0], emb.shape[1], d))
-        if emb.shape[1] > self.cfg.num_frames:
-            raise ValueError(f"emb: expected at most num_frames={self.cfg.num_frames} frames, got {emb.shape[1]}")
+        check_tensor("emb", emb, ("B", "T", d), finite=True)  # like encode: NaN in, an error out
+        check_tensor("act_emb", act_emb, (emb.shape[0], emb.shape[1], d), finite=True)
+        t, n = emb.shape[1], self.cfg.num_frames
+        if not 1 <= t <= n:
+            raise ValueError(f"emb: expected at least 1 and at most num_frames={n} frames, got {t}")
         return self.predict_unchecked(emb, act_emb)
 
     # ---- unchecked building blocks (used inside hot loops) ---------------------------------------

@@ -34,6 +34,12 @@ therefore W * dL/dproj_r (W = world size): the rank's exact share of dL/dtheta t
 parameter gradients (sum over ranks / W), which then gives exactly dL/dtheta of the global SIGReg, and
 a per-rank mean loss next to it (e.g. the prediction MSE) keeps its usual DDP meaning. Without DDP,
 sum (do not average) gradients over ranks, or divide by W. Every rank must call forward and backward.
+
+Bad input. Empty input (T, B or D = 0) and M = 0 raise a ValueError (the statistic of nothing is NaN, and
+D = 0 would give a constant). NaN/Inf in proj or explicit directions raise a ValueError on the CPU in one
+process; on CUDA and across processes they are not checked (a check costs a host sync per call, and a
+rank refusing alone would leave the others waiting): the value is then non-finite, which the trainer
+stops on with a message (`check_finite_inputs`).
 """
 
 from __future__ import annotations
@@ -93,13 +99,18 @@ def sigreg_reference(
     return statistic.mean()
 
 
-def check_sigreg_inputs(proj: object, directions: object) -> None:
+def check_sigreg_inputs(proj: object, directions: object, directions_drawn: bool = False) -> None:
+    """Types, shapes and devices of SIGReg's inputs; `directions_drawn`: the module draws them (not checked)."""
     if not isinstance(proj, torch.Tensor):
         raise TypeError(f"proj: expected a torch.Tensor of shape (T, B, D) or (B, D), got {type(proj).__name__}")
     if proj.ndim not in (2, 3):
         raise ValueError(f"proj: expected shape (T, B, D) or (B, D), got {tuple(proj.shape)}")
     if not proj.is_floating_point():
         raise TypeError(f"proj: expected a floating dtype (float32 or bfloat16), got {proj.dtype}")
+    if proj.numel() == 0:  # a statistic of nothing: NaN, or a constant passed off as a value (D = 0)
+        raise ValueError(f"proj: expected T, B and D >= 1, got shape {tuple(proj.shape)}")
+    if directions_drawn:
+        return
     if not isinstance(directions, torch.Tensor):
         raise TypeError(f"directions: expected a torch.Tensor of shape (D, M), got {type(directions).__name__}")
     if directions.ndim != 2 or directions.shape[0] != proj.shape[-1]:
@@ -110,6 +121,21 @@ def check_sigreg_inputs(proj: object, directions: object) -> None:
         raise TypeError(f"directions: expected a floating dtype, got {directions.dtype}")
     if directions.device != proj.device:
         raise ValueError(f"directions: expected device {proj.device} like proj, got {directions.device}")
+    if directions.shape[1] == 0:
+        raise ValueError(f"directions: expected M >= 1 directions, got shape {tuple(directions.shape)}")
+
+
+def check_finite_inputs(proj: torch.Tensor, directions: torch.Tensor | None, group) -> None:
+    """Refuse NaN/Inf in proj (and explicit directions) where the check is free of consequences: on the
+    CPU (one fused pass, microseconds against SIGReg's milliseconds) and in one process. On CUDA the
+    check would cost a host sync per call, and across processes one rank refusing alone would leave the
+    others waiting in the all-reduce; there non-finite input gives a non-finite value (the trainer stops
+    on it), as documented in the module docstring."""
+    if proj.device.type != "cpu" or group is not None:
+        return
+    for name, x in (("proj", proj), ("directions", directions)):
+        if x is not None and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: expected finite values, got NaN or Inf")
 
 
 # ------------------------------------------------------------------------------------------ fused path
@@ -366,7 +392,9 @@ def sigreg(
         raise ValueError(f"t_max: expected a positive float, got {t_max!r}")
     t, phi, weights = _cached_knot_tables(knots, float(t_max), proj.device)
     run = _BACKENDS[resolve_backend(backend, proj.device)]
-    return run(proj, directions, t, phi, weights, dt=t_max / (knots - 1), group=process_group(distributed, group))
+    group = process_group(distributed, group)
+    check_finite_inputs(proj, directions, group)
+    return run(proj, directions, t, phi, weights, dt=t_max / (knots - 1), group=group)
 
 
 class SIGReg(nn.Module):
@@ -407,13 +435,12 @@ class SIGReg(nn.Module):
 
     def forward(self, proj: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
         group = process_group(self.distributed, self.group)
+        check_sigreg_inputs(proj, directions, directions_drawn=directions is None)
+        check_finite_inputs(proj, directions, group)
         if directions is None:
-            if not isinstance(proj, torch.Tensor) or proj.ndim not in (2, 3):
-                check_sigreg_inputs(proj, None)
             directions = draw_directions(proj.shape[-1], self.num_proj, proj.device, self.generator)
             if group is not None:
                 dist.broadcast(directions, src=dist.get_global_rank(group, 0), group=group)
-        check_sigreg_inputs(proj, directions)
         run = _BACKENDS[resolve_backend(self.backend, proj.device)]
         return run(proj, directions, self.t, self.phi, self.weights, dt=self.t_max / (self.knots - 1), group=group)
 

@@ -70,7 +70,7 @@ def public_fixture():
     """The recorded outputs of the public LeWM code (../shared/fixtures), or skip."""
     for path in FIXTURE_CANDIDATES:
         if path.exists():
-            return torch.load(path, weights_only=False)
+            return torch.load(path, weights_only=True)  # tensors and plain containers: nothing runs
     pytest.skip("public fixture not found (../shared/fixtures/public_lewm_small.pt)")
 
 

@@ -203,7 +203,7 @@ def test_success_is_counted_by_the_env_criterion(run, monkeypatch):
     assert any(e["success_step"] > 0 for e in s2["per_episode"])
 
 
-def test_a_checkpoint_that_does_not_fit_is_refused_before_planning(run, tmp_path, monkeypatch):
+def test_a_checkpoint_that_does_not_fit_is_refused_before_planning(run, tmp_path, monkeypatch, capsys):
     data, ckpt = run
     monkeypatch.setattr(lf, "CEMPlanner", lambda *a, **k: pytest.fail("planning started"))
     # action width: a model for 3-d actions
@@ -221,9 +221,12 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_planning(run, tmp_path
     # the data's env is not the one asked for
     with pytest.raises(EvalConfigError, match="collected in env 'tworoom'"):
         evaluate("pusht", data, ckpt, episodes=2)
-    # the command line turns it into a one-line error
-    with pytest.raises(SystemExit, match="lewm-fast eval: .*28 px images"):
-        cli_main(["eval", "--ckpt", str(ckpt), "--env", "tworoom", "--data", str(data32), "--episodes", "2"])
+    # the command line turns it into a one-line error (exit status 2)
+    capsys.readouterr()
+    assert cli_main(["eval", "--ckpt", str(ckpt), "--env", "tworoom", "--data", str(data32), "--episodes", "2",
+                     "--out", str(tmp_path / "e")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lewm-fast: error: ") and "28 px images" in err
 
 
 def test_eval_command_line(run, tmp_path, capsys):

@@ -103,7 +103,10 @@ def test_bad_input():
         lf.SIGReg(knots=1)
 
 
-def test_nan_propagates():
+def test_nan_is_refused_and_propagates_below_the_check():
     x = torch.randn(2, 8, 4)
     x[0, 0, 0] = float("nan")
-    assert math.isnan(lf.SIGReg(num_proj=8)(x).item())
+    with pytest.raises(ValueError, match="proj: expected finite values"):
+        lf.SIGReg(num_proj=8)(x)
+    t, phi, w = knot_tables()
+    assert math.isnan(lf.sigreg_reference(x, lf.draw_directions(4, 8), t, phi, w).item())

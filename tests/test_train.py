@@ -61,8 +61,8 @@ def test_resume_restores_model_optimiser_scheduler_step_and_rng(data, tmp_path):
     train(_cfg(data, part, steps=6, ckpt_every=3, max_seconds=0.0, model_overrides={**TINY, "dropout": 0.1}))
     assert latest_checkpoint(part).name == "ckpt-0000001"  # stopped by the time limit after one step
     train(_cfg(data, part, steps=6, ckpt_every=3, resume=True, model_overrides={**TINY, "dropout": 0.1}))
-    a = torch.load(latest_checkpoint(full) / "weights.pt")
-    b = torch.load(latest_checkpoint(part) / "weights.pt")
+    a = torch.load(latest_checkpoint(full) / "weights.pt", weights_only=True)
+    b = torch.load(latest_checkpoint(part) / "weights.pt", weights_only=True)
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     policies = sorted({p for ps in POLICIES.values() for p in ps})
     parser.add_argument("--env", required=True, help=f"environment: one of {list(ENVS)}")
     parser.add_argument("--episodes", type=int, required=True, help="total episodes in the file")
-    parser.add_argument("--image-size", type=int, default=64, help="rendered frame side in pixels (64)")
+    parser.add_argument("--image-size", type=int, default=64, help="rendered frame side in pixels (64; 8 to 1024)")
     parser.add_argument("--policy", default=None, help=f"data policy ({policies}; default per env)")
     parser.add_argument("--max-steps", type=int, default=100, help="steps per episode (100)")
     parser.add_argument("--out", required=True, help="output .h5 file")
@@ -23,19 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lewm_fast.data.collect import collect
-    from lewm_fast.envs import ENVS
+    from lewm_fast.commands._validate import flag
+    from lewm_fast.data.collect import check_collect, collect
 
-    if args.env not in ENVS:
-        raise SystemExit(f"lewm-fast collect: --env: expected one of {list(ENVS)}, got {args.env!r}")
-    for name in ("episodes", "image_size", "max_steps"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"lewm-fast collect: --{name.replace('_', '-')}: expected a positive int")
-    try:
-        summary = collect(args.env, args.out, args.episodes, image_size=args.image_size, policy=args.policy,
-                          seed=args.seed, max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite,
-                          progress=not args.no_progress)  # fmt: skip
-    except (ValueError, FileExistsError, ImportError) as e:
-        raise SystemExit(f"lewm-fast collect: {e}") from e
+    check_collect(args.env, args.out, args.episodes, args.image_size, args.policy, args.max_steps, args.seed,
+                  args.resume, args.overwrite, name=flag)  # fmt: skip
+    summary = collect(args.env, args.out, args.episodes, image_size=args.image_size, policy=args.policy,
+                      seed=args.seed, max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite,
+                      progress=not args.no_progress)  # fmt: skip
     print(json.dumps(summary))
     return 0

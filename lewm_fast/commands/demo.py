@@ -39,26 +39,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
-    from lewm_fast.data.hdf5 import DataFormatError
-    from lewm_fast.evaluation import EvalConfigError
-    from lewm_fast.evaluation.demo import DEMO_MODEL, DemoConfig, run_demo
+def check_flags(args: argparse.Namespace) -> dict:
+    """Every flag, before collection starts (a bad --topk must not wait for training). Returns --model."""
+    import inspect
 
+    from lewm_fast._checks import check_int
+    from lewm_fast.commands import _validate as v
+    from lewm_fast.data.collect import MAX_IMAGE_SIZE
+    from lewm_fast.data.hdf5 import MIN_FRAME
+    from lewm_fast.evaluation.closed_loop import evaluate
+    from lewm_fast.evaluation.demo import DEMO_MODEL, DemoConfig
+    from lewm_fast.training.presets import get_preset
+
+    d = DemoConfig(out="")
+    v.at_least(args, 2, "episodes", "surprise_episodes")  # one episode held out at least; a paired t-test
+    v.at_least(args, 1, "steps", "batch_size", "eval_episodes")
+    check_int("--image-size", args.image_size, lo=MIN_FRAME, hi=MAX_IMAGE_SIZE)
+    if args.max_steps <= d.goal_offset:
+        raise ValueError(f"--max-steps: expected more than {d.goal_offset} steps per episode (evaluation goals are "
+                         f"{d.goal_offset} steps ahead), got {args.max_steps}")  # fmt: skip
+    v.planner(args, inspect.signature(evaluate).parameters["horizon"].default)
+    v.positive_number(args, "lr")
+    v.positive_number(args, "lambd", zero=True)
+    v.amp(args)
+    v.device(args)
+    v.seed(args)
+    v.output_dir(args)
+    model = v.json_object("--model", args.model)
+    model = dict(DEMO_MODEL) if model is None else model
     try:
-        model = json.loads(args.model) if args.model else dict(DEMO_MODEL)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"lewm-fast demo: --model: expected a JSON object, got {args.model!r} ({e})") from e
-    for name in ("episodes", "max_steps", "image_size", "steps", "batch_size", "eval_episodes", "surprise_episodes"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"lewm-fast demo: --{name.replace('_', '-')}: expected a positive int")
+        get_preset("small").model.replace(**{**model, "image_size": args.image_size})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"--model, --image-size: {e}") from e
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    from lewm_fast.evaluation.demo import DemoConfig, run_demo
+
+    model = check_flags(args)
     cfg = DemoConfig(out=args.out, episodes=args.episodes, max_steps=args.max_steps, image_size=args.image_size,
                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambd=args.lambd, model=model,
                      amp=args.amp, device=args.device, eval_episodes=args.eval_episodes, receding=args.receding,
                      samples=args.samples, iters=args.iters, topk=args.topk, dtype=args.dtype,
                      surprise_episodes=args.surprise_episodes, seed=args.seed,
                      progress=not args.no_progress)  # fmt: skip
-    try:
-        run_demo(cfg)
-    except (EvalConfigError, DataFormatError, FileNotFoundError, ValueError, ImportError) as e:
-        raise SystemExit(f"lewm-fast demo: {e}") from e
+    run_demo(cfg)
     return 0

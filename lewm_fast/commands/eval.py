@@ -29,15 +29,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="eval_out", help="folder for eval.json and eval_frames.png (eval_out)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from lewm_fast.data.hdf5 import DataFormatError
-    from lewm_fast.evaluation import EvalConfigError, evaluate
+# Library argument names -> this command's flags, for errors raised below `evaluate` (lewm_fast.cli).
+API_FLAGS = {"num_samples": "--samples", "backend": "--planner-backend", "path": "--ckpt", "ckpt": "--ckpt"}
 
-    try:
-        evaluate(args.env, args.data, args.ckpt, episodes=args.episodes, goal_offset=args.goal_offset,
-                 budget=args.budget, horizon=args.horizon, receding=args.receding, num_samples=args.samples,
-                 topk=args.topk, iters=args.iters, backend=args.planner_backend, dtype=args.dtype, seed=args.seed,
-                 policy=args.policy, out=args.out)  # fmt: skip
-    except (EvalConfigError, DataFormatError, FileNotFoundError, ValueError, ImportError) as e:
-        raise SystemExit(f"lewm-fast eval: {e}") from e
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every flag, before the data is read or an env built (lewm_fast/commands/_validate.py)."""
+    from lewm_fast._checks import check_choice
+    from lewm_fast.commands import _validate as v
+    from lewm_fast.planning.planner import BACKENDS
+
+    v.env(args)
+    v.at_least(args, 1, "episodes", "goal_offset", "budget")
+    v.planner(args, args.horizon)
+    check_choice("--planner-backend", args.planner_backend, BACKENDS)
+    v.seed(args)
+    v.existing("--data", args.data, "episode file")
+    v.existing("--ckpt", args.ckpt, "checkpoint")
+    v.output_dir(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lewm_fast.evaluation import evaluate
+
+    check_flags(args)
+    evaluate(args.env, args.data, args.ckpt, episodes=args.episodes, goal_offset=args.goal_offset,
+             budget=args.budget, horizon=args.horizon, receding=args.receding, num_samples=args.samples,
+             topk=args.topk, iters=args.iters, backend=args.planner_backend, dtype=args.dtype, seed=args.seed,
+             policy=args.policy, out=args.out)  # fmt: skip
     return 0

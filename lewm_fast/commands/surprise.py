@@ -24,19 +24,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="surprise_out", help="folder for surprise.json and surprise.png")
 
 
+# Library argument names -> this command's flags, for errors raised below `surprise_test` (lewm_fast.cli).
+API_FLAGS = {"path": "--ckpt", "ckpt": "--ckpt", "colour": "--colour"}
+
+
+def check_flags(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    """Every flag before anything runs (the ones that depend on the checkpoint's frameskip are checked by
+    `surprise_test` when it loads it, before any rollout). Returns the colour."""
+    from lewm_fast.commands import _validate as v
+
+    v.env(args)
+    v.at_least(args, 2, "episodes")  # a paired t-test needs two trajectories
+    v.at_least(args, 1, "steps", "perturb_step", "window")
+    v.seed(args)
+    v.existing("--ckpt", args.ckpt, "checkpoint")
+    v.output_dir(args)
+    if args.colour is None:
+        return None
+    try:
+        colour = tuple(int(c) for c in args.colour.split(","))
+    except ValueError:
+        colour = ()
+    if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
+        raise ValueError(f"--colour: expected R,G,B integers in 0..255, got {args.colour!r}")
+    return colour
+
+
 def run(args: argparse.Namespace) -> int:
-    from lewm_fast.evaluation import EvalConfigError
     from lewm_fast.evaluation.surprise import surprise_test
 
-    colour = None
-    if args.colour is not None:
-        try:
-            colour = tuple(int(v) for v in args.colour.split(","))
-        except ValueError:
-            raise SystemExit(f"lewm-fast surprise: --colour: expected R,G,B integers, got {args.colour!r}") from None
-    try:
-        surprise_test(args.ckpt, args.env, episodes=args.episodes, steps=args.steps, perturb_step=args.perturb_step,
-                      window=args.window, seed=args.seed, out=args.out, colour=colour)  # fmt: skip
-    except (EvalConfigError, FileNotFoundError, ValueError, ImportError) as e:
-        raise SystemExit(f"lewm-fast surprise: {e}") from e
+    colour = check_flags(args)
+    surprise_test(args.ckpt, args.env, episodes=args.episodes, steps=args.steps, perturb_step=args.perturb_step,
+                  window=args.window, seed=args.seed, out=args.out, colour=colour)  # fmt: skip
     return 0

@@ -13,8 +13,14 @@ import time
 import numpy as np
 
 import lewm_fast
-from lewm_fast.data.hdf5 import EpisodeWriter
-from lewm_fast.envs import DEFAULT_POLICY, make_env, make_policy
+from lewm_fast._checks import SEED_MAX, check_choice, check_int
+from lewm_fast._io import check_output_file
+from lewm_fast.data.hdf5 import MIN_FRAME, EpisodeWriter
+from lewm_fast.envs import DEFAULT_POLICY, ENVS, POLICIES, make_env, make_policy
+
+# The largest frame side collected: 1024 px x 101 frames is ~320 MB per episode in memory; a larger value
+# is a typo more likely than a wish (100000 px would ask for 30 GB per frame).
+MAX_IMAGE_SIZE = 1024
 
 
 def episode_seeds(seed: int, index: int) -> tuple[int, int]:
@@ -48,6 +54,21 @@ def rollout(env, policy, env_seed: int, policy_seed: int, max_steps: int) -> dic
     }
 
 
+def check_collect(env_name, out, episodes, image_size, policy, max_steps, seed, resume=False, overwrite=False,
+                  name=str) -> None:  # fmt: skip
+    """Every argument of `collect` (named by `name(arg)`: the CLI passes its flags), before anything runs."""
+    check_choice(name("env"), env_name, ENVS)
+    check_int(name("episodes"), episodes, lo=1)
+    check_int(name("image_size"), image_size, lo=MIN_FRAME, hi=MAX_IMAGE_SIZE)
+    if policy is not None:
+        check_choice(name("policy"), policy, POLICIES[env_name])
+    check_int(name("max_steps"), max_steps, lo=1)
+    check_int(name("seed"), seed, lo=0, hi=SEED_MAX)
+    if resume and overwrite:
+        raise ValueError(f"{name('resume')}, {name('overwrite')}: expected one of them, got both")
+    check_output_file(name("out"), out)
+
+
 def collect(
     env_name: str,
     out: str | os.PathLike,
@@ -62,6 +83,8 @@ def collect(
 ) -> dict:
     """Write `episodes` episodes to `out` (continuing it with resume=True). Returns a summary dict."""
     from tqdm import tqdm
+
+    check_collect(env_name, out, episodes, image_size, policy, max_steps, seed, resume, overwrite)
 
     policy = policy or DEFAULT_POLICY.get(env_name)
     env_kw = {"image_size": image_size, "max_episode_steps": max_steps}

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lewm_fast.data.hdf5 import DataFormatError, check_pixels, open_h5, read_index
+from lewm_fast._io import read_json
+from lewm_fast.data.hdf5 import DataFormatError, check_actions, check_pixels, open_h5, read_index, read_rows
 
 if TYPE_CHECKING:
     import h5py
@@ -67,14 +68,31 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalizer:
-        return cls(np.asarray(d["action_mean"], dtype=np.float32), np.asarray(d["action_std"], dtype=np.float32))
+        """From {"action_mean": [...], "action_std": [...]}: equal lengths, finite, std > 0 (checked)."""
+        values = []
+        for key in ("action_mean", "action_std"):
+            v = d.get(key) if isinstance(d, dict) else None
+            ok = isinstance(v, list) and len(v) > 0
+            ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v)
+            if not ok:
+                raise ValueError(f"{key}: expected a non-empty list of finite numbers, got {v!r}")
+            values.append(np.asarray(v, dtype=np.float32))
+        mean, std = values
+        if mean.shape != std.shape or (std <= 0).any():
+            raise ValueError(f"action_std: expected {mean.size} positive numbers (one per action_mean entry), "
+                             f"got {std.tolist()}")  # fmt: skip
+        return cls(mean, std)
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Normalizer:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """From a normalization.json; errors name the file and the field."""
+        try:
+            return cls.from_dict(read_json(path))
+        except ValueError as e:
+            raise type(e)(e if str(e).startswith(str(path)) else f"{path}: {e}") from e
 
 
 def prepare_pixels(frames: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -150,12 +168,14 @@ class WindowDataset(torch.utils.data.Dataset):
             starts = [offsets[e] + np.arange(lengths[e] - self.span + 1) for e in use]
             self.starts = np.concatenate(starts).astype(np.int64)
             rows = np.concatenate([offsets[e] + np.arange(lengths[e]) for e in use])
-            self.normalizer = normalizer or Normalizer.fit(f["action"][:][rows])
+            actions = read_rows(f, "action").astype(np.float32)  # (N, A): small next to the frames
+            check_actions(self.path.name, actions, lengths[use], offsets[use])
+            self.normalizer = normalizer or Normalizer.fit(actions[rows])
             if in_memory is None:
                 in_memory = f["pixels"].size * f["pixels"].dtype.itemsize <= 4 * 2**30
             self.in_memory = in_memory
-            self.pixels = f["pixels"][:] if in_memory else None
-            self.actions = f["action"][:].astype(np.float32) if in_memory else None
+            self.pixels = read_rows(f, "pixels") if in_memory else None
+            self.actions = actions if in_memory else None
         self._h5: h5py.File | None = None
 
     def __len__(self) -> int:
@@ -175,7 +195,7 @@ class WindowDataset(torch.utils.data.Dataset):
         flat = rows.reshape(-1)
         order = np.argsort(flat, kind="stable")
         uniq, inverse = np.unique(flat[order], return_inverse=True)
-        data = self._h5[column][uniq]  # h5py needs increasing indices
+        data = read_rows(self._h5, column, uniq)  # h5py needs increasing indices
         out = np.empty((flat.size, *data.shape[1:]), dtype=data.dtype)
         out[order] = data[inverse]
         return out.reshape(*rows.shape, *data.shape[1:])

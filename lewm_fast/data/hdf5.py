@@ -19,6 +19,7 @@ Crash safety (an interrupted writer leaves a valid file of whole episodes):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import threading
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import h5py
 
 INDEX = ("ep_len", "ep_offset")
+MIN_FRAME = 8  # the smallest frame side accepted (a 1x1 frame carries nothing to learn or plan from)
 
 
 def _h5py():
@@ -75,11 +77,12 @@ def read_index(f: h5py.File, columns: tuple[str, ...] = ()) -> tuple[np.ndarray,
         if f[key].ndim != 1 or f[key].dtype.kind not in "iu":
             raise DataFormatError(f"data: {name}: '{key}' must be a 1-D integer array, got shape "
                                   f"{f[key].shape} dtype {f[key].dtype}")  # fmt: skip
-    lengths, offsets = f["ep_len"][:].astype(np.int64), f["ep_offset"][:].astype(np.int64)
+    lengths, offsets = (read_rows(f, key).astype(np.int64) for key in INDEX)
     if lengths.shape != offsets.shape:
         raise DataFormatError(f"data: {name}: 'ep_len' has {lengths.size} entries but 'ep_offset' has {offsets.size}")
     if (lengths < 0).any() or (offsets < 0).any():
         raise DataFormatError(f"data: {name}: 'ep_len'/'ep_offset' must be non-negative")
+    _check_disjoint(name, lengths, offsets)
     end = int((offsets + lengths).max()) if lengths.size else 0
     for col in columns:
         if col not in f:
@@ -93,14 +96,75 @@ def read_index(f: h5py.File, columns: tuple[str, ...] = ()) -> tuple[np.ndarray,
     return lengths, offsets
 
 
+def _check_disjoint(name: str, lengths: np.ndarray, offsets: np.ndarray) -> None:
+    """Episodes must not share rows (e.g. every ep_offset 0 would train on one episode's rows many times)."""
+    used = np.flatnonzero(lengths > 0)
+    order = used[np.argsort(offsets[used], kind="stable")]
+    ends = offsets[order] + lengths[order]
+    clash = np.flatnonzero(ends[:-1] > offsets[order[1:]])
+    if clash.size:
+        a, b = int(order[clash[0]]), int(order[clash[0] + 1])
+        raise DataFormatError(f"data: {name}: episodes {a} and {b} overlap (rows {offsets[a]}..{ends[clash[0]] - 1} "
+                              f"and {offsets[b]}..{offsets[b] + lengths[b] - 1}); 'ep_offset' must give each "
+                              "episode its own rows")  # fmt: skip
+
+
+def read_rows(f: h5py.File, column: str, rows=slice(None)) -> np.ndarray:
+    """f[column][rows], with an HDF5 read error (a damaged file) named with the file and the column."""
+    try:
+        return f[column][rows]
+    except OSError as e:
+        raise DataFormatError(f"data: {Path(f.filename).name}: cannot read column '{column}' (the file is "
+                              f"damaged: {str(e).strip() or type(e).__name__})") from e  # fmt: skip
+
+
 def check_pixels(f: h5py.File, column: str = "pixels") -> tuple[int, int, int]:
-    """(H, W, C) of a uint8 (N, H, W, C) pixel column, or a DataFormatError naming what is wrong."""
+    """(H, W, C) of a uint8 (N, H, W, C) pixel column of square frames of at least MIN_FRAME pixels, or a
+    DataFormatError naming what is wrong (the model takes square images: non-square frames would train,
+    then be refused by planning)."""
     ds = f[column]
     name = Path(f.filename).name
     if ds.ndim != 4 or ds.shape[-1] not in (1, 3) or ds.dtype != np.uint8:
         raise DataFormatError(f"data: {name}: column '{column}' must be uint8 (N, H, W, C) with C in (1, 3), "
                               f"got shape {ds.shape} dtype {ds.dtype}")  # fmt: skip
-    return tuple(int(s) for s in ds.shape[1:])
+    h, w, c = (int(s) for s in ds.shape[1:])
+    if h != w or h < MIN_FRAME:
+        raise DataFormatError(f"data: {name}: column '{column}' must hold square frames of at least "
+                              f"{MIN_FRAME}x{MIN_FRAME} pixels, got {h}x{w}")  # fmt: skip
+    return h, w, c
+
+
+def check_actions(name: str, actions: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> None:
+    """Actions (N, A) are finite except on an episode's first or last row (NaN there marks "no action": our
+    writer puts it on the last row, the public one on the first). NaN or Inf elsewhere is damage."""
+    bad = ~np.isfinite(actions).all(axis=1)
+    for e in np.flatnonzero(lengths > 2):
+        lo, hi = int(offsets[e]), int(offsets[e] + lengths[e])
+        inner = np.flatnonzero(bad[lo + 1 : hi - 1])
+        if inner.size:
+            row = lo + 1 + int(inner[0])
+            raise DataFormatError(f"data: {name}: column 'action' has NaN/Inf at row {row} (episode {e}, "
+                                  f"step {row - lo} of {hi - lo}); only an episode's first or last row may be "
+                                  "NaN")  # fmt: skip
+
+
+def fingerprint(path: str | os.PathLike, samples: int = 64) -> str:
+    """A content fingerprint of an episode file, cheap at any size: sha256 over the episode index, each
+    column's name, shape and dtype, and `samples` rows spread evenly over each column. A resumed run
+    compares it to the one its checkpoint recorded (the same data under another path passes, a changed
+    file does not)."""
+    h = hashlib.sha256()
+    with open_h5(path) as f:
+        for col in sorted(f.keys()):
+            ds = f[col]
+            if not isinstance(ds, _h5py().Dataset):
+                continue
+            h.update(f"{col}{ds.shape}{ds.dtype}".encode())
+            n = ds.shape[0] if ds.ndim else 0
+            rows = np.arange(n) if col in INDEX else np.unique(np.linspace(0, n - 1, min(n, samples)).astype(np.int64))
+            if rows.size:
+                h.update(np.ascontiguousarray(read_rows(f, col, rows)).tobytes())
+    return h.hexdigest()
 
 
 def read_episode(path: str | os.PathLike, episode: int, columns: tuple[str, ...] = ("pixels", "action", "state")):
@@ -110,7 +174,7 @@ def read_episode(path: str | os.PathLike, episode: int, columns: tuple[str, ...]
         if not 0 <= episode < lengths.size:
             raise IndexError(f"episode: expected 0 <= episode < {lengths.size}, got {episode}")
         lo, hi = int(offsets[episode]), int(offsets[episode] + lengths[episode])
-        return {c: f[c][lo:hi] for c in columns}
+        return {c: read_rows(f, c, slice(lo, hi)) for c in columns}
 
 
 # ---- writing --------------------------------------------------------------------------------------

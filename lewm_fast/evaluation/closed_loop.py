@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import lewm_fast as lf
+from lewm_fast._io import check_output_dir
 from lewm_fast.envs import ENVS, make_env
 from lewm_fast.evaluation.figures import frame_grid
 from lewm_fast.evaluation.mpc import EpisodeResult, PlannerController, RandomController, _describe, run_mpc
@@ -83,6 +84,8 @@ def evaluate(
     for name, v in (("episodes", episodes), ("goal_offset", goal_offset), ("budget", budget)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if out is not None:
+        check_output_dir("out", out)  # before the work, not after it
     info = describe_data(data)
     image_size = info["image_size"]
     if info["env"] not in (None, env_name):  # before building the env: that env may need packages not installed

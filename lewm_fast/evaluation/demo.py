@@ -92,7 +92,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     run = out / "run"
     train_cfg = TrainConfig(data=str(data), out=str(run), preset="small", steps=cfg.steps, batch_size=cfg.batch_size,
                             lr=cfg.lr, lambd=cfg.lambd, amp=amp, device=device, seed=cfg.seed,
-                            resume=latest_checkpoint(run) is not None,
+                            resume=run.exists(),  # continue what an interrupted demo left
                             model_overrides={**cfg.model, "image_size": cfg.image_size}, progress=cfg.progress,
                             val_every=max(cfg.steps // 4, 1), ckpt_every=max(cfg.steps // 4, 1))  # fmt: skip
     trained = stage("train", lambda: train(train_cfg))

@@ -13,17 +13,17 @@ by the model and all of its episodes are used.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import lewm_fast as lf
+from lewm_fast._io import FileFormatError, read_json
 from lewm_fast.data.dataset import Normalizer, split_episodes
-from lewm_fast.data.hdf5 import check_pixels, open_h5, read_index
+from lewm_fast.data.hdf5 import check_pixels, fingerprint, open_h5, read_index, read_rows
+from lewm_fast.training.presets import DEFAULTS
 
 
 class EvalConfigError(ValueError):
@@ -61,13 +61,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     else:  # a published checkpoint: actions were z-scored with statistics we do not have
         raise FileNotFoundError(f"ckpt: {folder} has no normalization.json (the action statistics of its "
                                 "training data, needed to turn planned actions into environment actions)")  # fmt: skip
-    train_config = {}
-    if (folder / "train_state.pt").exists():
-        state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=False)
-        train_config = dict(state.get("config") or {})
-    elif (folder.parent / "train_config.json").exists():
-        train_config = json.loads((folder.parent / "train_config.json").read_text())
-    return Checkpoint(folder, model, normalizer, train_config)
+    return Checkpoint(folder, model, normalizer, _train_config(folder))
+
+
+def _train_config(folder: Path) -> dict:
+    """The training config of a checkpoint, from JSON only (train_state.pt, which holds the optimiser and
+    RNG states, is never read here): train_state.json's, or the run folder's train_config.json, or {}.
+    `data_fingerprint` is added when the checkpoint recorded one (see `held_out_episodes`)."""
+    if (folder / "train_state.json").exists():
+        state = read_json(folder / "train_state.json")
+        config = state.get("config")
+        if not isinstance(config, dict):
+            raise FileFormatError(f"{folder / 'train_state.json'}: expected a 'config' object, got {config!r}")
+        data = state.get("data") if isinstance(state.get("data"), dict) else {}
+        return {**config, "data_fingerprint": data.get("fingerprint")}
+    if (folder.parent / "train_config.json").exists():
+        return read_json(folder.parent / "train_config.json")
+    return {}
 
 
 def check_compatible(ckpt: Checkpoint, env, data_info: dict | None = None, env_name: str | None = None) -> None:
@@ -116,11 +126,15 @@ def held_out_episodes(data: str | os.PathLike, train_config: dict) -> tuple[np.n
     checkpoint was trained on, else every episode of `data` (a file the model never saw)."""
     with open_h5(data) as f:
         lengths, _ = read_index(f)
-    trained_on = train_config.get("data")
-    same = trained_on is not None and Path(trained_on).exists() and os.path.samefile(trained_on, data)
+    if train_config.get("data_fingerprint"):  # the same content under any path is the training file
+        same = fingerprint(data) == train_config["data_fingerprint"]
+    else:
+        trained_on = train_config.get("data")
+        same = trained_on is not None and Path(trained_on).exists() and os.path.samefile(trained_on, data)
     if not same:
         return np.arange(lengths.size), "all episodes (not the checkpoint's training file)"
-    vf, seed = float(train_config.get("val_fraction", 0.1)), int(train_config.get("seed", 0))
+    vf = float(train_config.get("val_fraction", DEFAULTS["val_fraction"]))
+    seed = int(train_config.get("seed", DEFAULTS["seed"]))
     _, val = split_episodes(lengths.size, vf, seed)
     if val.size == 0:
         raise EvalConfigError(f"data: {data} is the checkpoint's training file and it held out no episode "
@@ -177,6 +191,6 @@ def select_problems(
         problems = []
         for e, s in picks:
             a, b = int(offsets[e] + s), int(offsets[e] + s + goal_offset)
-            problems.append(Problem(e, s, s + goal_offset, f["state"][a].astype(np.float64),
-                                    f["state"][b].astype(np.float64), f["pixels"][a], f["pixels"][b]))  # fmt: skip
+            state, pixels = read_rows(f, "state", [a, b]).astype(np.float64), read_rows(f, "pixels", [a, b])
+            problems.append(Problem(e, s, s + goal_offset, state[0], state[1], pixels[0], pixels[1]))
     return problems

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lewm_fast._io import check_output_dir
 from lewm_fast.data.collect import episode_seeds
 from lewm_fast.data.dataset import prepare_pixels
 from lewm_fast.envs import DEFAULT_POLICY, make_policy
@@ -161,6 +162,8 @@ def surprise_test(
     DEFAULT_COLOUR[env_name])."""
     from scipy import stats
 
+    if out is not None:
+        check_output_dir("out", out)  # before the work, not after it
     checkpoint = load_checkpoint(ckpt)
     model, cfg = checkpoint.model, checkpoint.model.cfg
     fs = cfg.frameskip
@@ -173,10 +176,12 @@ def surprise_test(
         raise ValueError(f"steps: expected a multiple of frameskip={fs}, got {steps}")
     if colour is not None and (len(colour) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in colour)):
         raise ValueError(f"colour: expected three ints in 0..255 (RGB), got {colour!r}")
+    m = perturb_step // fs
+    if not 1 <= window <= steps // fs + 1 - m:  # refused, not clamped: the statistic would change silently
+        raise ValueError(f"window: expected 1 to {steps // fs + 1 - m} frames (from the perturbation's frame {m} "
+                         f"to the last, {steps // fs}), got {window}")  # fmt: skip
     env = make_eval_env(env_name, cfg.image_size)
     check_compatible(checkpoint, env, None, env_name)
-    m = perturb_step // fs
-    window = max(1, min(window, steps // fs + 1 - m))
 
     frames = {c: [] for c in CONDITIONS}
     states = {c: [] for c in CONDITIONS}

@@ -4,18 +4,20 @@ of the whole public module) and `config.json` (the resolved Hydra model config).
 `load_official` reads sizes from the config fields (no Hydra, no transformers; `_target_` strings are
 ignored) and maps transformers 4.x or 5.x ViT parameter names. `save_official` writes the same
 format atomically (temporary file + rename), with 5.x names, which the public code reads today.
+Weights are read with `torch.load(weights_only=True)` only (lewm_fast/_io.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lewm_fast._checks import check_device, check_int
+from lewm_fast._io import atomic_write, load_tensors, read_json
 from lewm_fast.config import LeWMConfig
 from lewm_fast.interop.swm import load_public_state_dict
 from lewm_fast.model import LeWM
@@ -59,41 +61,28 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
 def load_official(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", action_dim: int | None = None
 ) -> LeWM:
-    """A published-format checkpoint (folder, or .pt beside a config.json) -> `lf.LeWM` in eval mode."""
+    """A published-format checkpoint (folder, or .pt beside a config.json) -> `lf.LeWM` in eval mode.
+
+    The weights are read with `torch.load(weights_only=True)` (a shared file cannot run code); a file
+    that is empty, corrupt, holds something other than tensors, or a config.json that is not the
+    published shape raises an error naming the file (and the field).
+    """
+    device = check_device("map_location", map_location, allow_auto=False)
+    if action_dim is not None:
+        check_int("action_dim", action_dim, lo=1)
     weights, config_path = resolve_checkpoint(path)
+    config = read_json(config_path)
     try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e})") from e
-    cfg = LeWMConfig.from_published(config, action_dim=action_dim)
-    obj = torch.load(weights, map_location=map_location, weights_only=True)
-    model = LeWM(cfg).to(map_location)
-    load_public_state_dict(model, _unwrap_state_dict(obj, weights))
+        cfg = LeWMConfig.from_published(config, action_dim=action_dim)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{config_path}: {e}") from e
+    state = _unwrap_state_dict(load_tensors(weights, map_location=device), weights)
+    model = LeWM(cfg).to(device)
+    try:
+        load_public_state_dict(model, state)
+    except ValueError as e:
+        raise ValueError(f"{weights}: {e} (config: {config_path})") from e
     return model.eval()
-
-
-def _default_mode() -> int:
-    """The permissions a plain open() would give a new file (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write `path` through a temporary file in the same folder and rename it into place, so a crash
-    leaves the old file or the new one, never a torn one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _default_mode())  # mkstemp makes 0600 files; checkpoints are shared like any other
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_official(model: LeWM, path: str | os.PathLike, extra_config: dict | None = None) -> Path:
@@ -104,6 +93,6 @@ def save_official(model: LeWM, path: str | os.PathLike, extra_config: dict | Non
     config = model.cfg.to_published()
     if extra_config:
         config.update(extra_config)
-    _atomic_write(path / "weights.pt", lambda f: torch.save(state, f))
-    _atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    atomic_write(path / "weights.pt", lambda f: torch.save(state, f))
+    atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
     return path

@@ -33,6 +33,11 @@ def _small() -> LeWMConfig:
     )  # fmt: skip
 
 
+# Defaults of the training choices no preset sets, written once (a TrainConfig field left None means
+# "the preset's value, or on --resume the run's"; this is what a fresh run gets otherwise).
+DEFAULTS = {"preset": "small", "lambd": 0.09, "weight_decay": 1e-3, "grad_clip": 1.0, "val_fraction": 0.1,
+            "num_proj": 1024, "seed": 0, "amp": "auto"}  # fmt: skip
+
 PRESETS: dict[str, Preset] = {
     "paper": Preset(model=LeWMConfig(), batch_size=128, lr=5e-5, steps=100_000, warmup=1000),
     "small": Preset(model=_small(), batch_size=64, lr=1e-3, steps=2000, warmup=200),
