@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -284,7 +285,6 @@ def script_result(folder: Path, rc: int) -> tuple[str, dict]:
 def run_stage(stage: Stage, mode: Mode, folder: Path, seconds_left: float) -> dict:
     """Run one stage (unless it cannot run here or its estimate does not fit); its entry in the report."""
     entry = {"tier": stage.tier, "backs": stage.backs, "estimate_s": stage.estimate(mode)}
-    folder.mkdir(parents=True, exist_ok=True)
     argv = stage.command(mode, folder)
     if isinstance(argv, str):
         return {**entry, "status": "skipped", "reason": argv}
@@ -292,8 +292,9 @@ def run_stage(stage: Stage, mode: Mode, folder: Path, seconds_left: float) -> di
         why = f"estimated {entry['estimate_s']:.0f} s, {max(seconds_left, 0):.0f} s of the budget left"
         return {**entry, "status": "skipped", "reason": why}
     timeout = min(stage.timeout(mode), seconds_left)
-    entry |= {"command": " ".join(["python", *(os.path.relpath(a, ROOT) if a.startswith("/") else a for a in argv)]),
-              "timeout_s": timeout, "log": str(folder / "log.txt")}  # fmt: skip
+    shown = [str(Path(a).relative_to(ROOT)) if Path(a).is_relative_to(ROOT) else a for a in argv]
+    entry |= {"command": shlex.join(["python", *shown]), "timeout_s": timeout, "log": str(folder / "log.txt")}
+    folder.mkdir(parents=True, exist_ok=True)
     rc, seconds = run_command(argv, folder, timeout, mode, prefix=f"  [{stage.name}] ")
     entry["seconds"] = seconds
     if rc is None:
