@@ -172,3 +172,15 @@ def test_stage_table_covers_every_mode():
     assert all(isinstance(c, list) for c in commands.values()), commands  # on a GPU every stage runs
     per_tier = {t: sum(s.estimate(gpu) for s in gpu_report.STAGES if s.tier == t) for t in (1, 2, 3)}
     assert per_tier[2] <= 120 and per_tier[3] <= 180, per_tier  # the plan: correctness < 2 min, speed < 3
+
+
+def test_cuda_where_torch_sees_none_is_one_line(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), "--device", "cuda", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu_report: --device cuda: torch sees no CUDA device here")
+    assert read_report(tmp_path)["run"]["failed"] == ["environment"]
