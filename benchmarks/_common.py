@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
-import re
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from _files import result_path, write_text_atomic
 
 
 def device_name(device: torch.device) -> str:
@@ -107,15 +103,7 @@ def write_result(
 ) -> Path:
     """Write payload (+ environment tags) to <out_dir>/<name>-<date>-<device>.json atomically
     (<date>-<device>.json with prefix=False)."""
-    out_dir = Path(out_dir or RESULTS)
-    out_dir.mkdir(parents=True, exist_ok=True)
     env = environment(device)
-    device_label = re.sub(r"\s*\(\d+ threads\)$", "", env["device"]).replace("(R)", "").replace("(TM)", "")
-    tag = re.sub(r"[^A-Za-z0-9]+", "-", device_label).strip("-").lower()[:40].strip("-")
-    path = out_dir / ((f"{name}-" if prefix else "") + f"{env['date'][:10]}-{tag}.json")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp makes 0600 files
-    with os.fdopen(fd, "w") as f:
-        json.dump({"benchmark": name, "environment": env, **payload}, f, indent=2)
-    os.replace(tmp, path)
+    path = result_path(name, env, out_dir, prefix)
+    write_text_atomic(path, json.dumps({"benchmark": name, "environment": env, **payload}, indent=2))
     return path

@@ -5,7 +5,7 @@ CPU) and the `small` preset (64 px, batch 64) on CPU; each with SIGReg backend "
 (the fused one where built), eager vs torch.compile. Synthetic inputs (the data path is not timed);
 fp32 and bf16 autocast on CPU, bf16 on GPU. An image is one frame: a window of 4 frames counts 4.
 
-    python benchmarks/train_speed.py [--quick] [--no-compile] [--paper-batch N]
+    python benchmarks/train_speed.py [--quick] [--no-compile] [--paper-batch N] [--small-batch N]
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
     ap.add_argument("--paper-batch", type=int, default=None, help="paper-preset batch (128 on GPU, 8 on CPU)")
+    ap.add_argument("--small-batch", type=int, default=64, help="small-preset batch")
     ap.add_argument("--skip-paper", action="store_true")
     ap.add_argument("--only", choices=("small", "paper"), default=None, help="one preset only")
     ap.add_argument(
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
         for compiled in compiles:
             for bf16 in (False, True):
                 if args.only in (None, "small"):
-                    cases.append(("small", cpu, 64, backend, compiled, bf16))
+                    cases.append(("small", cpu, args.small_batch, backend, compiled, bf16))
             if not args.skip_paper and args.only in (None, "paper"):
                 if gpu is not None:
                     cases.append(("paper", gpu, args.paper_batch or 128, backend, compiled, True))

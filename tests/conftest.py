@@ -12,6 +12,49 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
+def _fix_interpreter_scalar_index() -> str | None:
+    """Triton's interpreter up to 3.6 holds a scalar as a (1,) numpy array and calls int() on it (e.g. for
+    `range(0, C, BLOCK)` with a runtime C), which numpy >= 2.4 refuses ("only 0-dimensional arrays can be
+    converted to Python scalars", triton-lang/triton#9171). Where a probe kernel shows exactly that, give
+    the interpreter's tensors the `__index__` later Triton releases have. Returns what was done, or None."""
+    if os.environ.get("TRITON_INTERPRET") != "1" or importlib.util.find_spec("triton") is None:
+        return None
+    import triton
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    @triton.jit
+    def _probe(X, N):
+        for i in range(0, N, 1):
+            tl.store(X + i, 1.0)
+
+    def runs() -> bool:
+        try:
+            _probe[(1,)](torch.zeros(2), 2)
+            return True
+        except Exception as exc:  # noqa: BLE001 - triton.runtime.errors.InterpreterError wraps the TypeError
+            if "0-dimensional" not in str(exc):
+                raise
+            return False
+
+    if runs() or not hasattr(interpreter, "_patch_lang_tensor"):
+        return None
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    interpreter._patch_lang_tensor = patched
+    if not runs():
+        interpreter._patch_lang_tensor = original
+        return None
+    return f"triton {triton.__version__}: interpreter scalars made indexable under numpy (triton-lang/triton#9171)"
+
+
+_TRITON_FIX = _fix_interpreter_scalar_index()
+
 FIXTURE_CANDIDATES = [
     Path(os.environ.get("LEWM_FIXTURES", "/nonexistent")) / "public_lewm_small.pt",
     Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "public_lewm_small.pt",
@@ -48,7 +91,8 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_report_header(config):
-    return ["lewm_fast: optional packages are checked per test file (tests/conftest.py NEEDS)"]
+    lines = ["lewm_fast: optional packages are checked per test file (tests/conftest.py NEEDS)"]
+    return lines + ([f"lewm_fast: {_TRITON_FIX}"] if _TRITON_FIX else [])
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -61,7 +105,9 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        # the marker, not `"gpu" in item.keywords`: keywords hold every parent's name, so a checkout in a
+        # folder named gpu would skip everything
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 
