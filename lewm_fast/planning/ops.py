@@ -173,6 +173,7 @@ class TritonOps(TorchOps):
         from lewm_fast.kernels.elite_update import elite_update as _elite_update
         from lewm_fast.kernels.linear_epilogue import linear_gate_residual as _linear_gate_residual
         from lewm_fast.kernels.linear_epilogue import linear_gelu as _linear_gelu
+        from lewm_fast.kernels.mppi_update import mppi_update as _mppi_update
         from lewm_fast.kernels.norm_modulate import layer_norm as _layer_norm
         from lewm_fast.kernels.norm_modulate import norm_modulate as _norm_modulate
         from lewm_fast.kernels.window_attention import window_attention as _window_attention
@@ -183,3 +184,4 @@ class TritonOps(TorchOps):
         self.linear_gelu = _linear_gelu
         self.linear_gate_residual = _linear_gate_residual
         self.elite_update = _elite_update
+        self.mppi_update = _mppi_update
