@@ -46,8 +46,10 @@ class MPPI(SamplingOptimizer):
     def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
         """(b, S, T, A): mean + noise * std with sample 0 = the mean, in the public order of operations."""
         mean, std = state.mean, state.std
+        # The noise in the distribution's own dtype (the std's, which never changes): a cost in another dtype
+        # (float64) turns the weighted mean into that dtype, but the public solver keeps drawing in its own.
         noise = torch.randn(mean.shape[0], self.num_samples, *mean.shape[1:], generator=generator, device=mean.device,
-                            dtype=mean.dtype)  # fmt: skip
+                            dtype=std.dtype)  # fmt: skip
         cand = mean.unsqueeze(1) + noise * std.unsqueeze(1)
         cand[:, 0] = mean
         return cand
