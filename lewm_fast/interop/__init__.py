@@ -6,7 +6,7 @@ from lewm_fast.interop.accelerate import Acceleration, accelerate
 from lewm_fast.interop.names import to_lewm_fast_names, to_transformers_4x_names, vit_naming
 from lewm_fast.interop.official import load_official, save_official
 from lewm_fast.interop.solvers import CEMSolver, GradientSolver, ICEMSolver, MPPISolver, PredictiveSamplingSolver
-from lewm_fast.interop.swm import config_from_swm, from_swm, load_public_state_dict
+from lewm_fast.interop.swm import config_from_swm, from_swm, load_public_state_dict, to_swm
 
 __all__ = [
     "Acceleration",
@@ -22,6 +22,7 @@ __all__ = [
     "load_public_state_dict",
     "save_official",
     "to_lewm_fast_names",
+    "to_swm",
     "to_transformers_4x_names",
     "vit_naming",
 ]
