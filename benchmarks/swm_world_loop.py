@@ -92,6 +92,8 @@ def run_row(label, cls, public_model, name, args, **extra) -> tuple[dict, np.nda
         "s_per_env_step": sum(run.solve_s) / max(steps, 1),
         "env_steps": steps,
     }
+    print(f"{row['solver']} {label}: {row['success_rate']:.0f}% success, {row['s_per_env_step']:.3f} s per env step",
+          flush=True)  # fmt: skip
     return row, run.actions
 
 

@@ -18,6 +18,11 @@ class CEMSolver(DropInSolver):
     callbacks) plus backend ("auto" | "reference" | "torch" | "triton"), dtype (the LeWM rollout's
     precision: torch.float32, torch.bfloat16 or "auto") and cuda_graph (capture the packed solve on a GPU).
     `cost=` is accepted for `model` (the name in stable-worldmodel's current source).
+
+    callbacks: the public `Callback` objects, called after every iteration with the public keyword
+    arguments; their histories come back in `outputs["callbacks"]`. Each costs a host sync per iteration
+    (callbacks read their tensors on the host), and a solve with callbacks runs on the eager loop: never
+    in the packed LeWM engine or a CUDA graph.
     """
 
     optimizer_name = "cem"
