@@ -62,6 +62,8 @@ def make_planner(model, solver: str, normalizer: Normalizer, action_space, num_s
                               action_high=high.float())  # fmt: skip
     if solver not in params:
         raise ValueError(f"solver: expected one of {lf.planning.available_optimizers()}, got {solver!r}")
+    if solver == "cem":  # the same planner, under the class name CEM users know
+        return lf.CEMPlanner(model, num_samples, topk, iters, horizon, seed=seed, backend=backend, dtype=dtype)
     return lf.Planner(model, solver, horizon=horizon, seed=seed, backend=backend, dtype=dtype, **params[solver])
 
 
