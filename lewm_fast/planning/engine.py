@@ -199,10 +199,13 @@ class FastEngine:
             hist, goal_emb = encode_reference(self.p.model, pixels.to(self.device), goal.to(self.device))
             return hist.float(), goal_emb.float()
 
-    @torch.inference_mode()
     def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """cand (E, S, T, A) -> (E, S) fp32 costs of the packed model (any S and T >= H)."""
-        hist_emb, goal_emb = self.embed(pixels, goal)
+        return self.cost_embedded(*self.embed(pixels, goal), cand)
+
+    @torch.inference_mode()
+    def cost_embedded(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """`cost` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32."""
         with _threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
             return self.rollout_cost(hist_emb, goal_emb, cand.float())
 
@@ -217,7 +220,11 @@ class FastEngine:
 
     def plan(self, pixels, goal, mean, std) -> PlanResult:
         """pixels (E, H, C, h, w), goal (E, C, h, w), mean and std (E, horizon, A) -> PlanResult (fp32)."""
-        hist_emb, goal_emb = self.embed(pixels, goal)
+        return self.plan_embedded(*self.embed(pixels, goal), mean, std)
+
+    def plan_embedded(self, hist_emb, goal_emb, mean, std) -> PlanResult:
+        """`plan` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32 (e.g. a goal that is itself a
+        predicted embedding, as benchmarks/plan_exactness.py uses)."""
         if self.p.optimizer.kind == "gradient":
             return self._plan_gradient(hist_emb, goal_emb, mean, std)
         e, h = hist_emb.shape[:2]

@@ -89,12 +89,12 @@ class Planner:
     def __init__(self, model, solver: str = "cem", horizon: int = 5, seed: int = 0, backend: str = "auto",
                  dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True, **solver_params):  # fmt: skip
         self.model = check_model(model).eval()
-        self.optimizer = make_optimizer(solver, **solver_params)
+        self.device = next(model.parameters()).device
+        self.optimizer = make_optimizer(solver, **solver_params).to(self.device)
         self.solver = solver
         self.horizon = check_positive_int("horizon", horizon)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__} {seed!r}")
-        self.device = next(model.parameters()).device
         self.dtype = resolve_dtype(dtype, self.device)
         self.cuda_graph = cuda_graph
         self.seed = seed

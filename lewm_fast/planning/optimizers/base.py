@@ -6,6 +6,7 @@ The interface itself is described in `lewm_fast/planning/optimizers/__init__.py`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -79,6 +80,13 @@ class SamplingOptimizer:
     def initial_std(self) -> float:
         """The std the distribution starts from (the public `var_scale`)."""
         return float(self.var_scale)
+
+    def to(self, device: torch.device | str):
+        """The same optimizer with its tensor parameters (iCEM's action box) on `device`: inside a captured
+        solve a host-to-device copy is not allowed."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
+        return dataclasses.replace(self, **moved) if moved else self
 
     def init(self, mean: torch.Tensor, std: torch.Tensor) -> PlanState:
         """mean, std (b, T, A) -> the state before the first iteration."""

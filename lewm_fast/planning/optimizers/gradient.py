@@ -58,6 +58,9 @@ class GradientDescent:
     def steps(self) -> int:
         return self.n_steps
 
+    def to(self, device: torch.device | str) -> GradientDescent:
+        return self  # no tensor parameters
+
     @property
     def initial_std(self) -> float:
         return float(self.var_scale)

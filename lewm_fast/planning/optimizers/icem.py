@@ -90,7 +90,7 @@ class ICEM(SamplingOptimizer):
             n = min(self.n_elite_keep, state.elites.shape[1])
             cand[:, 1 : 1 + n] = state.elites[:, :n]
         if self.action_low is not None:
-            cand = cand.clamp(self.action_low.to(cand.device), self.action_high.to(cand.device))
+            cand = cand.clamp(self.action_low.to(cand.device, cand.dtype), self.action_high.to(cand.device, cand.dtype))
         return cand
 
     def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:

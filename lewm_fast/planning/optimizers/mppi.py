@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from lewm_fast.planning.optimizers.base import PlanState, SamplingOptimizer, check_float, check_int
-from lewm_fast.planning.optimizers.cem import top_elites
+from lewm_fast.planning.optimizers.cem import gaussian_candidates, top_elites
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,9 @@ class MPPI(SamplingOptimizer):
         return self.topk if self.topk is not None and self.topk < self.num_samples else None
 
     def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
-        """(b, S, T, A): mean + noise * std with sample 0 = the mean, in the public order of operations."""
-        mean, std = state.mean, state.std
-        # The noise in the distribution's own dtype (the std's, which never changes): a cost in another dtype
-        # (float64) turns the weighted mean into that dtype, but the public solver keeps drawing in its own.
-        noise = torch.randn(mean.shape[0], self.num_samples, *mean.shape[1:], generator=generator, device=mean.device,
-                            dtype=std.dtype)  # fmt: skip
-        cand = mean.unsqueeze(1) + noise * std.unsqueeze(1)
-        cand[:, 0] = mean
-        return cand
+        """(b, S, T, A): the public mean + noise * std with sample 0 = the mean (CEM's draw: a float sum
+        does not depend on the order of its two terms)."""
+        return gaussian_candidates(state, self.num_samples, generator)
 
     def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:
         """The softmax-weighted mean; also what a callback may read (topk_* are None without top-k)."""
