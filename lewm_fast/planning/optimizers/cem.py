@@ -24,8 +24,10 @@ from lewm_fast.planning.optimizers.base import (
 def gaussian_candidates(state: PlanState, num_samples: int, generator: torch.Generator) -> torch.Tensor:
     """randn(b, S, T, A) * std + mean with sample 0 = the mean, in the public order of operations."""
     mean, std = state.mean, state.std
+    # The noise in the std's dtype, the distribution's own (MPPI never changes its std): a float64 cost
+    # makes MPPI's weighted mean float64, but the public solvers keep drawing in the model's dtype.
     noise = torch.randn(mean.shape[0], num_samples, *mean.shape[1:], generator=generator, device=mean.device,
-                        dtype=mean.dtype)  # fmt: skip
+                        dtype=std.dtype)  # fmt: skip
     cand = noise * std.unsqueeze(1) + mean.unsqueeze(1)
     cand[:, 0] = mean
     return cand
