@@ -153,6 +153,13 @@ def test_a_pickled_public_sigreg_loads_as_a_working_lf_sigreg(fake_layout):
     assert isinstance(torch.load(buffer, weights_only=False).reg, AcceleratedSIGReg)
 
 
+def test_drop_ins_and_their_policies_are_returned_as_they_are():
+    solver = lf.interop.CEMSolver(types.SimpleNamespace(get_cost=lambda d, c: c.sum((-1, -2))))
+    assert lf.interop.accelerate(solver) is solver
+    policy = types.SimpleNamespace(solver=solver)
+    assert lf.interop.accelerate(policy) is policy and policy.solver is solver
+
+
 def test_a_target_of_no_known_kind_is_refused():
     with pytest.raises(TypeError, match="target: expected None, an nn.Module, a WorldModelPolicy"):
         lf.interop.accelerate(object())

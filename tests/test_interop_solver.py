@@ -278,6 +278,17 @@ def test_lewm_fast_plans_every_environment_in_one_batch(lewm, name):
     assert solver._planner.backend == "torch" and solver._planner.solver == name  # the packed engine ran it
 
 
+def test_lewm_with_callbacks_runs_the_eager_loop_in_one_chunk(lewm):
+    """Callbacks read tensors on the host every iteration: the solve leaves the packed engine and runs the
+    optimizer loop around the model's get_cost, every environment in one chunk."""
+    cb = Recorder()
+    solver = make("cem", lewm, n_envs=3, horizon=5, action_block=5, backend="torch", callbacks=[cb])
+    out = solver(lewm_info(3))
+    assert not hasattr(solver, "_planner")
+    assert [len(h) for h in out["callbacks"]["Recorder"]] == [3]  # one chunk, 3 iterations
+    assert out["actions"].shape == (3, 5, 10)
+
+
 def test_lewm_action_block_must_match(lewm):
     with pytest.raises(ValueError, match="action_space: expected action_dim x action_block = 10"):
         make("cem", lewm, action_dim=3, action_block=5)

@@ -176,6 +176,8 @@ def accelerate(target=None, *, backend: str = "auto", dtype: torch.dtype | str =
     """
     if target is None:
         return _patch_all()
+    if isinstance(target, DropInSolver) or isinstance(getattr(target, "solver", None), DropInSolver):
+        return target  # already lewm_fast's
     drop_in = _drop_in_for(target)
     if drop_in is not None:
         return _solver_from_public(target, drop_in, backend, dtype)
