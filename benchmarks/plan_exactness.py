@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     gen = torch.Generator(device=device).manual_seed(args.seed)
     cand = torch.randn(e, args.samples, args.horizon, cfg.action_block_dim, generator=gen, device=device)
     cand[:, 0] = 0.0
-    elites32 = p32.engine.cost(hist, goal, cand).topk(args.topk, dim=1, largest=False).indices
-    elites16 = p16.engine.cost(hist, goal, cand).topk(args.topk, dim=1, largest=False).indices
+    elites32 = p32.engine.cost_embedded(hist, goal, cand).topk(args.topk, dim=1, largest=False).indices
+    elites16 = p16.engine.cost_embedded(hist, goal, cand).topk(args.topk, dim=1, largest=False).indices
     overlap = torch.tensor([len(set(a.tolist()) & set(b.tolist())) / args.topk for a, b in zip(elites32, elites16)])
 
     # 2. whole plans, evaluated with the fp32 cost
@@ -96,11 +96,11 @@ def main(argv=None) -> int:
         planner.reseed(seed)
         mean, std = planner._initial_distribution(e, None)
         t0 = time.perf_counter()
-        plan = planner.engine.plan(hist, goal, mean, std).actions
+        plan = planner.engine.plan_embedded(hist, goal, mean, std).actions
         print(f"  {planner.dtype} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
-        return p32.engine.cost(hist, goal, plan[:, None])[:, 0]
+        return p32.engine.cost_embedded(hist, goal, plan[:, None])[:, 0]
 
-    start_cost = p32.engine.cost(hist, goal, torch.zeros_like(true_actions))[:, 0]
+    start_cost = p32.engine.cost_embedded(hist, goal, torch.zeros_like(true_actions))[:, 0]
     c32, c16 = solve(p32, args.seed), solve(p16, args.seed)
     plans = {"bf16 (same seed)": c16}
     if args.control:

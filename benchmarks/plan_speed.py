@@ -1,15 +1,22 @@
-"""The headline benchmark: time per CEM plan (300 samples x 30 iterations x horizon 5 by default).
+"""The headline benchmark: time per plan (300 samples x 30 iterations x horizon 5 by default) for each
+solver of the registry (cem, icem, mppi, ps, grad).
 
-Rows: planner backend x dtype x number of environments on one device, plus the public
-stable-worldmodel solver when it is importable, all in one process on the same weights. Slow rows run
-fewer iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per
-plan is time per iteration x the requested iterations plus the once-per-plan encoding.
+Rows: solver x planner backend x dtype x number of environments on one device, plus the public
+stable-worldmodel solver of the same name when it is importable (the public class, a public LeWM
+converted from the same weights, its default batch_size 1), all in one process. Slow rows run fewer
+iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per plan is
+time per iteration x the requested iterations plus the once-per-plan encoding. Predictive sampling
+draws once: its "iteration" is the whole plan. bf16 rows run only where bf16 is native
+(`lewm_fast.capability.native_bf16`); elsewhere they are skipped and the JSON says so.
 
 Work is counted two ways (lewm_fast/planning/flops.py): `TFLOP/s public` divides the public rollout's
 matmul work by the time (the same numerator for every row: a speed), `TFLOP/s own` divides the work
-the row's solver actually does (the fast engines skip ~1/3 of it: K/V reuse, newest-token-only).
+the row's solver actually does (the fast engines skip ~1/3 of it: K/V reuse, newest-token-only); the
+gradient solver's work is counted as 3x the forward's (forward + backward). `GFLOP/s` is `TFLOP/s public`
+x 1000, the readable unit on a CPU.
 
-    python benchmarks/plan_speed.py                 # published-size model, random weights, CPU
+    python benchmarks/plan_speed.py                 # every solver, published-size model, random weights, CPU
+    python benchmarks/plan_speed.py --solver cem    # one solver
     python benchmarks/plan_speed.py --ckpt DIR      # a published-format checkpoint
     python benchmarks/plan_speed.py --quick         # a smaller, faster run
 """
@@ -31,14 +38,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_name, print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
-from lewm_fast.planning import planner as planner_module  # noqa: E402
+from lewm_fast.capability import native_bf16  # noqa: E402
+from lewm_fast.planning import available_backends, available_optimizers  # noqa: E402
 from lewm_fast.planning.flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
+from lewm_fast.planning.optimizers import optimizer_class  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PUBLIC_MODULES = {"cem": "cem", "icem": "icem", "mppi": "mppi", "ps": "predictive_sampling", "grad": "gd"}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--solver", nargs="+", default=available_optimizers(), choices=available_optimizers(),
+                   help="solvers to time (default: all)")  # fmt: skip
+    p.add_argument("--grad-samples", type=int, default=100, help="samples of the gradient solver (100, its config's)")
     p.add_argument("--ckpt", help="published-format checkpoint (folder with weights.pt + config.json)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--envs", type=int, nargs="+", default=[1, 16], help="numbers of environments E")
@@ -119,13 +132,22 @@ class PlanTimer:
         return per_iter, self.k, max(self.one - per_iter, 0.0)
 
 
-def public_solver_row(model, args, e, device):
-    """The public CEMSolver on the same weights (transformers 5.x names equal ours)."""
+def solver_params(solver: str, args, k: int) -> dict:
+    """The solver's parameters for a k-iteration plan (public names; the rest at the public defaults)."""
+    if solver == "ps":
+        return dict(num_samples=args.samples)
+    if solver == "grad":
+        return dict(num_samples=args.grad_samples, n_steps=k)
+    return dict(num_samples=args.samples, topk=args.topk, n_steps=k)
+
+
+def public_solver_row(model, args, e, device, solver="cem"):
+    """The public solver of the same name on the same weights (transformers 5.x names equal ours)."""
+    import importlib
     import types
 
     import gymnasium as gym
     import transformers
-    from stable_worldmodel.solver.cem import CEMSolver
     from stable_worldmodel.wm.lewm.lewm import LeWM as PublicLeWM
     from stable_worldmodel.wm.lewm.module import MLP, Embedder, Predictor
 
@@ -147,9 +169,12 @@ def public_solver_row(model, args, e, device):
     public = public.to(device).eval()
     pixels, goal = observations(cfg, e, args.history, device)
 
+    public_cls = getattr(importlib.import_module(f"stable_worldmodel.solver.{PUBLIC_MODULES[solver]}"),
+                         optimizer_class(solver).public_name)  # fmt: skip
+
     def make_plan(k):
-        solver = CEMSolver(public, num_samples=args.samples, n_steps=k, topk=args.topk, device=device, seed=0)
-        solver.configure(action_space=gym.spaces.Box(-1, 1, shape=(e, cfg.action_dim)), n_envs=e,
+        solver_obj = public_cls(public, batch_size=1, device=device, seed=0, **solver_params(solver, args, k))
+        solver_obj.configure(action_space=gym.spaces.Box(-1, 1, shape=(e, cfg.action_dim)), n_envs=e,
                          config=types.SimpleNamespace(horizon=args.horizon, action_block=cfg.frameskip))  # fmt: skip
         info = {
             "pixels": pixels.cpu(),
@@ -161,11 +186,93 @@ def public_solver_row(model, args, e, device):
 
         def run():
             with contextlib.redirect_stdout(io.StringIO()):
-                solver.solve({k2: v.clone() for k2, v in info.items()})
+                solver_obj.solve({k2: v.clone() for k2, v in info.items()})
 
         return run
 
     return make_plan
+
+
+def lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, skipped):
+    """(row fields, timer) of every lewm_fast backend x dtype for one solver and E."""
+    backends = args.backends or available_backends(device)
+    if device.type != "cuda" and "triton" in backends and args.backends is None:
+        backends.remove("triton")  # Triton on the CPU is the interpreter: a correctness tool, not a speed row
+    user_compile = os.environ.get("LEWM_PLAN_COMPILE", "0")
+    graph_modes = [True, False] if (device.type == "cuda" and args.eager_too) else [True]
+    iters = 1 if solver == "ps" else args.iters
+    specs = []
+    for backend in backends:
+        for dname in args.dtypes:
+            if backend == "reference" and dname != "fp32":
+                continue  # the public semantics run in the model's dtype
+            if dname == "bf16" and not native_bf16(device):
+                skipped.add(f"bf16: emulated on {device_name(device)} (no AMX/AVX512-BF16), rows skipped")
+                continue
+            variants = [(g, False) for g in graph_modes] if backend != "reference" else [(False, False)]
+            if backend == "torch" and device.type == "cpu" and args.compile:
+                variants.append((False, True))
+            for graph, compiled in variants:
+
+                def make_plan(k, backend=backend, dname=dname, graph=graph, c=compiled):
+                    os.environ["LEWM_PLAN_COMPILE"] = "1" if c else user_compile  # read when the engine is built
+                    params = solver_params(solver, args, k)
+                    planner = lf.Planner(model, solver, horizon=args.horizon, seed=0, backend=backend,
+                                         dtype=DTYPES[dname], cuda_graph=graph, **params)  # fmt: skip
+                    return lambda: planner.plan(pixels, goal)
+
+                name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
+                name += "+compile" if compiled else ""
+                own = flops["public"] if backend == "reference" else flops["fast"]
+                timer = PlanTimer(make_plan, iters, args.budget, device, clock, warm=backend != "reference")
+                fields = dict(solver=solver, impl=name, dtype=dname, device=device.type, envs=e, own_flops_iter=own)
+                specs.append((fields, timer))
+                print(f"  {solver:>4} {name:>22} {dname} E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration "
+                      f"({timer.k} iterations run)", flush=True)  # fmt: skip
+    os.environ["LEWM_PLAN_COMPILE"] = user_compile
+    return specs
+
+
+def public_rows(model, args, solver, e, device, clock, flops):
+    if args.no_public:
+        return []
+    try:
+        make_plan = public_solver_row(model, args, e, device, solver)
+    except ImportError:
+        return []
+    timer = PlanTimer(make_plan, 1 if solver == "ps" else args.iters, args.budget, device, clock, warm=False)
+    print(f"  {solver:>4} public fp32 E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration", flush=True)
+    fields = dict(solver=solver, impl="public stable-worldmodel", dtype="fp32", device=device.type, envs=e,
+                  own_flops_iter=flops["public"])  # fmt: skip
+    return [(fields, timer)]
+
+
+def iteration_flops(cfg, args, solver: str, e: int) -> dict:
+    """Matmul work of one iteration of E environments: the public rollout's and the fast rollout's."""
+    samples, factor = (args.grad_samples, 3) if solver == "grad" else (args.samples, 1)  # backward ~ 2x forward
+    public = public_iteration_flops(cfg, samples, args.horizon, args.history) * e * factor
+    fast = fast_iteration_flops(cfg, samples, args.horizon, args.history) * e * factor
+    return {"public": public, "fast": fast}
+
+
+def finish_rows(specs, args) -> list[dict]:
+    rows = []
+    for fields, timer in specs:
+        per_iter, k, encode = timer.result()
+        rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))
+    for r in rows:
+        iters = 1 if r["solver"] == "ps" else args.iters
+        r["ms_per_plan"] = r["ms_per_iter"] * iters + (r["encode_ms"] if iters > 1 else 0.0)
+        r["plans_per_s"] = r["envs"] * 1e3 / r["ms_per_plan"]
+        r["tflops"] = r["public_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
+        r["gflops"] = r["tflops"] * 1e3
+        r["tflops_own"] = r["own_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
+        same = [x for x in rows if x["solver"] == r["solver"] and x["envs"] == r["envs"]]
+        ref = next((x for x in same if x["impl"] == "lewm_fast:reference"), None)
+        pub = next((x for x in same if x["impl"].startswith("public")), None)
+        r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
+        r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
+    return rows
 
 
 def main(argv=None) -> int:
@@ -178,85 +285,32 @@ def main(argv=None) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     model = build_model(args, device)
     cfg = model.cfg
-    backends = args.backends or [b for b in ("reference", "torch", "triton") if b in planner_module._ENGINES]
-    if device.type != "cuda" and "triton" in backends and args.backends is None:
-        backends.remove("triton")  # Triton on the CPU is the interpreter: a correctness tool, not a speed row
-    flops_iter = {e: public_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
-    fast_flops_iter = {e: fast_iteration_flops(cfg, args.samples, args.horizon, args.history) * e for e in args.envs}
-    user_compile = os.environ.get("LEWM_PLAN_COMPILE", "0")
-    graph_modes = [True, False] if (device.type == "cuda" and args.eager_too) else [True]
-    specs = []  # (row fields, timer), built and measured once in order, then measured again in reverse
-    for e in args.envs:
-        pixels, goal = observations(cfg, e, args.history, device)
-        for backend in backends:
-            for dname in args.dtypes:
-                if backend == "reference" and dname != "fp32":
-                    continue  # the public semantics run in the model's dtype
-                variants = [(g, False) for g in graph_modes] if backend != "reference" else [(False, False)]
-                if backend == "torch" and device.type == "cpu" and args.compile:
-                    variants.append((False, True))
-                for graph, compiled in variants:
-
-                    def make_plan(k, backend=backend, dname=dname, pixels=pixels, goal=goal, graph=graph, c=compiled):
-                        os.environ["LEWM_PLAN_COMPILE"] = "1" if c else user_compile  # read when the engine is built
-                        planner = lf.CEMPlanner(
-                            model, num_samples=args.samples, topk=args.topk, iters=k, horizon=args.horizon,
-                            seed=0, backend=backend, dtype=DTYPES[dname], cuda_graph=graph,
-                        )  # fmt: skip
-                        return lambda: planner.plan(pixels, goal)
-
-                    name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
-                    name += "+compile" if compiled else ""
-                    own = flops_iter[e] if backend == "reference" else fast_flops_iter[e]
-                    timer = PlanTimer(make_plan, args.iters, args.budget, device, clock, warm=backend != "reference")
-                    specs.append(
-                        (dict(solver=name, dtype=dname, device=device.type, envs=e, own_flops_iter=own), timer)
-                    )
-                    print(f"  {name:>22} {dname} E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration "
-                          f"({timer.k} iterations run)", flush=True)  # fmt: skip
-        if not args.no_public:
-            try:
-                make_plan = public_solver_row(model, args, e, device)
-            except ImportError:
-                make_plan = None
-            if make_plan is not None:
-                timer = PlanTimer(make_plan, args.iters, args.budget, device, clock, warm=False)
-                specs.append((dict(solver="public stable-worldmodel", dtype="fp32", device=device.type, envs=e,
-                                   own_flops_iter=flops_iter[e]), timer))  # fmt: skip
-                print(f"     public fp32 E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration", flush=True)
+    specs, skipped = [], set()  # (row fields, timer), measured once in order, then again in reverse
+    for solver in args.solver:
+        for e in args.envs:
+            pixels, goal = observations(cfg, e, args.history, device)
+            flops = iteration_flops(cfg, args, solver, e)
+            rows = lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, skipped)
+            rows += public_rows(model, args, solver, e, device, clock, flops)
+            specs += [(dict(fields, public_flops_iter=flops["public"]), timer) for fields, timer in rows]
     for _ in range(args.rounds - 1):
         print("  measuring again (interleaved, reverse order)", flush=True)
         for _, timer in reversed(specs):
             timer.measure()
-    rows = []
-    for fields, timer in specs:
-        per_iter, k, encode = timer.result()
-        rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))
+    rows = finish_rows(specs, args)
 
-    for r in rows:
-        e = r["envs"]
-        r["ms_per_plan"] = r["ms_per_iter"] * args.iters + r["encode_ms"]
-        r["plans_per_s"] = e * 1e3 / r["ms_per_plan"]
-        r["tflops"] = flops_iter[e] / (r["ms_per_iter"] * 1e-3) / 1e12
-        r["tflops_own"] = r["own_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
-        ref = next((x for x in rows if x["solver"] == "lewm_fast:reference" and x["envs"] == e), None)
-        pub = next((x for x in rows if x["solver"].startswith("public") and x["envs"] == e), None)
-        r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
-        r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
-
-    e0 = args.envs[0]
-    os.environ["LEWM_PLAN_COMPILE"] = user_compile
-    print(f"\nplan: {args.samples} samples x {args.iters} iterations x horizon {args.horizon}, history "
-          f"{args.history}, published-size model{' from ' + args.ckpt if args.ckpt else ' (random weights)'}, "
-          f"{device_name(device)}, {args.clock} clock, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
-          f"matmul work per iteration per env: public rollout "
-          f"{flops_iter[e0] / e0 / 1e9:.1f} GFLOP, fast rollout "
-          f"{fast_flops_iter[e0] / e0 / 1e9:.1f} GFLOP\n")  # fmt: skip
-    print_table(rows, [("solver", "solver"), ("dtype", "dtype"), ("device", "device"), ("envs", "E"),
+    print(
+        f"\nplan: {args.samples} samples (gradient: {args.grad_samples}) x {args.iters} iterations x horizon "
+        f"{args.horizon}, history {args.history}, published-size model"
+        f"{' from ' + args.ckpt if args.ckpt else ' (random weights)'}, {device_name(device)}, {args.clock} clock, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}" + "".join(f"; {s}" for s in sorted(skipped)) + "\n"
+    )
+    print_table(rows, [("solver", "solver"), ("impl", "implementation"), ("dtype", "dtype"), ("envs", "E"),
                        ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
-                       ("ms_per_iter", "ms/iter"), ("tflops", "TFLOP/s public"), ("tflops_own", "TFLOP/s own"),
+                       ("ms_per_iter", "ms/iter"), ("gflops", "GFLOP/s public"), ("tflops_own", "TFLOP/s own"),
                        ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
-    payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
+    payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "skipped": sorted(skipped),
+               "rows": rows}  # fmt: skip
     path = write_result("plan_speed", payload, device, args.out)
     print(f"\nwrote {path}")
     return 0

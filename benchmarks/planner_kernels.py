@@ -1,5 +1,6 @@
 """Each Triton kernel of the planner against the PyTorch composition it replaces, at the rollout's shapes
-(published-size model, S = 300 samples, E in {1, 16}), on a GPU.
+(published-size model, S = 300 samples, E in {1, 16}), on a GPU; and the optimizers' updates (CEM's and
+iCEM's elite update, MPPI's weighted mean).
 
 For every op and shape: microseconds per call of the kernel and of the PyTorch/cuBLAS composition
 (`lewm_fast.planning.ops`), the speedup, and the achieved rate from counted work (GB/s for the
@@ -48,7 +49,7 @@ def static_report() -> list[dict]:
     import tempfile
 
     import triton
-    from lewm_fast.kernels import elite_update, linear_epilogue, norm_modulate, window_attention
+    from lewm_fast.kernels import elite_update, linear_epilogue, mppi_update, norm_modulate, window_attention
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -93,9 +94,19 @@ def static_report() -> list[dict]:
                              {"EPILOGUE": ep, "IEEE": dt == "fp32", "EMULATE": False, **cfg.kwargs},
                              {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}))  # fmt: skip
         if dt == "fp32":
-            jobs.append(("elite_update", elite_update._elite_update_fwd_kernel,
-                         {"COST": "*fp32", "CAND": "*fp32", "MEAN": "*fp32", "STD": "*fp32", "ELITE_COST": "*fp32",
-                          **i32("S", "C")}, {"K": 30, "BLOCK_S": 512, "BLOCK_K": 32, "BLOCK_C": 64}, {}))  # fmt: skip
+            for momentum in (False, True):  # CEM; iCEM (momentum, elite indices)
+                jobs.append((f"elite_update ({'icem' if momentum else 'cem'})", elite_update._elite_update_fwd_kernel,
+                             {"COST": "*fp32", "CAND": "*fp32", "PREV_MEAN": "*fp32", "PREV_STD": "*fp32",
+                              "MEAN": "*fp32", "STD": "*fp32", "ELITE_COST": "*fp32", "IDX": "*i64",
+                              **i32("S", "C"), "alpha": "fp32"},
+                             {"K": 30, "MOMENTUM": momentum, "WRITE_IDX": momentum, "BLOCK_S": 512, "BLOCK_K": 32,
+                              "BLOCK_C": 64}, {}))  # fmt: skip
+            for select in (True, False):  # MPPI with top-k; over all samples
+                jobs.append((f"mppi_update ({'top-k' if select else 'all'})", mppi_update._mppi_update_fwd_kernel,
+                             {"COST": "*fp32", "CAND": "*fp32", "MEAN": "*fp32", "OUT_COST": "*fp32",
+                              **i32("S", "C"), "inv_temperature": "fp32"},
+                             {"K": 30 if select else 300, "SELECT": select, "BLOCK_S": 512,
+                              "BLOCK_K": 32 if select else 512, "BLOCK_R": 32, "BLOCK_C": 64}, {}))  # fmt: skip
         for name, fn, sig, const, opts in jobs:
             for c in const:
                 sig[c] = "constexpr"
@@ -164,8 +175,17 @@ def elite_cases(e: int, s: int, dev: str):
     tri = TritonOps()
     cost = torch.rand(e, s, device=dev)
     cand = torch.randn(e, s, 5, 10, device=dev)
-    return [("elite_update", f"{e}x{s}, k=30", lambda: tri.elite_update(cost, cand, 30),
-             lambda: ops.elite_update(cost, cand, 30), e * s * 4 + e * 30 * 50 * 4, 0)]  # fmt: skip
+    prev_mean, prev_std = torch.randn(e, 5, 10, device=dev), torch.rand(e, 5, 10, device=dev)
+    icem = dict(alpha=0.1, prev_mean=prev_mean, prev_std=prev_std, return_indices=True)
+    nbytes = e * s * 4 + e * 30 * 50 * 4
+    return [("elite_update (cem)", f"{e}x{s}, k=30", lambda: tri.elite_update(cost, cand, 30),
+             lambda: ops.elite_update(cost, cand, 30), nbytes, 0),
+            ("elite_update (icem)", f"{e}x{s}, k=30", lambda: tri.elite_update(cost, cand, 30, **icem),
+             lambda: ops.elite_update(cost, cand, 30, **icem), nbytes + e * 50 * 16, 0),
+            ("mppi_update (top-k)", f"{e}x{s}, k=30", lambda: tri.mppi_update(cost, cand, 30, 0.5),
+             lambda: ops.mppi_update(cost, cand, 30, 0.5), nbytes, 0),
+            ("mppi_update (all)", f"{e}x{s}", lambda: tri.mppi_update(cost, cand, None, 0.5),
+             lambda: ops.mppi_update(cost, cand, None, 0.5), e * s * 4 * 51, 0)]  # fmt: skip
 
 
 def main(argv=None) -> int:

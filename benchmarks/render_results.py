@@ -23,6 +23,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = {
     "plan_speed": [
         ("solver", "solver"),
+        ("impl", "implementation"),
         ("dtype", "dtype"),
         ("envs", "E"),
         ("iters_run", "iters run"),
@@ -34,7 +35,7 @@ COLUMNS = {
     ],  # fmt: skip
 }
 TITLES = {
-    "plan_speed": "CEM planning (300 samples x 30 iterations x horizon 5, published-size model)",
+    "plan_speed": "Planning (300 samples x 30 iterations x horizon 5, published-size model)",
     "sigreg_speed": "SIGReg forward + backward",
     "train_speed": "Training throughput",
     "plan_exactness": "bf16 vs fp32 plans",

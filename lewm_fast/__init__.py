@@ -37,7 +37,7 @@ from lewm_fast import interop  # noqa: E402
 from lewm_fast.config import LeWMConfig  # noqa: E402
 from lewm_fast.loss import lewm_loss  # noqa: E402
 from lewm_fast.model import LeWM  # noqa: E402
-from lewm_fast.planning import CEMPlanner, PlanResult  # noqa: E402
+from lewm_fast.planning import CEMPlanner, Planner, PlanResult  # noqa: E402
 from lewm_fast.sigreg import SIGReg, draw_directions, sigreg, sigreg_reference  # noqa: E402
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ __all__ = [
     "LeWM",
     "LeWMConfig",
     "PlanResult",
+    "Planner",
     "SIGReg",
     "draw_directions",
     "interop",

@@ -88,6 +88,18 @@ class LeWM(nn.Module):
             raise ValueError(f"emb: expected at least 1 and at most num_frames={n} frames, got {t}")
         return self.predict_unchecked(emb, act_emb)
 
+    def get_cost(self, info_dict: dict, action_candidates: torch.Tensor) -> torch.Tensor:
+        """The public `LeWM.get_cost` (stable-worldmodel), so this model works with any public solver.
+
+        info_dict: `pixels` (B, S, H, C, h, w) and `goal` (B, S, T, C, h, w), expanded over samples;
+        the goal and history embeddings are cached in it (`goal_emb`, `emb`) as the public code does.
+        action_candidates (B, S, horizon, A) -> costs (B, S), differentiable w.r.t. the candidates.
+        The conventions are spelled out in lewm_fast/interop/cost.py.
+        """
+        from lewm_fast.interop.cost import get_cost  # interop imports this module: import on use
+
+        return get_cost(self, info_dict, action_candidates)
+
     # ---- unchecked building blocks (used inside hot loops) ---------------------------------------
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:

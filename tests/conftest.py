@@ -71,7 +71,7 @@ NEEDS = {
     "test_eval*.py": ("gymnasium", "h5py"),
     "test_surprise*.py": ("gymnasium", "h5py", "scipy"),
     "test_demo*.py": ("gymnasium", "h5py"),
-    "test_interop_solver.py": ("gymnasium",),
+    "test_interop_solver*.py": ("gymnasium",),
     "test_sigreg_fused_random.py": ("hypothesis",),
 }
 _not_collected: dict[str, str] = {}  # file name -> why (pytest may ask about a file more than once)

@@ -145,59 +145,6 @@ def test_drop_in_solver_returns_the_public_plan(pair):
     assert rel_err(got["var"][0], expected["var"][0]) <= 1e-3
 
 
-def test_accelerate_swaps_sigreg_in_a_training_module():
-    from stable_worldmodel.wm.loss import SIGReg as PublicSIGReg
-
-    module = torch.nn.Module()
-    module.reg = PublicSIGReg(knots=9, num_proj=64)
-    x = torch.randn(4, 16, 24)
-    torch.manual_seed(2)
-    expected = module.reg(x)
-    lf.interop.accelerate(module)
-    assert isinstance(module.reg, lf.SIGReg)
-    torch.manual_seed(2)
-    assert rel_err(module.reg(x), expected) <= 1e-5
-
-
-def test_accelerate_patches_classes_and_undo():
-    import stable_worldmodel.solver.cem as cem_module
-    import stable_worldmodel.wm.loss as loss_module
-
-    original = loss_module.SIGReg, cem_module.CEMSolver
-    handle = lf.interop.accelerate()
-    try:
-        assert loss_module.SIGReg is lf.SIGReg and cem_module.CEMSolver is lf.interop.CEMSolver
-    finally:
-        handle.undo()
-    assert (loss_module.SIGReg, cem_module.CEMSolver) == original
-
-
-def test_accelerate_a_policy_keeps_plans(pair):
-    import gymnasium as gym
-    from stable_worldmodel.policy import PlanConfig, WorldModelPolicy
-    from stable_worldmodel.solver.cem import CEMSolver as PublicCEMSolver
-
-    public, _ = pair
-    solver = PublicCEMSolver(public, num_samples=24, n_steps=2, topk=5, seed=3)
-    solver.configure(action_space=gym.spaces.Box(-1, 1, shape=(1, 2)), n_envs=1,
-                     config=PlanConfig(horizon=5, receding_horizon=5, action_block=5))  # fmt: skip
-    policy = WorldModelPolicy(solver=solver, config=PlanConfig(horizon=5, receding_horizon=5, action_block=5))
-    info = {
-        "pixels": torch.rand(1, 1, 3, 224, 224),
-        "goal": torch.rand(1, 1, 3, 224, 224),
-        "action": torch.zeros(1, 1, 10),
-    }
-    fast = lf.interop.accelerate(
-        PublicCEMSolver(public, num_samples=24, n_steps=2, topk=5, seed=3), backend="reference"
-    )
-    fast.configure(action_space=gym.spaces.Box(-1, 1, shape=(1, 2)), n_envs=1,
-                   config=PlanConfig(horizon=5, receding_horizon=5, action_block=5))  # fmt: skip
-    expected = solver.solve({k: v.clone() for k, v in info.items()})["actions"]
-    assert rel_err(fast.solve(info)["actions"], expected) <= 1e-3
-    accelerated = lf.interop.accelerate(policy, backend="reference")
-    assert isinstance(accelerated.solver, lf.interop.CEMSolver) and accelerated.solver.n_envs == 1
-
-
 @pytest.mark.parametrize("naming", ["5.x", "4.x"])
 def test_load_official_from_public_modules(pair, tmp_path, naming):
     """A published-format folder built from the public module's own state_dict and config."""

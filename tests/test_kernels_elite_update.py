@@ -41,3 +41,19 @@ def test_bad_input():
         elite_update(torch.zeros(1, 4, device=DEVICE), torch.zeros(1, 4, 2, 2, device=DEVICE), 5)
     with pytest.raises(ValueError, match="does not match cost"):
         elite_update(torch.zeros(1, 4, device=DEVICE), torch.zeros(1, 5, 2, 2, device=DEVICE), 2)
+
+
+@pytest.mark.parametrize("e, s, k, t, a", [(1, 300, 30, 5, 10), (3, 37, 2, 1, 10), (2, 50, 7, 7, 20)])
+def test_momentum_and_indices_match_reference(e, s, k, t, a):
+    """iCEM's update: alpha * previous + (1 - alpha) * elite statistics, and the elites' indices, best first."""
+    g = torch.Generator().manual_seed(s)
+    cost = torch.randperm(e * s, generator=g).float().view(e, s).to(DEVICE)
+    cand = torch.randn(e, s, t, a, generator=g).to(DEVICE)
+    prev_mean, prev_std = torch.randn(e, t, a, generator=g).to(DEVICE), torch.rand(e, t, a, generator=g).to(DEVICE)
+    kw = dict(alpha=0.3, prev_mean=prev_mean, prev_std=prev_std, return_indices=True)
+    got, want = elite_update(cost, cand, k, **kw), ops.elite_update(cost, cand, k, **kw)
+    for x, y in zip(got[:3], want[:3]):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    assert torch.equal(got[3], want[3]) and got[3].dtype == torch.int64
+    plain = elite_update(cost, cand, k)
+    assert not torch.allclose(plain[0], got[0])  # the momentum changes the mean

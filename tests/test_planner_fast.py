@@ -179,7 +179,7 @@ def test_warm_start_is_the_first_mean(model):
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_bad_input_goes_through_the_planner_checks(model, backend):
-    if backend not in lf.planning.planner._ENGINES:
+    if backend not in lf.planning.available_backends():
         pytest.skip("Triton not installed")
     pixels, goal = observations(2)
     planner = lf.CEMPlanner(model, backend=backend, num_samples=8, topk=2, iters=1)
@@ -204,10 +204,10 @@ def test_auto_picks_the_fast_engine_on_cpu(model):
 
 
 def test_triton_without_a_gpu_or_the_interpreter_is_refused(model, monkeypatch):
-    if "triton" not in lf.planning.planner._ENGINES or torch.cuda.is_available():
+    if "triton" not in lf.planning.available_backends() or torch.cuda.is_available():
         pytest.skip("needs Triton and no CUDA device")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ValueError, match="'triton' needs a CUDA device"):
+    with pytest.raises(ValueError, match="'triton' is not available here: it needs a CUDA device"):
         lf.CEMPlanner(model, backend="triton")
 
 

@@ -65,3 +65,19 @@ def test_plan_equals_torch_engine_for_several_environments(model):
     a = planner(model, **kw).plan(pixels, goal)
     b = lf.CEMPlanner(model, backend="torch", **kw).plan(pixels, goal)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "solver, params",
+    [("icem", dict(topk=3, n_elite_keep=2)), ("icem", dict(topk=3, return_mean=False)), ("mppi", dict(topk=3)),
+     ("mppi", dict(topk=None)), ("ps", {})],
+)  # fmt: skip
+def test_every_optimizer_on_the_triton_engine_equals_the_torch_engine(model, solver, params):
+    """The fused updates (iCEM's momentum and elite indices, MPPI's weighted mean) in a whole solve: both
+    fast engines draw the same batched noise, so E = 2 plans must agree."""
+    pixels, goal = (t.to(DEVICE) for t in observations(2, 1))
+    kw = dict(num_samples=9, seed=6, cuda_graph=False, **params, **({} if solver == "ps" else dict(n_steps=2)))
+    a = lf.Planner(model, solver, backend="triton", **kw).plan_with_info(pixels, goal)
+    b = lf.Planner(model, solver, backend="torch", **kw).plan_with_info(pixels, goal)
+    torch.testing.assert_close(a.actions, b.actions, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.elite_cost, b.elite_cost, rtol=1e-4, atol=1e-6)

@@ -18,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--receding", type=int, default=5, help="action blocks executed per plan (5; 1 = replan every block)"
     )
-    p.add_argument("--samples", type=int, default=300, help="CEM samples (300)")
-    p.add_argument("--topk", type=int, default=30, help="CEM elites (30)")
-    p.add_argument("--iters", type=int, default=30, help="CEM iterations (30)")
+    p.add_argument("--solver", default="cem", help="cem | icem | mppi | ps | grad (the planner's optimizer; cem)")
+    p.add_argument("--samples", type=int, default=300, help="samples per iteration (300)")
+    p.add_argument("--topk", type=int, default=30, help="elites (30; CEM, iCEM, MPPI)")
+    p.add_argument("--iters", type=int, default=30, help="iterations (30; predictive sampling draws once)")
     p.add_argument("--planner-backend", default="auto", help="auto | torch | triton | reference")
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"), help="planning dtype (bf16)")
     p.add_argument("--policy", default="planner", choices=("planner", "random"),
@@ -37,12 +38,14 @@ def check_flags(args: argparse.Namespace) -> None:
     """Every flag, before the data is read or an env built (lewm_fast/commands/_validate.py)."""
     from lewm_fast._checks import check_choice
     from lewm_fast.commands import _validate as v
-    from lewm_fast.planning.planner import BACKENDS
+    from lewm_fast.planning.backends import BACKENDS
+    from lewm_fast.planning.optimizers import available_optimizers
 
     v.env(args)
     v.at_least(args, 1, "episodes", "goal_offset", "budget")
     v.planner(args, args.horizon)
     check_choice("--planner-backend", args.planner_backend, BACKENDS)
+    check_choice("--solver", args.solver, available_optimizers())
     v.seed(args)
     v.existing("--data", args.data, "episode file")
     v.existing("--ckpt", args.ckpt, "checkpoint")
@@ -55,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     check_flags(args)
     evaluate(args.env, args.data, args.ckpt, episodes=args.episodes, goal_offset=args.goal_offset,
              budget=args.budget, horizon=args.horizon, receding=args.receding, num_samples=args.samples,
-             topk=args.topk, iters=args.iters, backend=args.planner_backend, dtype=args.dtype, seed=args.seed,
-             policy=args.policy, out=args.out)  # fmt: skip
+             topk=args.topk, iters=args.iters, solver=args.solver, backend=args.planner_backend, dtype=args.dtype,
+             seed=args.seed, policy=args.policy, out=args.out)  # fmt: skip
     return 0

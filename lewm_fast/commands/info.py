@@ -16,8 +16,8 @@ def collect() -> dict:
     import torch
 
     import lewm_fast
+    from lewm_fast import planning
     from lewm_fast.kernels import HAS_TRITON
-    from lewm_fast.planning import planner
 
     sigreg_module = importlib.import_module("lewm_fast.sigreg")  # `lewm_fast.sigreg` is also the function
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -31,7 +31,8 @@ def collect() -> dict:
         "triton": HAS_TRITON,
         "cpp_extension": importlib.import_module("lewm_fast._ext").load() is not None,
         **{f"sigreg_backends_{d}": sigreg_module.available_backends(d) for d in devices},
-        "planner_backends": sorted(planner._ENGINES),
+        **{f"planner_backends_{d}": planning.available_backends(d) for d in devices},
+        "planner_solvers": planning.available_optimizers(),
     }
 
 

@@ -19,7 +19,14 @@ import lewm_fast as lf
 from lewm_fast._io import check_output_dir
 from lewm_fast.envs import ENVS, make_env
 from lewm_fast.evaluation.figures import frame_grid
-from lewm_fast.evaluation.mpc import EpisodeResult, PlannerController, RandomController, _describe, run_mpc
+from lewm_fast.evaluation.mpc import (
+    EpisodeResult,
+    PlannerController,
+    RandomController,
+    _describe,
+    make_planner,
+    run_mpc,
+)
 from lewm_fast.evaluation.protocol import (
     EvalConfigError,
     Problem,
@@ -64,6 +71,7 @@ def evaluate(
     num_samples: int = 300,
     topk: int = 30,
     iters: int = 30,
+    solver: str = "cem",
     backend: str = "auto",
     dtype: str = "bf16",
     seed: int = 0,
@@ -81,6 +89,8 @@ def evaluate(
         raise ValueError(f"policy: expected 'planner' or 'random', got {policy!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    if solver not in lf.planning.available_optimizers():
+        raise ValueError(f"solver: expected one of {lf.planning.available_optimizers()}, got {solver!r}")
     for name, v in (("episodes", episodes), ("goal_offset", goal_offset), ("budget", budget)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -120,8 +130,8 @@ def evaluate(
 
     planner = None
     if policy == "planner":
-        planner = lf.CEMPlanner(checkpoint.model, num_samples=num_samples, topk=topk, iters=iters, horizon=horizon,
-                                seed=seed, backend=backend, dtype=DTYPES[dtype])  # fmt: skip
+        planner = make_planner(checkpoint.model, solver, checkpoint.normalizer, probe.action_space, num_samples, topk,
+                               iters, horizon, seed, backend, DTYPES[dtype])  # fmt: skip
         controller = PlannerController(planner, checkpoint.normalizer, np.stack([p.goal_frame for p in problems]),
                                        receding)  # fmt: skip
     else:
@@ -139,7 +149,8 @@ def evaluate(
         "success_rate": float(np.mean(wins)), "solved_at_start": sum(r.success_step == 0 for r in results),
         "failed_with_error": sum(r.error is not None for r in results),
         "goal_offset": goal_offset, "budget": budget, "horizon": horizon, "receding": receding,
-        "frameskip": frameskip, "num_samples": num_samples, "topk": topk, "iters": iters,
+        "frameskip": frameskip, "solver": solver if planner else None, "num_samples": num_samples, "topk": topk,
+        "iters": iters,
         "planner_backend": planner.backend if planner else None, "dtype": dtype if planner else None,
         "seed": seed, "seconds": seconds, "plan_calls": plans,
         "seconds_per_plan_call": float(np.mean(stats.seconds)) if plans else 0.0,

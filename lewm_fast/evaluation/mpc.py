@@ -1,7 +1,8 @@
 """Batched model-predictive control: every episode still running is planned in one batch.
 
 Each round: render the running environments, ask the controller for `receding` action blocks each
-(one `CEMPlanner.plan_with_info` call over all of them: E = the number still running), execute them
+(one `Planner.plan_with_info` call over all of them: E = the number still running; any solver of
+`lewm_fast.planning.optimizers`, built by `make_planner`), execute them
 (frameskip env steps per block), checking success after every step. An episode stops at success or
 when it has used `budget` env steps; the rest go on to the next round, so E shrinks as episodes end.
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+import lewm_fast as lf
 from lewm_fast.data.dataset import Normalizer, prepare_pixels
 
 
@@ -42,8 +44,31 @@ class MPCStats:
     seconds: list[float] = field(default_factory=list)
 
 
+def make_planner(model, solver: str, normalizer: Normalizer, action_space, num_samples: int, topk: int, iters: int,
+                 horizon: int, seed: int, backend: str, dtype) -> lf.Planner:  # fmt: skip
+    """The planner of `lewm-fast eval --solver`: the evaluation's budget (samples, elites, iterations) mapped
+    onto the solver's public parameters (predictive sampling draws once and has no elites; the gradient
+    solver optimises `num_samples` samples for `iters` steps). iCEM clips to the env's action box, carried
+    into the planner's z-scored action space and tiled over the action block."""
+    params = {"cem": dict(num_samples=num_samples, topk=topk, n_steps=iters),
+              "mppi": dict(num_samples=num_samples, topk=topk, n_steps=iters),
+              "ps": dict(num_samples=num_samples),
+              "grad": dict(num_samples=num_samples, n_steps=iters)}  # fmt: skip
+    if solver == "icem":
+        reps = model.cfg.frameskip
+        low = torch.as_tensor(np.tile((np.asarray(action_space.low) - normalizer.mean) / normalizer.std, reps))
+        high = torch.as_tensor(np.tile((np.asarray(action_space.high) - normalizer.mean) / normalizer.std, reps))
+        params["icem"] = dict(num_samples=num_samples, topk=topk, n_steps=iters, action_low=low.float(),
+                              action_high=high.float())  # fmt: skip
+    if solver not in params:
+        raise ValueError(f"solver: expected one of {lf.planning.available_optimizers()}, got {solver!r}")
+    if solver == "cem":  # the same planner, under the class name CEM users know
+        return lf.CEMPlanner(model, num_samples, topk, iters, horizon, seed=seed, backend=backend, dtype=dtype)
+    return lf.Planner(model, solver, horizon=horizon, seed=seed, backend=backend, dtype=dtype, **params[solver])
+
+
 class PlannerController:
-    """CEM planning in latent space, warm-started from the unexecuted rest of each episode's last plan.
+    """Planning in latent space (any solver), warm-started from the unexecuted rest of each episode's last plan.
 
     goal_frames: uint8 (E, S, S, 3). __call__(idx, frames uint8 (E', S, S, 3)) -> env actions
     (E', receding, frameskip, action_dim) for the episodes `idx`.

@@ -107,3 +107,34 @@ def from_swm(swm_model, action_dim: int | None = None) -> LeWM:
     model = LeWM(cfg).to(device=param.device, dtype=param.dtype)
     load_public_state_dict(model, swm_model.state_dict())
     return model.train(swm_model.training)
+
+
+def to_swm(model: LeWM):
+    """An `lf.LeWM` -> a live stable_worldmodel `LeWM` (transformers ViT) with the same weights, device,
+    dtype and mode: the public code's own model, for running it beside lewm_fast (parity checks, the
+    public solvers' timings). Needs stable_worldmodel and transformers."""
+    if not isinstance(model, LeWM):
+        raise TypeError(f"model: expected an lf.LeWM, got {type(model).__name__}")
+    import transformers
+    from stable_worldmodel.wm.lewm.lewm import LeWM as PublicLeWM
+    from stable_worldmodel.wm.lewm.module import MLP, Embedder, Predictor
+
+    cfg = model.cfg
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(hidden_size=cfg.enc_dim, num_hidden_layers=cfg.enc_depth,
+                               num_attention_heads=cfg.enc_heads, intermediate_size=cfg.enc_mlp_dim,
+                               image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=cfg.in_channels,
+                               layer_norm_eps=cfg.enc_ln_eps),
+        add_pooling_layer=False,
+    )  # fmt: skip
+    pred = Predictor(num_frames=cfg.num_frames, depth=cfg.pred_depth, heads=cfg.pred_heads, mlp_dim=cfg.pred_mlp_dim,
+                     input_dim=cfg.embed_dim, hidden_dim=cfg.pred_hidden_dim, output_dim=cfg.pred_output_dim,
+                     dim_head=cfg.pred_dim_head, dropout=cfg.dropout, emb_dropout=cfg.emb_dropout)  # fmt: skip
+    act = Embedder(input_dim=cfg.action_block_dim, smoothed_dim=cfg.action_smoothed_dim, emb_dim=cfg.embed_dim,
+                   mlp_scale=cfg.action_mlp_scale)  # fmt: skip
+    bn = torch.nn.BatchNorm1d
+    public = PublicLeWM(vit, pred, act, MLP(cfg.enc_dim, cfg.proj_hidden_dim, cfg.embed_dim, norm_fn=bn),
+                        MLP(cfg.pred_output_dim, cfg.pred_proj_hidden_dim, cfg.embed_dim, norm_fn=bn))  # fmt: skip
+    public.load_state_dict(model.state_dict())  # lewm_fast's names are the public (transformers 5.x) ones
+    param = next(model.parameters())
+    return public.to(device=param.device, dtype=param.dtype).train(model.training)

@@ -1,7 +1,21 @@
-"""Planning with LeWM: the CEM planner, its reference (public semantics) and fast engines."""
+"""Planning with LeWM: the planners, their optimizers (`optimizers/`), backends (`backends.py`), the
+reference (public semantics) and the fast engines."""
 
-from lewm_fast.planning import engine as _engine  # noqa: F401  (registers the "torch" and "triton" engines)
-from lewm_fast.planning.planner import CEMPlanner, PlanResult
-from lewm_fast.planning.reference import cem_reference, rollout_cost_reference
+from lewm_fast.planning.backends import available_backends, resolve_backend
+from lewm_fast.planning.optimizers import available_optimizers, make_optimizer
+from lewm_fast.planning.plan_result import PlanResult
+from lewm_fast.planning.planner import CEMPlanner, Planner
+from lewm_fast.planning.reference import cem_reference, lewm_cost_reference, rollout_cost_reference
 
-__all__ = ["CEMPlanner", "PlanResult", "cem_reference", "rollout_cost_reference"]
+__all__ = [
+    "CEMPlanner",
+    "PlanResult",
+    "Planner",
+    "available_backends",
+    "available_optimizers",
+    "cem_reference",
+    "lewm_cost_reference",
+    "make_optimizer",
+    "resolve_backend",
+    "rollout_cost_reference",
+]

@@ -1,34 +1,43 @@
-"""The fast CEM engines: backend "torch" (PyTorch ops; the CPU fast path) and "triton" (fused Triton
-kernels; the GPU fast path). Both plan every environment x sample in one batch with the restructured
-rollout of `rollout.py`.
+"""The fast engines: backend "torch" (PyTorch ops; the CPU fast path) and "triton" (fused Triton kernels;
+the GPU fast path). Both plan every environment x sample in one batch with the restructured rollout of
+`rollout.py`, for any optimizer of `optimizers/`.
 
-One solve (all iterations) is a fixed sequence of device work on static buffers, allocated once per
-solve shape (E, H) for the planner's (S, horizon, iters, dtype):
-- noise from the planner's own `torch.Generator` on the device (`planner.generator`; graph-safe: it is
-  registered with the CUDA graph, so every replay advances it exactly as an eager call would);
-- candidates = noise * std + mean with the mean as sample 0; cost = rollout on the device;
-- elite update (top-k, mean, unbiased std) on the device; no host sync anywhere inside a solve.
-On CUDA with `cuda_graph=True` the whole solve is captured once per shape (after a warm-up on a side
-stream that compiles the Triton kernels) and replayed per call; `cuda_graph=False` runs the same code
-eagerly. The CEM distribution is kept in fp32 whatever the model dtype.
+A sampling solve (all iterations) is a fixed sequence of device work, whatever the optimizer:
+- candidates from the optimizer (`opt.candidates`: the public draws, from the planner's own
+  `torch.Generator` on the device; graph-safe: the generator is registered with the CUDA graph, so every
+  replay advances it exactly as an eager call would);
+- cost = the rollout on the device; the optimizer's update through the op set (`opt.fast_update`: the
+  fused Triton kernels of kernels/ on CUDA); no host sync anywhere inside a solve.
+Inputs and outputs live in static buffers per solve shape (E, H), kept in a small LRU cache
+(`MAX_SOLVE_SHAPES`). On CUDA with `cuda_graph=True` the whole solve is captured once per shape (after a
+warm-up on a side stream that compiles the Triton kernels) and replayed per call; `cuda_graph=False`
+runs the same code eagerly. The distribution is kept in fp32 whatever the model dtype.
+
+Gradient planning ("grad") differentiates the same restructured rollout in plain PyTorch ops (weights
+packed without the CPU's oneDNN layout, K/V kept without in-place writes) with autograd, every
+environment in one batch, eagerly (no graph: the optimizer steps are torch.optim's).
 
 Determinism: the same seed gives the same plan on a given device and backend (the first call, which
-captures, restores the generator state it consumed while warming up). The noise stream is not the
-reference's (which draws one environment at a time on the host side's order).
+captures, restores the generator state it consumed while warming up). For one environment in fp32 on
+the CPU the draws are the reference's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import os
+from collections import OrderedDict
 
 import torch
 
+from lewm_fast.planning.backends import plan_settings
 from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.ops import TorchOps, TritonOps
-from lewm_fast.planning.planner import _ENGINES, PlanResult
+from lewm_fast.planning.plan_result import PlanResult
+from lewm_fast.planning.reference import encode_reference
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
+
+MAX_SOLVE_SHAPES = 4  # solve shapes (E, H) whose buffers (and CUDA graphs) a planner keeps
 
 
 def nvtx_range(name: str, enabled: bool):
@@ -38,13 +47,12 @@ def nvtx_range(name: str, enabled: bool):
     return torch.cuda.nvtx.range(name)
 
 
-def plan_threads(rows: int) -> int:
+def plan_threads(rows: int, threads: int | None = None) -> int:
     """CPU threads for a solve of `rows` = E x S candidates: all of torch's threads, but no more than
     one per ~128 rows (the matmuls of a small batch do not split well over many cores).
-    LEWM_PLAN_THREADS overrides."""
-    env = os.environ.get("LEWM_PLAN_THREADS")
-    if env:
-        return max(1, int(env))
+    `threads` (LEWM_PLAN_THREADS) overrides."""
+    if threads:
+        return threads
     return max(1, min(torch.get_num_threads(), rows // 128))
 
 
@@ -80,7 +88,7 @@ class _Solve:
     """Static buffers (and, on CUDA, the captured graph) of one solve shape.
 
     Inputs are copied into hist (E, H, D), goal (E, D), mean0 and std0 (E, horizon, A); the result is
-    read from mean, std (E, horizon, A) and elite_cost (E,). All fp32.
+    read from actions, std (E, horizon, A) and cost (E,). All fp32.
     """
 
     def __init__(self, engine: FastEngine, e: int, h: int):
@@ -91,30 +99,29 @@ class _Solve:
         self.goal = torch.zeros(e, d, device=dev, dtype=f32)
         self.mean0 = torch.zeros(e, p.horizon, a, device=dev, dtype=f32)
         self.std0 = torch.ones(e, p.horizon, a, device=dev, dtype=f32)
-        self.noise = torch.empty(e, p.num_samples, p.horizon, a, device=dev, dtype=f32)
-        self.cand = torch.empty_like(self.noise)
-        self.mean, self.std = torch.empty_like(self.mean0), torch.empty_like(self.std0)
-        self.elite_cost = torch.empty(e, device=dev, dtype=f32)
+        self.actions, self.std = torch.empty_like(self.mean0), torch.empty_like(self.std0)
+        self.cost = torch.empty(e, device=dev, dtype=f32)
+        self.has_std = True
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def body(self) -> None:
         """The whole solve: every iteration, from the static inputs to the static outputs."""
         eng = self.engine
-        p, ops, nvtx = eng.p, eng.ops, eng.nvtx
-        mean, std = self.mean0, self.std0
-        elite_cost = self.elite_cost
-        for _ in range(p.iters):
+        opt, gen, nvtx = eng.p.optimizer, eng.p.generator, eng.nvtx
+        state = opt.init(self.mean0, self.std0)
+        for _ in range(opt.steps):
             with nvtx_range("sample", nvtx):
-                torch.randn(self.noise.shape, generator=p.generator, device=eng.device, out=self.noise)
-                torch.addcmul(mean.unsqueeze(1), self.noise, std.unsqueeze(1), out=self.cand)
-                self.cand[:, 0] = mean
+                cand = opt.candidates(state, gen)
             with nvtx_range("rollout", nvtx):
-                cost = eng.rollout_cost(self.hist, self.goal, self.cand)
-            with nvtx_range("elite update", nvtx):
-                mean, std, elite_cost = ops.elite_update(cost, self.cand, p.topk)
-        self.mean.copy_(mean)
-        self.std.copy_(std)
-        self.elite_cost.copy_(elite_cost)
+                cost = eng.rollout_cost(self.hist, self.goal, cand)
+            with nvtx_range("update", nvtx):
+                state = opt.fast_update(state, cand, cost, eng.ops)
+        actions, std, cost = opt.result(state)
+        self.actions.copy_(actions)
+        self.has_std = std is not None
+        if std is not None:
+            self.std.copy_(std)
+        self.cost.copy_(cost)
 
     def capture(self) -> None:
         """Warm up on a side stream, then capture `body` into a CUDA graph (generator registered)."""
@@ -123,7 +130,7 @@ class _Solve:
         side = torch.cuda.Stream(self.engine.device)
         side.wait_stream(torch.cuda.current_stream(self.engine.device))
         with torch.cuda.stream(side):
-            self.body()  # compiles the Triton kernels, creates cuBLAS workspaces
+            self.body()  # compiles the Triton kernels, creates cuBLAS/cuFFT workspaces
         torch.cuda.current_stream(self.engine.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(gen)
@@ -143,30 +150,31 @@ class _Solve:
             self.graph.replay()
         else:
             self.body()
-        return PlanResult(self.mean.clone(), self.std.clone(), self.elite_cost.clone())
+        return PlanResult(self.actions.clone(), self.std.clone() if self.has_std else None, self.cost.clone())
 
 
 class FastEngine:
-    """The batched CEM engine on an op set (`make_ops`). Used through `lf.CEMPlanner(backend=...)`."""
+    """The batched engine on an op set (`make_ops`). Used through `lf.Planner(backend=...)`."""
 
-    cem_dtype = torch.float32  # the CEM distribution and candidates
+    distribution_dtype = torch.float32  # the optimizer's distribution and candidates
 
     def __init__(self, planner):
         self.p = planner
         self.device = planner.device
+        self.settings = plan_settings()
         self.ops = self.make_ops()
         self.packed = PackedPredictor(planner.model, planner.dtype, planner.device, pack=self.ops.pack_weight)
         self.nvtx = self.device.type == "cuda"
         self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
         # CPU: roll out in cache-sized chunks of environments (LEWM_PLAN_CHUNK_ROWS, 0 = one batch)
-        self.chunk_rows = int(os.environ.get("LEWM_PLAN_CHUNK_ROWS", "1024")) if self.device.type == "cpu" else 0
-        self._solves: dict[tuple[int, int], _Solve] = {}
+        self.chunk_rows = self.settings.chunk_rows if self.device.type == "cpu" else 0
+        self._solves: OrderedDict[tuple[int, int], _Solve] = OrderedDict()
+        self._grad_packed: PackedPredictor | None = None
 
     def make_ops(self):
         """The op set: on the CPU, oneDNN matmuls and (LEWM_PLAN_COMPILE=1) compiled elementwise chains."""
         if self.device.type == "cpu":
-            compile_ops = os.environ.get("LEWM_PLAN_COMPILE", "0") == "1"
-            return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=compile_ops)
+            return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=self.settings.compile)
         return TorchOps()
 
     def rollout_cost(self, hist_emb, goal_emb, cand) -> torch.Tensor:
@@ -181,35 +189,64 @@ class FastEngine:
                                        cand[i : i + per]) for i in range(0, e, per)])  # fmt: skip
 
     def _threads_for(self, rows: int) -> int | None:
-        return plan_threads(rows) if self.device.type == "cpu" else None
+        return plan_threads(rows, self.settings.threads) if self.device.type == "cpu" else None
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference mode: gradient planning differentiates a rollout from these
     def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings.
-
-        Encoding runs once per plan in the model's own dtype (fidelity over speed: it is ~1/30 of a plan).
-        """
+        """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings,
+        encoded as the reference encodes them (goal and history frames as two batches, model dtype)."""
         with nvtx_range("encode", self.nvtx):
-            e, h = pixels.shape[:2]
-            frames = torch.cat([pixels.flatten(0, 1), goal]).to(self.device)
-            emb = self.p.model.encode_frames(frames).float()
-            return emb[: e * h].view(e, h, -1), emb[e * h :]
+            hist, goal_emb = encode_reference(self.p.model, pixels.to(self.device), goal.to(self.device))
+            return hist.float(), goal_emb.float()
+
+    def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """cand (E, S, T, A) -> (E, S) fp32 costs of the packed model (any S and T >= H)."""
+        return self.cost_embedded(*self.embed(pixels, goal), cand)
 
     @torch.inference_mode()
-    def cost(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        """cand (E, S, T, A) -> (E, S) fp32 costs of the packed model (any S and T >= H)."""
+    def cost_embedded(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """`cost` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32."""
         with _threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
             return self.rollout_cost(hist_emb, goal_emb, cand.float())
 
-    @torch.inference_mode()
-    def plan(self, hist_emb, goal_emb, mean, std) -> PlanResult:
-        """hist_emb (E, H, D), goal_emb (E, D), mean and std (E, horizon, A) -> PlanResult (fp32)."""
+    def _solve_for(self, e: int, h: int) -> _Solve:
+        """The static solve of shape (E, H), from a least-recently-used cache of MAX_SOLVE_SHAPES shapes."""
+        key = (e, h)
+        solve = self._solves.pop(key, None) or _Solve(self, e, h)
+        self._solves[key] = solve
+        while len(self._solves) > MAX_SOLVE_SHAPES:
+            self._solves.popitem(last=False)
+        return solve
+
+    def plan(self, pixels, goal, mean, std) -> PlanResult:
+        """pixels (E, H, C, h, w), goal (E, C, h, w), mean and std (E, horizon, A) -> PlanResult (fp32)."""
+        return self.plan_embedded(*self.embed(pixels, goal), mean, std)
+
+    def plan_embedded(self, hist_emb, goal_emb, mean, std) -> PlanResult:
+        """`plan` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32 (e.g. a goal that is itself a
+        predicted embedding, as benchmarks/plan_exactness.py uses)."""
+        if self.p.optimizer.kind == "gradient":
+            return self._plan_gradient(hist_emb, goal_emb, mean, std)
         e, h = hist_emb.shape[:2]
-        solve = self._solves.get((e, h))
-        if solve is None:
-            solve = self._solves[(e, h)] = _Solve(self, e, h)
-        with _threads(self._threads_for(e * self.p.num_samples)), _no_gc():
-            return solve(hist_emb, goal_emb, mean, std, self.use_graph)
+        with torch.inference_mode(), _threads(self._threads_for(e * self.p.num_samples)), _no_gc():
+            return self._solve_for(e, h)(hist_emb, goal_emb, mean, std, self.use_graph)
+
+    def _plan_gradient(self, hist_emb, goal_emb, mean, std) -> PlanResult:
+        """Gradient planning: the optimizer's public loop over one chunk of every environment, the cost
+        differentiated through the restructured rollout (plain PyTorch ops, autograd)."""
+        opt = self.p.optimizer
+        if self._grad_packed is None:
+            self._grad_packed = PackedPredictor(self.p.model, self.p.dtype, self.device)
+        packed, ops = self._grad_packed, TorchOps()
+
+        def cost_fn(cand):
+            return rollout_cost(packed, ops, hist_emb, goal_emb, cand, differentiable=True)
+
+        e = hist_emb.shape[0]
+        with _threads(self._threads_for(e * opt.num_samples)):
+            inputs = opt.prepare(mean, std, self.p.generator)
+            out = opt.solve_chunk(inputs, cost_fn, self.p.generator)
+        return PlanResult(out.actions.float(), None, out.cost.float())
 
 
 class TritonEngine(FastEngine):
@@ -217,20 +254,3 @@ class TritonEngine(FastEngine):
 
     def make_ops(self):
         return TritonOps()
-
-    def __init__(self, planner):
-        if planner.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError(
-                f"backend: 'triton' needs a CUDA device (or TRITON_INTERPRET=1 for tests), got a model on "
-                f"{planner.device}; use backend='torch' or 'auto'"
-            )
-        super().__init__(planner)
-
-
-_ENGINES["torch"] = FastEngine
-try:
-    import triton  # noqa: F401
-
-    _ENGINES["triton"] = TritonEngine
-except ImportError:  # pragma: no cover - no Triton: "auto" uses "torch" on CUDA too
-    pass

@@ -99,16 +99,49 @@ def linear_join_norm(
     return x, ops.norm_modulate(x, shift, scale, eps1, eps2, out_dtype)
 
 
-def elite_update(cost: torch.Tensor, cand: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The CEM update: the topk lowest-cost candidates' mean and unbiased std, and their mean cost.
+def elite_update(
+    cost: torch.Tensor,
+    cand: torch.Tensor,
+    topk: int,
+    alpha: float = 0.0,
+    prev_mean: torch.Tensor | None = None,
+    prev_std: torch.Tensor | None = None,
+    return_indices: bool = False,
+):
+    """The CEM update (iCEM's with momentum): the topk lowest-cost candidates' mean and unbiased std, and
+    their mean cost; with prev_mean/prev_std, mean = alpha * prev_mean + (1 - alpha) * elite mean (std alike).
 
-    cost (E, S) fp32; cand (E, S, T, A) fp32. Returns mean (E, T, A), std (E, T, A), elite_cost (E,).
+    cost (E, S) fp32; cand (E, S, T, A) fp32; prev_mean, prev_std (E, T, A). Returns mean (E, T, A),
+    std (E, T, A), elite_cost (E,) and, with return_indices, the elites' indices (E, topk), best first.
     """
     top_cost, idx = torch.topk(cost, topk, dim=1, largest=False)
     flat = cand.flatten(2)
     elites = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
     shape = (cand.shape[0], *cand.shape[2:])
-    return elites.mean(1).view(shape), elites.std(1).view(shape), top_cost.mean(1)
+    mean, std = elites.mean(1).view(shape), elites.std(1).view(shape)
+    if prev_mean is not None:
+        mean = alpha * prev_mean + (1 - alpha) * mean
+        std = alpha * prev_std + (1 - alpha) * std
+    out = (mean, std, top_cost.mean(1))
+    return (*out, idx) if return_indices else out
+
+
+def mppi_update(
+    cost: torch.Tensor, cand: torch.Tensor, topk: int | None, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MPPI update: softmax(-(cost - min) / temperature) over the topk lowest costs (all S when topk is
+    None), then the weighted mean of those candidates.
+
+    cost (E, S) fp32; cand (E, S, T, A) fp32. Returns mean (E, T, A) and the mean cost of the weighted
+    candidates (E,).
+    """
+    flat = cand.flatten(2)
+    if topk is not None:
+        cost, idx = torch.topk(cost, topk, dim=1, largest=False)
+        flat = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    weights = torch.softmax(-(cost - cost.min(dim=1, keepdim=True)[0]) / temperature, dim=1)
+    mean = (weights.unsqueeze(-1) * flat).sum(1)
+    return mean.view(cand.shape[0], *cand.shape[2:]), cost.mean(1)
 
 
 class TorchOps:
@@ -123,6 +156,7 @@ class TorchOps:
     linear_gelu = staticmethod(linear_gelu)
     linear_gate_residual = staticmethod(linear_gate_residual)
     elite_update = staticmethod(elite_update)
+    mppi_update = staticmethod(mppi_update)
 
     def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
         return linear_join_norm(h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype, ops=self)
@@ -139,6 +173,7 @@ class TritonOps(TorchOps):
         from lewm_fast.kernels.elite_update import elite_update as _elite_update
         from lewm_fast.kernels.linear_epilogue import linear_gate_residual as _linear_gate_residual
         from lewm_fast.kernels.linear_epilogue import linear_gelu as _linear_gelu
+        from lewm_fast.kernels.mppi_update import mppi_update as _mppi_update
         from lewm_fast.kernels.norm_modulate import layer_norm as _layer_norm
         from lewm_fast.kernels.norm_modulate import norm_modulate as _norm_modulate
         from lewm_fast.kernels.window_attention import window_attention as _window_attention
@@ -149,3 +184,4 @@ class TritonOps(TorchOps):
         self.linear_gelu = _linear_gelu
         self.linear_gate_residual = _linear_gate_residual
         self.elite_update = _elite_update
+        self.mppi_update = _mppi_update

@@ -1,129 +1,112 @@
-"""CEMPlanner: plan action blocks for E environments by CEM in LeWM's latent space.
+"""Planners: plan action blocks for E environments in LeWM's latent space with any optimizer of the
+registry (`optimizers/`: "cem", "icem", "mppi", "ps", "grad") on any backend of `backends.py`.
 
-`backend="reference"` runs the public semantics (`reference.py`): one environment after another,
-noise randn(1, S, horizon, A) per iteration from one `torch.Generator` seeded once at construction
-(it persists across calls, like the public solver), so a plan equals the public plan under the same
-seed. Fast backends ("torch", "triton": `engine.py`) register in `_ENGINES` and plan all environments
-in one batch; they draw their noise on the device from the same generator (a different stream from
-the reference's), keep the CEM distribution in fp32 and return fp32 plans and costs.
+`backend="reference"` runs the public semantics (`engine_reference.py`): the public solver's loop and
+chunking, noise from one `torch.Generator` seeded once at construction (it persists across calls, like
+the public solver's), so a plan equals the public plan under the same seed. The fast backends
+("torch", "triton": `engine.py`) plan all environments in one batch; they draw their noise on the device
+from the same generator, keep the distribution in fp32 and return fp32 plans and costs.
+
+A planner is safe to share between threads: each call holds the planner's lock (its generator and
+static buffers are shared state), so concurrent calls run one after another.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import threading
 
 import torch
 
-from lewm_fast._checks import check_choice, check_positive_int, check_tensor
-from lewm_fast.planning.reference import cem_reference, rollout_cost_reference
+from lewm_fast._checks import check_positive_int, check_tensor
+from lewm_fast.capability import resolve_dtype
+from lewm_fast.model import LeWM
+from lewm_fast.planning.backends import engine_class, resolve_backend
+from lewm_fast.planning.optimizers import make_optimizer, optimizer_defaults
+from lewm_fast.planning.plan_result import PlanResult
 
-BACKENDS = ("auto", "reference", "torch", "triton")
 DTYPES = (torch.float32, torch.bfloat16)
+_CEM = optimizer_defaults("cem")
 
 
-@dataclass
-class PlanResult:
-    """actions: (E, horizon, A) the final mean; std: (E, horizon, A); elite_cost: (E,) the mean cost
-    of the elites of the last iteration."""
-
-    actions: torch.Tensor
-    std: torch.Tensor
-    elite_cost: torch.Tensor
-
-
-class ReferenceEngine:
-    """The public semantics, plainly: encode, then per environment `cem_reference`."""
-
-    def __init__(self, planner: CEMPlanner):
-        self.p = planner
-        model = planner.model
-        if planner.dtype != next(model.parameters()).dtype:
-            model = copy.deepcopy(model).to(planner.dtype)
-        self.model = model
-
-    @torch.inference_mode()
-    def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) embeddings."""
-        e, h = pixels.shape[:2]
-        frames = torch.cat([pixels.flatten(0, 1), goal]).to(self.p.device, self.p.dtype)
-        emb = self.model.encode_frames(frames)
-        return emb[: e * h].view(e, h, -1), emb[e * h :]
-
-    @torch.inference_mode()
-    def cost(self, hist_emb, goal_emb, cand) -> torch.Tensor:
-        return rollout_cost_reference(self.model, hist_emb, goal_emb, cand.to(self.p.dtype))
-
-    @torch.inference_mode()
-    def plan(self, hist_emb, goal_emb, mean, std) -> PlanResult:
-        p = self.p
-        out = []
-        for i in range(hist_emb.shape[0]):
-
-            def cost_fn(cand, i=i):
-                return rollout_cost_reference(self.model, hist_emb[i : i + 1], goal_emb[i : i + 1], cand)
-
-            out.append(
-                cem_reference(cost_fn, mean[i : i + 1], std[i : i + 1], p.num_samples, p.topk, p.iters, p.generator)
-            )
-        means, stds, costs = zip(*out)
-        return PlanResult(torch.cat(means), torch.cat(stds), torch.cat(costs))
+def check_model(model: object) -> LeWM:
+    """An `lf.LeWM` with real (not meta), finite parameters and buffers (one host sync, at construction)."""
+    if not isinstance(model, LeWM):
+        raise TypeError(f"model: expected an lf.LeWM (lf.interop.from_swm converts a public one), got "
+                        f"{type(model).__name__}")  # fmt: skip
+    tensors = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    meta = [n for n, t in tensors if t.is_meta]
+    if meta:
+        raise ValueError(f"model: parameters on the meta device have no values ({meta[0]}, ...); load weights first")
+    with torch.no_grad():
+        bad = torch.stack([~torch.isfinite(t).all() for _, t in tensors]).cpu()
+    if bad.any():
+        raise ValueError(f"model: parameter {tensors[int(bad.nonzero()[0])][0]} has NaN or Inf values")
+    return model
 
 
-# backend name -> engine class(planner). Fast engines register here.
-_ENGINES: dict[str, Callable[[CEMPlanner], object]] = {"reference": ReferenceEngine}
+def solve_bytes(cfg, e: int, num_samples: int, horizon: int, dtype: torch.dtype) -> int:
+    """An estimate of the memory one solve of E environments needs (candidates, rollout activations)."""
+    inner, elt = cfg.pred_heads * cfg.pred_dim_head, torch.finfo(dtype).bits // 8
+    per_row = horizon * cfg.action_block_dim * 4 * 3  # noise, candidates, their copy
+    per_row += horizon * cfg.pred_depth * 6 * cfg.pred_hidden_dim * elt  # AdaLN modulation table
+    per_row += cfg.pred_depth * 2 * cfg.num_frames * inner * elt  # K/V kept while the window grows
+    per_row += cfg.num_frames * (3 * inner + cfg.pred_mlp_dim + 4 * cfg.pred_hidden_dim) * 4  # one block's activations
+    per_row += (horizon + 1) * cfg.embed_dim * 4
+    return e * num_samples * per_row
 
 
-class CEMPlanner:
-    """Cross-Entropy Method planner over LeWM rollouts.
+def memory_limit(device: torch.device) -> int:
+    """The memory a solve may plan to use: the device's total memory (a solve needing more cannot run)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX: a generous fixed cap
+        return 64 << 30
+
+
+class Planner:
+    """Plan with one optimizer of the registry over LeWM rollouts.
 
     Args:
         model: an `lf.LeWM` (put in eval mode; the planner never trains it).
-        num_samples: S candidates per iteration (300). topk: elites (30). iters: iterations (30).
-        horizon: action blocks per plan (5). var_scale: initial std (1.0).
-        seed: seed of the planner's generator (persists across calls, like the public solver).
-        backend: "reference" (the public loop), "torch" (the batched, restructured rollout in PyTorch
-            ops: the CPU fast path), "triton" (the same with fused Triton kernels: the GPU fast path),
-            "auto" (triton on CUDA, torch elsewhere). dtype: torch.float32 | torch.bfloat16.
-        cuda_graph: capture the whole solve in a CUDA graph (fast GPU backend).
+        solver: "cem" | "icem" | "mppi" | "ps" | "grad" (`lewm_fast.planning.optimizers`).
+        horizon: action blocks per plan (5).
+        seed: seed of the planner's generator (persists across calls, like the public solver's).
+        backend: "reference" (the public loop), "torch" (the batched restructured rollout: the CPU fast
+            path), "triton" (fused Triton kernels: the GPU fast path), "auto" (`backends.resolve_backend`).
+        dtype: torch.float32 | torch.bfloat16 | "auto" (bf16 where the device runs it natively).
+        cuda_graph: capture a whole sampling solve in a CUDA graph (fast backends on CUDA).
+        **solver_params: the public solver's parameters (num_samples, var_scale, n_steps, topk,
+            noise_beta, alpha, n_elite_keep, return_mean, temperature, noise_scale, optimizer_cls,
+            optimizer_kwargs, action_noise, grad_clip, action_low/high); defaults are the public ones.
 
     plan(pixels (E, H, C, h, w), goal (E, C, h, w)) -> actions (E, horizon, A);
     cost(pixels, goal, cand (E, S, horizon, A)) -> (E, S), the exact public cost.
     """
 
-    def __init__(
-        self,
-        model,
-        num_samples: int = 300,
-        topk: int = 30,
-        iters: int = 30,
-        horizon: int = 5,
-        var_scale: float = 1.0,
-        seed: int = 0,
-        backend: str = "auto",
-        dtype: torch.dtype = torch.float32,
-        cuda_graph: bool = True,
-    ):
-        check_choice("backend", backend, BACKENDS)
-        check_choice("dtype", dtype, DTYPES)
-        self.num_samples = check_positive_int("num_samples", num_samples)
-        self.topk = check_positive_int("topk", topk)
-        if topk < 2 or topk > num_samples:
-            raise ValueError(f"topk: expected 2 <= topk <= num_samples={num_samples}, got {topk}")
-        self.iters = check_positive_int("iters", iters)
-        self.horizon = check_positive_int("horizon", horizon)
-        if not var_scale > 0:
-            raise ValueError(f"var_scale: expected a positive float, got {var_scale}")
-        self.var_scale = float(var_scale)
-        self.model = model.eval()
+    def __init__(self, model, solver: str = "cem", horizon: int = 5, seed: int = 0, backend: str = "auto",
+                 dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True, **solver_params):  # fmt: skip
+        self.model = check_model(model).eval()
         self.device = next(model.parameters()).device
-        self.dtype = dtype
+        self.optimizer = make_optimizer(solver, **solver_params).to(self.device)
+        self.solver = solver
+        self.horizon = check_positive_int("horizon", horizon)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__} {seed!r}")
+        self.dtype = resolve_dtype(dtype, self.device)
         self.cuda_graph = cuda_graph
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._check_memory(1)
         self.backend = resolve_backend(backend, self.device)
-        self.engine = _ENGINES[self.backend](self)
+        self._lock = threading.RLock()
+        self.engine = engine_class(self.backend)(self)
+
+    @property
+    def num_samples(self) -> int:
+        return self.optimizer.num_samples
 
     @property
     def action_block_dim(self) -> int:
@@ -131,28 +114,50 @@ class CEMPlanner:
 
     def reseed(self, seed: int) -> None:
         """Restart the planner's noise stream from `seed`."""
-        self.seed = seed
-        self.generator.manual_seed(seed)
+        with self._lock:
+            self.seed = seed
+            self.generator.manual_seed(seed)
 
     # ---- argument checks -------------------------------------------------------------------------
 
+    def _check_memory(self, e: int) -> None:
+        need = solve_bytes(self.model.cfg, e, self.num_samples, self.horizon, self.dtype)
+        have = memory_limit(self.device)
+        if need > have:
+            raise ValueError(
+                f"num_samples: a solve of {e} environment(s) x {self.num_samples} samples x horizon {self.horizon} "
+                f"needs ~{need / 2**30:.1f} GiB, more than this {self.device.type} device's "
+                f"{have / 2**30:.1f} GiB; use fewer samples or environments"
+            )
+
     def _check_observations(self, pixels, goal) -> None:
+        for name, x in (("pixels", pixels), ("goal", goal)):
+            if isinstance(x, torch.Tensor) and x.is_meta:
+                raise ValueError(f"{name}: expected a tensor with values, got one on the meta device")
         self.model.check_pixels("pixels", pixels, leading=("E", "H"))
         self.model.check_pixels("goal", goal, leading=(pixels.shape[0],))
-        if pixels.shape[1] > self.horizon:
-            raise ValueError(f"pixels: expected at most horizon={self.horizon} history frames, got {pixels.shape[1]}")
+        e, h = pixels.shape[:2]
+        if e == 0:
+            raise ValueError("pixels: expected at least one environment (E >= 1), got E = 0")
+        if h == 0:
+            raise ValueError("pixels: expected at least one history frame (H >= 1), got H = 0")
+        if h > self.horizon:
+            raise ValueError(f"pixels: expected at most horizon={self.horizon} history frames, got {h}")
+        if goal.shape[-2:] != pixels.shape[-2:]:
+            raise ValueError(f"goal: expected frames of the pixels' size {tuple(pixels.shape[-2:])}, "
+                             f"got {tuple(goal.shape[-2:])}")  # fmt: skip
+        self._check_memory(e)
 
     def _initial_distribution(self, e: int, init_mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.action_block_dim
-        dtype = getattr(self.engine, "cem_dtype", self.dtype)  # fast engines keep the distribution in fp32
+        """(mean, std) (E, horizon, A): zeros or the warm start, and the optimizer's initial std."""
+        a, dtype = self.action_block_dim, self.engine.distribution_dtype
         mean = torch.zeros(e, self.horizon, a, device=self.device, dtype=dtype)
         if init_mean is not None:
             check_tensor("init_mean", init_mean, (e, "t", a), finite=True)
             if init_mean.shape[1] > self.horizon:
                 raise ValueError(f"init_mean: expected at most horizon={self.horizon} blocks, got {init_mean.shape[1]}")
             mean[:, : init_mean.shape[1]] = init_mean.to(self.device, dtype)
-        std = torch.full_like(mean, self.var_scale)
-        return mean, std
+        return mean, torch.full_like(mean, self.optimizer.initial_std)
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -160,35 +165,54 @@ class CEMPlanner:
         """pixels (E, H, C, h, w), goal (E, C, h, w), cand (E, S, horizon, A) -> costs (E, S)."""
         self._check_observations(pixels, goal)
         check_tensor("cand", cand, (pixels.shape[0], "S", "horizon", self.action_block_dim), finite=True)
+        if cand.shape[1] == 0:
+            raise ValueError("cand: expected at least one candidate (S >= 1), got S = 0")
         if cand.shape[2] < pixels.shape[1]:
             raise ValueError(
                 f"cand: expected a horizon of at least H={pixels.shape[1]} history frames, got {cand.shape[2]}"
             )
-        hist_emb, goal_emb = self.engine.embed(pixels, goal)
-        return self.engine.cost(hist_emb, goal_emb, cand.to(self.device))
+        with self._lock:
+            return self.engine.cost(pixels, goal, cand.to(self.device))
 
     def plan_with_info(
         self, pixels: torch.Tensor, goal: torch.Tensor, init_mean: torch.Tensor | None = None
     ) -> PlanResult:
-        """Like `plan`, also returning the final std and the last iteration's mean elite cost.
+        """Like `plan`, also returning the final std and the reported cost (`PlanResult`).
 
         init_mean (E, t <= horizon, A) warm-starts the first t blocks of the mean (the rest is 0).
         """
         self._check_observations(pixels, goal)
-        mean, std = self._initial_distribution(pixels.shape[0], init_mean)
-        hist_emb, goal_emb = self.engine.embed(pixels, goal)
-        return self.engine.plan(hist_emb, goal_emb, mean, std)
+        with self._lock:
+            mean, std = self._initial_distribution(pixels.shape[0], init_mean)
+            return self.engine.plan(pixels, goal, mean, std)
 
     def plan(self, pixels: torch.Tensor, goal: torch.Tensor, init_mean: torch.Tensor | None = None) -> torch.Tensor:
         """pixels (E, H, C, h, w), goal (E, C, h, w) -> planned action blocks (E, horizon, A)."""
         return self.plan_with_info(pixels, goal, init_mean).actions
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """What `backend` means on `device`: 'auto' = the fast engine for the device when it is built."""
-    if backend != "auto":
-        if backend not in _ENGINES:
-            raise ValueError(f"backend: '{backend}' is not available in this build (have {sorted(_ENGINES)})")
-        return backend
-    preferred = "triton" if device.type == "cuda" else "torch"
-    return preferred if preferred in _ENGINES else "reference"
+class CEMPlanner(Planner):
+    """`Planner(model, "cem", ...)` under its historical signature (`iters` is CEM's n_steps).
+
+    Args: num_samples (300), topk (30), iters (30), horizon (5), var_scale (1.0), seed, backend, dtype,
+    cuda_graph: as `Planner`.
+    """
+
+    def __init__(self, model, num_samples: int = _CEM["num_samples"], topk: int = _CEM["topk"],
+                 iters: int = _CEM["n_steps"], horizon: int = 5, var_scale: float = _CEM["var_scale"], seed: int = 0,
+                 backend: str = "auto", dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True):  # fmt: skip
+        super().__init__(model, "cem", horizon=horizon, seed=seed, backend=backend, dtype=dtype,
+                         cuda_graph=cuda_graph, num_samples=num_samples, topk=topk, n_steps=iters,
+                         var_scale=var_scale)  # fmt: skip
+
+    @property
+    def topk(self) -> int:
+        return self.optimizer.topk
+
+    @property
+    def iters(self) -> int:
+        return self.optimizer.n_steps
+
+    @property
+    def var_scale(self) -> float:
+        return self.optimizer.var_scale

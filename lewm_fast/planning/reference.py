@@ -1,15 +1,14 @@
-"""Reference planning: the public LeWM cost (`LeWM.get_cost`) and CEM solver, written plainly.
+"""Reference planning: the public LeWM cost (`LeWM.get_cost` of stable-worldmodel 0.1.1), written plainly.
 
-This is the specification of DESIGN.md section 4. Fast planners are tested against it.
+This is the specification of the cost (docs in README "Planner"); the fast rollout is tested against it.
+The optimizers' specifications are in `optimizers/` (one file each), their loop in `optimizers/loop.py`.
 
-Cost of a candidate: encode the H history frames and the goal once; embed the candidate's action
-blocks; then predict autoregressively horizon - H + 1 times, each time feeding the last `num_frames`
-embeddings with the action embeddings of the same frames (the position embedding restarts at the
-window start) and appending the last output. Cost = sum_D (last prediction - goal embedding)^2.
-
-CEM: per iteration, cand = randn(1, S, horizon, A) * std + mean, cand[:, 0] = mean, keep the topk
-lowest costs, mean = elites.mean, std = elites.std (unbiased). Environments are solved one after
-another from one generator, in the public order (env-major, then iteration).
+Cost of a candidate: encode the goal frame(s) and the H history frames once per chunk of environments
+(two separate encoder batches, goal first, exactly as the public `get_cost` does: batch composition
+changes the encoder's rounding, and near-tied elites flip over 30 iterations); embed the candidate's
+action blocks; then predict autoregressively horizon - H + 1 times, each time feeding the last
+`num_frames` embeddings with the action embeddings of the same frames (the position embedding restarts
+at the window start) and appending the last output. Cost = sum_D (last prediction - goal embedding)^2.
 """
 
 from __future__ import annotations
@@ -18,9 +17,11 @@ from collections.abc import Callable
 
 import torch
 
+from lewm_fast.planning.optimizers import CEM
+
 
 def rollout_cost_reference(model, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-    """Cost of each candidate.
+    """Cost of each candidate (differentiable in `cand` when grad mode is on).
 
     Args:
         model: an `lf.LeWM` (eval mode).
@@ -43,6 +44,31 @@ def rollout_cost_reference(model, hist_emb: torch.Tensor, goal_emb: torch.Tensor
     return (last - goal_emb.unsqueeze(1)).square().sum(-1)
 
 
+@torch.no_grad()
+def encode_reference(model, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The public `get_cost`'s encodings of one chunk: pixels (b, H, C, h, w), goal (b, C, h, w) or
+    (b, Tg, C, h, w) (the last goal frame counts) -> history (b, H, D), goal (b, D) embeddings.
+    The goal frames are one encoder batch, the history frames another, as in the public code."""
+    if goal.ndim == pixels.ndim - 1:
+        goal = goal.unsqueeze(1)
+    b, tg = goal.shape[:2]
+    goal_emb = model.encode_frames(goal.flatten(0, 1)).view(b, tg, -1)[:, -1]
+    hist_emb = model.encode_frames(pixels.flatten(0, 1)).view(b, pixels.shape[1], -1)
+    return hist_emb, goal_emb
+
+
+def lewm_cost_reference(model, pixels: torch.Tensor, goal: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The public `LeWM.get_cost` of one chunk of b environments as a callable cand (b, S, T, A) -> (b, S):
+    the chunk is encoded once, here (the public code caches its embeddings in the chunk's info dict);
+    each call rolls out. Differentiable in cand when grad mode is on (the gradient solver)."""
+    hist_emb, goal_emb = encode_reference(model, pixels, goal)
+
+    def cost(cand: torch.Tensor) -> torch.Tensor:
+        return rollout_cost_reference(model, hist_emb, goal_emb, cand.to(hist_emb.dtype))
+
+    return cost
+
+
 def cem_reference(
     cost_fn: Callable[[torch.Tensor], torch.Tensor],
     mean: torch.Tensor,
@@ -52,28 +78,11 @@ def cem_reference(
     iters: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CEM for a batch of b environments drawn jointly, exactly the public loop (b = its batch_size;
-    the public default, and `CEMPlanner(backend="reference")`, solve one environment at a time: b = 1).
+    """CEM for one chunk of b environments drawn jointly (`optimizers.CEM`, the public loop).
 
-    Args:
-        cost_fn: cand (b, S, horizon, A) -> costs (b, S).
-        mean, std: (b, horizon, A) initial distribution.
-        generator: source of the per-iteration noise randn(b, S, horizon, A).
-    Returns:
-        (mean, std, elite_cost): the final distribution (b, horizon, A) and the mean elite cost (b,)
-        of the last iteration.
+    cost_fn: cand (b, S, horizon, A) -> costs (b, S); mean, std: (b, horizon, A); generator: the source
+    of the per-iteration noise randn(b, S, horizon, A). Returns the final mean and std (b, horizon, A) and
+    the mean elite cost (b,) of the last iteration.
     """
-    elite_cost = None
-    rows = torch.arange(mean.shape[0], device=mean.device).unsqueeze(1)
-    for _ in range(iters):
-        noise = torch.randn(
-            mean.shape[0], num_samples, *mean.shape[1:], generator=generator, device=mean.device, dtype=mean.dtype
-        )
-        cand = noise * std.unsqueeze(1) + mean.unsqueeze(1)
-        cand[:, 0] = mean
-        costs = cost_fn(cand)
-        top_costs, top_idx = torch.topk(costs, k=topk, dim=1, largest=False)
-        elites = cand[rows, top_idx]
-        mean, std = elites.mean(dim=1), elites.std(dim=1)
-        elite_cost = top_costs.mean(dim=1)
-    return mean, std, elite_cost
+    out = CEM(num_samples=num_samples, n_steps=iters, topk=topk).solve_chunk((mean, std), cost_fn, generator)
+    return out.actions, out.std, out.cost

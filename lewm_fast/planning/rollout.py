@@ -158,25 +158,46 @@ def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch
     return mods.view(e * s, t, len(packed.blocks), 6, -1)
 
 
-def _attention_kv(q, k, v, kv_buf, first: int, grows: bool):
-    """K/V of the whole window: this step's new tokens k, v (N, n, I), after the earlier tokens' cached
-    ones when the window grows. kv_buf (2, N, window, I) holds the layer's K/V by window position."""
-    if not grows:
-        if kv_buf is not None:  # the next step may grow from this window: keep its K/V
-            kv_buf[0, :, : k.shape[1]] = k
-            kv_buf[1, :, : v.shape[1]] = v
-        return k, v
-    kv_buf[0, :, first : first + k.shape[1]] = k
-    kv_buf[1, :, first : first + v.shape[1]] = v
-    end = first + k.shape[1]
-    return kv_buf[0, :, :end], kv_buf[1, :, :end]
+class WindowKV:
+    """Each layer's K/V by window position, kept from one step to the next while the window grows.
+
+    The planner writes them into static buffers (2, N, window, I) per layer, in place; with
+    `differentiable=True` (gradient planning) each step makes new tensors instead, so that autograd keeps
+    what the backward needs.
+    """
+
+    def __init__(self, layers: int, rows: int, window: int, inner: int, device, dtype, differentiable: bool = False):
+        self.differentiable = differentiable
+        self.kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * layers
+        self.bufs = (
+            None
+            if differentiable
+            else [torch.empty(2, rows, window, inner, device=device, dtype=dtype) for _ in range(layers)]
+        )
+
+    def window(self, layer: int, k: torch.Tensor, v: torch.Tensor, first: int, grows: bool):
+        """K/V of the whole window: this step's new tokens k, v (N, n, I) at window positions first.., after
+        the earlier tokens' cached ones when the window grows; otherwise k, v themselves (kept for the next step)."""
+        if self.differentiable:
+            if grows:
+                k0, v0 = self.kv[layer]
+                k, v = torch.cat([k0[:, :first], k], 1), torch.cat([v0[:, :first], v], 1)
+            self.kv[layer] = (k, v)
+            return k, v
+        buf = self.bufs[layer]
+        start = first if grows else 0
+        buf[0, :, start : start + k.shape[1]] = k
+        buf[1, :, start : start + v.shape[1]] = v
+        if not grows:
+            return k, v
+        return buf[0, :, : start + k.shape[1]], buf[1, :, : start + v.shape[1]]
 
 
-def _blocks(packed: PackedPredictor, ops, x, mods, kv_bufs, first: int, grows: bool) -> torch.Tensor:
+def _blocks(packed: PackedPredictor, ops, x, mods, kv: WindowKV | None, first: int, grows: bool) -> torch.Tensor:
     """Every AdaLN block for the n newest tokens of the window, then the final norm of the last one.
 
     x (N, n, D) fp32 residual of the new tokens (inputs + positions); mods (N, n, depth, 6, D) their
-    modulation; kv_bufs: per layer (2, N, window, I) K/V by window position (or None: keep nothing).
+    modulation; kv: the K/V kept between steps (None: keep nothing).
     In the last block only the last token's output is computed (every token still gives its K/V).
     Each sub-layer's output joins the residual stream fused with the norm that follows it
     (`ops.linear_join_norm`): the next sub-layer's input, or the final norm after the last block.
@@ -191,7 +212,8 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv_bufs, first: int, grows: b
     for i, blk in enumerate(packed.blocks):
         _, _, gate1, shift2, scale2, gate2 = mod[i]
         q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
-        k, v = _attention_kv(q, k, v, kv_bufs[i] if kv_bufs is not None else None, first, grows)
+        if kv is not None:
+            k, v = kv.window(i, k, v, first, grows)
         if i == depth - 1 and x.shape[1] > 1:
             q, x, gate1, shift2, scale2, gate2 = (u[:, -1:] for u in (q, x, gate1, shift2, scale2, gate2))
         o = ops.window_attention(q, k, v, packed.heads)
@@ -209,22 +231,31 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv_bufs, first: int, grows: b
 
 
 def rollout_cost(
-    packed: PackedPredictor, ops, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor
+    packed: PackedPredictor,
+    ops,
+    hist_emb: torch.Tensor,
+    goal_emb: torch.Tensor,
+    cand: torch.Tensor,
+    differentiable: bool = False,
 ) -> torch.Tensor:
-    """The public cost of every candidate (DESIGN.md section 4), restructured.
+    """The public cost of every candidate (README "Planner"), restructured.
 
     Args:
         packed: the packed model. ops: `TorchOps`, `CpuOps` or `TritonOps` (see ops.py).
         hist_emb: (E, H, D) fp32 history embeddings. goal_emb: (E, D) fp32.
         cand: (E, S, T, A) candidate action blocks, T >= H.
+        differentiable: keep every tensor autograd needs (gradient planning: plain `TorchOps` and
+            weights packed without `pack`); the planner's in-place K/V buffers otherwise.
     Returns:
         (E, S) fp32 costs: sum over D of (last prediction - goal)^2.
     """
-    last = rollout_last(packed, ops, hist_emb, cand)
+    last = rollout_last(packed, ops, hist_emb, cand, differentiable)
     return (last - goal_emb.float().unsqueeze(1)).square().sum(-1)
 
 
-def rollout_last(packed: PackedPredictor, ops, hist_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+def rollout_last(
+    packed: PackedPredictor, ops, hist_emb: torch.Tensor, cand: torch.Tensor, differentiable: bool = False
+) -> torch.Tensor:
     """The last predicted embedding of every candidate's rollout: (E, H, D), (E, S, T, A) -> (E, S, D) fp32."""
     e, s, horizon, _ = cand.shape
     h, d = hist_emb.shape[1], hist_emb.shape[2]
@@ -237,8 +268,8 @@ def rollout_last(packed: PackedPredictor, ops, hist_emb: torch.Tensor, cand: tor
     # K/V by window position, per layer, for the steps whose window grows (their earlier tokens are unchanged).
     will_grow = any(0 < t and h + t <= window for t in range(steps))
     inner = packed.heads * packed.cfg.pred_dim_head
-    kv_bufs = (
-        [torch.empty(2, n_rows, window, inner, device=cand.device, dtype=packed.dtype) for _ in packed.blocks]
+    kv = (
+        WindowKV(len(packed.blocks), n_rows, window, inner, cand.device, packed.dtype, differentiable)
         if will_grow
         else None
     )
@@ -249,7 +280,7 @@ def rollout_last(packed: PackedPredictor, ops, hist_emb: torch.Tensor, cand: tor
         x = frames[:, first : h + t] + packed.pos[first - lo : length]
         if packed.w_in is not None:
             x = ops.linear(x.to(packed.dtype), packed.w_in, packed.b_in).float()
-        z = _blocks(packed, ops, x, mods[:, first : h + t], kv_bufs if lo == 0 else None, first - lo, grows)
+        z = _blocks(packed, ops, x, mods[:, first : h + t], kv if lo == 0 else None, first - lo, grows)
         hid = ops.linear_gelu(z, packed.w_head1, packed.b_head1)
         frames[:, h + t] = ops.linear(hid, packed.w_head2, packed.b_head2).float()
     return frames[:, horizon].view(e, s, d)

@@ -1,0 +1,152 @@
+"""What every optimizer shares: the per-chunk state of a sampling optimizer, the loop of one chunk
+(candidates -> cost -> update, as the public solvers run it) and the argument checks.
+
+The interface itself is described in `lewm_fast/planning/optimizers/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+CostFn = Callable[[torch.Tensor], torch.Tensor]
+Callback = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """The state of a sampling optimizer for a chunk of b environments (all tensors on the device).
+
+    mean, std: (b, T, A) the distribution (PS: the nominal; its std is unused).
+    cost: (b,) the cost the public solver reports for the last iteration (None before the first).
+    elites: (b, K, T, A) the last iteration's elites, best first (iCEM carries them over and may return
+        the best one; CEM and MPPI keep them for `result`-free inspection), or None.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    cost: torch.Tensor | None = None
+    elites: torch.Tensor | None = None
+
+    def replace(self, **changes) -> PlanState:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk of environments returns. actions (b, T, A): the plan; std (b, T, A): the final
+    std (or None); cost (b,): the reported cost; history: per-step summed costs (gradient solver) or []."""
+
+    actions: torch.Tensor
+    std: torch.Tensor | None
+    cost: torch.Tensor
+    history: list[torch.Tensor]
+
+
+def check_costs(costs: object, b: int, s: int) -> torch.Tensor:
+    """The cost callable's answer must be a (b, S) tensor, as the public solvers assert."""
+    if not isinstance(costs, torch.Tensor):
+        raise TypeError(f"cost: expected a torch.Tensor of shape ({b}, {s}), got {type(costs).__name__}")
+    if costs.ndim != 2 or tuple(costs.shape) != (b, s):
+        raise ValueError(f"cost: expected shape ({b}, {s}), got {tuple(costs.shape)}")
+    return costs
+
+
+def elite_rows(b: int, k: int, device: torch.device) -> torch.Tensor:
+    """(b, k) row indices for `cand[rows, topk_inds]`, the public solvers' elite gather."""
+    return torch.arange(b, device=device).unsqueeze(1).expand(-1, k)
+
+
+class SamplingOptimizer:
+    """Base of the sampling optimizers (CEM, iCEM, MPPI, predictive sampling).
+
+    Subclasses are frozen dataclasses of the public parameters and define `candidates`, `update`
+    and `result`; `fast_update` defaults to `update` (an engine may give a fused op set).
+    """
+
+    kind = "sampling"
+    public_batch_size: int | None = 1  # the public solvers' default batch_size
+
+    @property
+    def steps(self) -> int:
+        """Iterations per chunk (the public `n_steps`; predictive sampling draws once)."""
+        return self.n_steps
+
+    @property
+    def initial_std(self) -> float:
+        """The std the distribution starts from (the public `var_scale`)."""
+        return float(self.var_scale)
+
+    def to(self, device: torch.device | str):
+        """The same optimizer with its tensor parameters (iCEM's action box) on `device`: inside a captured
+        solve a host-to-device copy is not allowed."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
+        return dataclasses.replace(self, **moved) if moved else self
+
+    def init(self, mean: torch.Tensor, std: torch.Tensor) -> PlanState:
+        """mean, std (b, T, A) -> the state before the first iteration."""
+        return PlanState(mean, std)
+
+    def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:
+        raise NotImplementedError
+
+    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, ops) -> PlanState:
+        """The update as a fast engine runs it (`ops`: the engine's op set); the same state as `update`."""
+        return self.update(state, cand, costs)[0]
+
+    def result(self, state: PlanState) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(actions (b, T, A), std (b, T, A) or None, cost (b,)) after the last iteration."""
+        return state.mean, state.std, state.cost
+
+    def prepare(self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Per-environment inputs of every chunk, drawn before chunking (sampling: the distribution)."""
+        return mean, std
+
+    @torch.inference_mode()
+    def solve_chunk(self, inputs, cost_fn: CostFn, generator: torch.Generator, callback: Callback | None = None):
+        """One chunk as the public solver runs it: `steps` x (candidates -> cost_fn -> update)."""
+        mean, std = inputs
+        state = self.init(mean, std)
+        b, s = mean.shape[0], self.num_samples
+        for step in range(self.steps):
+            cand = self.candidates(state, generator)
+            costs = check_costs(cost_fn(cand), b, s)
+            state, info = self.update(state, cand, costs)
+            if callback is not None:
+                callback(step=step, candidates=cand, costs=costs, **info)
+        actions, std, cost = self.result(state)
+        return ChunkResult(actions, std, cost, [])
+
+
+# ---- argument checks (each error names the parameter) ----------------------------------------------
+
+
+def check_int(name: str, value: object, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    return value
+
+
+def check_float(name: str, value: object, low: float = 0.0, strict: bool = True, high: float | None = None) -> float:
+    """A finite real number > low (>= low when strict is False), <= high when given."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
+    if not ok:
+        bound = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_topk(name: str, topk: object, num_samples: int, low: int = 2) -> int:
+    check_int(name, topk, low)
+    if topk > num_samples:
+        raise ValueError(f"{name}: expected {low} <= {name} <= num_samples={num_samples}, got {topk}")
+    return topk
