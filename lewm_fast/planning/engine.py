@@ -25,6 +25,8 @@ import os
 
 import torch
 
+from lewm_fast import capability
+from lewm_fast.planning import cpu_parallel
 from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.ops import TorchOps, TritonOps
 from lewm_fast.planning.planner import _ENGINES, PlanResult
@@ -39,13 +41,12 @@ def nvtx_range(name: str, enabled: bool):
 
 
 def plan_threads(rows: int) -> int:
-    """CPU threads for a solve of `rows` = E x S candidates: all of torch's threads, but no more than
-    one per ~128 rows (the matmuls of a small batch do not split well over many cores).
+    """CPU threads for a solve of `rows` = E x S candidates (`capability.planner_threads`).
     LEWM_PLAN_THREADS overrides."""
     env = os.environ.get("LEWM_PLAN_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, min(torch.get_num_threads(), rows // 128))
+    return capability.planner_threads(rows)
 
 
 @contextlib.contextmanager
@@ -158,8 +159,10 @@ class FastEngine:
         self.packed = PackedPredictor(planner.model, planner.dtype, planner.device, pack=self.ops.pack_weight)
         self.nvtx = self.device.type == "cuda"
         self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
-        # CPU: roll out in cache-sized chunks of environments (LEWM_PLAN_CHUNK_ROWS, 0 = one batch)
-        self.chunk_rows = int(os.environ.get("LEWM_PLAN_CHUNK_ROWS", "1024")) if self.device.type == "cpu" else 0
+        # CPU: roll out in chunks of at most this many candidates (LEWM_PLAN_CHUNK_ROWS, 0 = no limit)
+        self.chunk_rows = (
+            int(os.environ.get("LEWM_PLAN_CHUNK_ROWS", capability.MAX_CHUNK_ROWS)) if self.device.type == "cpu" else 0
+        )
         self._solves: dict[tuple[int, int], _Solve] = {}
 
     def make_ops(self):
@@ -170,15 +173,11 @@ class FastEngine:
         return TorchOps()
 
     def rollout_cost(self, hist_emb, goal_emb, cand) -> torch.Tensor:
-        """(E, S) costs; on the CPU in chunks of whole environments of at most `chunk_rows` candidates
-        (one batch of E x S rows streams its modulation table and K/V through memory: at E = 16, S = 300
-        chunks of 3 environments took 2.6 s of CPU time per iteration against 3.1 s for one batch)."""
-        e, s = cand.shape[:2]
-        per = max(1, self.chunk_rows // s) if self.chunk_rows else e
-        if per >= e:
-            return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand)
-        return torch.cat([rollout_cost(self.packed, self.ops, hist_emb[i : i + per], goal_emb[i : i + per],
-                                       cand[i : i + per]) for i in range(0, e, per)])  # fmt: skip
+        """(E, S) costs; on the CPU in chunks of at most `chunk_rows` candidates over worker threads
+        (cpu_parallel.py)."""
+        if self.device.type == "cpu":
+            return cpu_parallel.rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand, self.chunk_rows)
+        return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand)
 
     def _threads_for(self, rows: int) -> int | None:
         return plan_threads(rows) if self.device.type == "cpu" else None
