@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import lewm_fast as lf
+from lewm_fast.capability import resolve_dtype
 from lewm_fast.envs import ENVS, make_env
 from lewm_fast.evaluation.figures import frame_grid
 from lewm_fast.evaluation.mpc import EpisodeResult, PlannerController, RandomController, _describe, run_mpc
@@ -64,7 +65,7 @@ def evaluate(
     topk: int = 30,
     iters: int = 30,
     backend: str = "auto",
-    dtype: str = "bf16",
+    dtype: str = "auto",
     seed: int = 0,
     policy: str = "planner",
     out: str | os.PathLike | None = None,
@@ -78,8 +79,8 @@ def evaluate(
     """
     if policy not in ("planner", "random"):
         raise ValueError(f"policy: expected 'planner' or 'random', got {policy!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    if dtype not in ("auto", *DTYPES):
+        raise ValueError(f"dtype: expected one of {['auto', *DTYPES]}, got {dtype!r}")
     for name, v in (("episodes", episodes), ("goal_offset", goal_offset), ("budget", budget)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -117,8 +118,10 @@ def evaluate(
 
     planner = None
     if policy == "planner":
+        plan_dtype = resolve_dtype(dtype, next(checkpoint.model.parameters()).device)  # "auto": bf16 where native
+        dtype = next(name for name, d in DTYPES.items() if d == plan_dtype)
         planner = lf.CEMPlanner(checkpoint.model, num_samples=num_samples, topk=topk, iters=iters, horizon=horizon,
-                                seed=seed, backend=backend, dtype=DTYPES[dtype])  # fmt: skip
+                                seed=seed, backend=backend, dtype=plan_dtype)  # fmt: skip
         controller = PlannerController(planner, checkpoint.normalizer, np.stack([p.goal_frame for p in problems]),
                                        receding)  # fmt: skip
     else:
