@@ -161,3 +161,10 @@ def planner_chunks(rows: int, threads: int, max_rows: int | None = None) -> list
     count = min(count, rows)
     edges = [rows * i // count for i in range(count + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def amp_needs_probe(amp: str, device: torch.device | str) -> bool:
+    """Training's `--amp auto`: whether bf16 autocast must be timed against fp32 on `device` (a CPU with
+    native bf16, where which is faster depends on the model's size). Elsewhere "auto" needs no probe:
+    bf16 where native (CUDA), fp32 on a CPU that only emulates bf16 (~10-100x slower matmuls)."""
+    return amp == "auto" and torch.device(device).type == "cpu" and native_bf16(device)

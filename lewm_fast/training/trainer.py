@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import lewm_fast as lf
+from lewm_fast.capability import amp_needs_probe, native_bf16
 from lewm_fast.data.dataset import Normalizer, WindowDataset, collate_batch, split_episodes
 from lewm_fast.data.hdf5 import open_h5, read_index
 from lewm_fast.interop.swm import load_public_state_dict
@@ -119,14 +120,15 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def choose_amp(amp: str, device: torch.device, step_fn) -> bool:
-    """Whether to autocast to bf16. 'auto': yes on CUDA; on CPU, time a few steps each way and keep the
-    faster (bf16 wins for large matmuls on CPUs with AMX, fp32 for small ones)."""
+    """Whether to autocast to bf16. 'auto': bf16 where native on CUDA, fp32 on a CPU that only emulates
+    bf16; on a CPU with native bf16, time a few steps each way and keep the faster (bf16 wins for large
+    matmuls on CPUs with AMX, fp32 for small ones)."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp: expected one of {list(AMP_CHOICES)}, got {amp!r}")
     if amp != "auto":
         return amp == "bf16"
-    if device.type == "cuda":
-        return True
+    if not amp_needs_probe(amp, device):  # "auto" without a probe: bf16 where native (lewm_fast.capability)
+        return native_bf16(device)
     times = {}
     for use in (False, True) * 4:  # interleaved; the first of each pays one-time set-up, min() drops it
         t0 = time.perf_counter()
@@ -259,7 +261,7 @@ def _train(cfg: TrainConfig, preset, info: D.DistInfo) -> dict:
         return losses
 
     # ---- bf16 or not (decided on a real batch; the probe steps are not applied) ----
-    if cfg.amp == "auto" and device.type == "cpu":
+    if amp_needs_probe(cfg.amp, device):
         probe = next(iter(loader_for(epoch, 0)))
         saved_rng, saved_buffers = rng_state(), {k: v.clone() for k, v in model.state_dict().items()}
         use_amp = choose_amp(cfg.amp, device, lambda a: run_step(probe, a))
