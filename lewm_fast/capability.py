@@ -135,6 +135,30 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str, name: st
 
 # ---- The planner's CPU choices (lewm_fast/planning/cpu_parallel.py, cpu_ops.py) ----
 
+
+@functools.cache
+def onednn_linear(dtype: torch.dtype) -> bool:
+    """Whether this torch build has oneDNN's linear with prepacked weights and fused post-ops
+    (mkldnn::_linear_pointwise) working for `dtype`."""
+    import torch.nn.functional as F
+
+    try:
+        x, w = torch.ones(2, 8, dtype=dtype), torch.ones(4, 8, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 2)
+        y = torch.ops.mkldnn._linear_pointwise(x, packed, torch.zeros(4, dtype=dtype), "gelu", [], "none")
+        return bool(torch.allclose(y.float(), F.gelu(torch.full((2, 4), 8.0))))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def planner_matmul(dtype: torch.dtype) -> str:
+    """The planner's CPU matmuls: "onednn" (weights reordered once into oneDNN's blocked layout, GELU as a
+    post-op; AMX in bf16 where present) wherever the build has it: measured faster than F.linear (MKL) on
+    AMX in bf16 and on AVX2 in fp32 (the whole fp32 rollout ~4-7% less CPU time on an AMD EPYC);
+    "torch" (F.linear) otherwise."""
+    return "onednn" if onednn_linear(dtype) else "torch"
+
+
 # Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (measured on
 # an AMD EPYC (AVX2): oneDNN fp32 at 75 rows ~90% of its rate at 300, at 25 rows ~65%).
 MIN_ROWS_PER_THREAD = 128
@@ -168,3 +192,23 @@ def amp_needs_probe(amp: str, device: torch.device | str) -> bool:
     native bf16, where which is faster depends on the model's size). Elsewhere "auto" needs no probe:
     bf16 where native (CUDA), fp32 on a CPU that only emulates bf16 (~10-100x slower matmuls)."""
     return amp == "auto" and torch.device(device).type == "cpu" and native_bf16(device)
+
+
+def cpu_choices() -> dict:
+    """What lewm_fast does on this CPU, and why: the capability and every choice that follows from it
+    (`lewm-fast info` prints this; the benchmarks record it)."""
+    from lewm_fast import _ext
+
+    cap = cpu_capability()
+    auto = resolve_dtype("auto", "cpu")
+    ext = _ext.load()
+    return {
+        "cpu": cap.model, "arch": cap.arch, "isa": cap.isa, "flags": list(cap.flags), "cores": cap.cores,
+        "native_bf16": cap.native_bf16,
+        "dtype_auto": str(auto).removeprefix("torch."),
+        "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
+        "kernels": ext.kernel_isa() if ext is not None and hasattr(ext, "kernel_isa") else None,
+        "planner_threads": torch.get_num_threads(),
+        "planner_chunks": f"one per thread (>= {MIN_ROWS_PER_THREAD} candidates each), <= {MAX_CHUNK_ROWS} candidates",
+        "train_amp_auto": "probe bf16 against fp32" if amp_needs_probe("auto", "cpu") else "fp32 (bf16 is emulated)",
+    }  # fmt: skip

@@ -95,3 +95,18 @@ def test_planner_threads_follow_torch_and_the_rows(monkeypatch):
     assert capability.planner_threads(300) == 2  # ~128 rows per thread at least
     assert capability.planner_threads(4800) == 8
     assert capability.planner_threads(5) == 1
+
+
+def test_info_prints_the_capability_and_the_choices(capsys):
+    import json
+
+    from lewm_fast.cli import main
+
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    cap = capability.cpu_capability()
+    assert info["cpu"] == cap.model and info["cpu_isa"] == cap.isa and info["cpu_native_bf16"] == cap.native_bf16
+    assert info["cpu_dtype_auto"] == ("bfloat16" if cap.native_bf16 else "float32")
+    assert set(info["cpu_matmul"]) == {"float32", "bfloat16"} and info["cpu_planner_threads"] >= 1
+    if info["cpp_extension"]:
+        assert info["cpu_kernels"]  # the clone the loader picked, e.g. "x86-64-v3 (AVX2, FMA)"

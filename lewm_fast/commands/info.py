@@ -1,4 +1,5 @@
-"""`lewm-fast info`: what this machine offers lewm_fast (versions, devices, backends)."""
+"""`lewm-fast info`: what this machine offers lewm_fast (versions, devices, backends) and what lewm_fast
+chooses on its CPU (lewm_fast.capability: dtype "auto", matmul path, kernel clone, threads, chunks)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def collect() -> dict:
     import torch
 
     import lewm_fast
+    from lewm_fast.capability import cpu_choices
     from lewm_fast.kernels import HAS_TRITON
     from lewm_fast.planning import planner
 
@@ -32,6 +34,7 @@ def collect() -> dict:
         "cpp_extension": importlib.import_module("lewm_fast._ext").load() is not None,
         **{f"sigreg_backends_{d}": sigreg_module.available_backends(d) for d in devices},
         "planner_backends": sorted(planner._ENGINES),
+        **{f"cpu_{k}" if not k.startswith("cpu") else k: v for k, v in cpu_choices().items()},
     }
 
 
@@ -41,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key:>18}: {value}")
+            print(f"{key:>22}: {value}")
     return 0
