@@ -28,9 +28,10 @@ from pathlib import Path
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name, print_table, synchronize, write_result  # noqa: E402
+from _common import device_name, gemm_ceiling, print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
+from lewm_fast import capability  # noqa: E402
 from lewm_fast.planning import planner as planner_module  # noqa: E402
 from lewm_fast.planning.flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 
@@ -48,7 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=5)
     p.add_argument("--history", type=int, default=1)
     p.add_argument("--backends", nargs="+", default=None, help="planner backends (default: all available)")
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    p.add_argument("--dtypes", nargs="+", default=["auto", "fp32"], choices=["auto", *DTYPES],
+                   help="auto: bf16 where the hardware runs it natively, else fp32 (default: auto, fp32)")  # fmt: skip
     p.add_argument("--budget", type=float, default=6.0, help="seconds of timed work per row and round, at most")
     p.add_argument("--rounds", type=int, default=2, help="measurements per row (the fastest is kept)")
     p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
@@ -168,6 +170,21 @@ def public_solver_row(model, args, e, device):
     return make_plan
 
 
+_CEILINGS: dict = {}
+
+
+def cpu_ceiling(model, args, dname: str, e: int) -> dict:
+    """The GEMM rate (_common.gemm_ceiling) at the matmul shapes of E environments' chunks, on the
+    planner's threads, with the run's clock; measured once per (dtype, chunk size)."""
+    threads = capability.planner_threads(e * args.samples)
+    lo, hi = capability.planner_chunks(e * args.samples, threads)[0]
+    key = (dname, hi - lo, threads)
+    if key not in _CEILINGS:
+        _CEILINGS[key] = gemm_ceiling(model, DTYPES[dname], hi - lo, threads, args.horizon, args.history,
+                                      clock=args.clock)  # fmt: skip
+    return _CEILINGS[key]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -178,6 +195,8 @@ def main(argv=None) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     model = build_model(args, device)
     cfg = model.cfg
+    names = {v: k for k, v in DTYPES.items()}  # "auto" resolved by lewm_fast.capability; duplicates dropped
+    args.dtypes = list(dict.fromkeys(names[capability.resolve_dtype(d, device)] for d in args.dtypes))
     backends = args.backends or [b for b in ("reference", "torch", "triton") if b in planner_module._ENGINES]
     if device.type != "cuda" and "triton" in backends and args.backends is None:
         backends.remove("triton")  # Triton on the CPU is the interpreter: a correctness tool, not a speed row
@@ -243,6 +262,10 @@ def main(argv=None) -> int:
         pub = next((x for x in rows if x["solver"].startswith("public") and x["envs"] == e), None)
         r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
         r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
+        r["gflops_own"] = r["tflops_own"] * 1e3
+        if device.type == "cpu" and r["solver"] == "lewm_fast:torch":  # against the GEMM rate at its shapes
+            ceiling = cpu_ceiling(model, args, r["dtype"], e)  # a CPU clock sums the threads: one thread's rate
+            r["pct_ceiling"] = 100 * r["gflops_own"] / ceiling["per_thread_gflops" if args.clock == "cpu" else "gflops"]
 
     e0 = args.envs[0]
     os.environ["LEWM_PLAN_COMPILE"] = user_compile
@@ -255,8 +278,10 @@ def main(argv=None) -> int:
     print_table(rows, [("solver", "solver"), ("dtype", "dtype"), ("device", "device"), ("envs", "E"),
                        ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
                        ("ms_per_iter", "ms/iter"), ("tflops", "TFLOP/s public"), ("tflops_own", "TFLOP/s own"),
-                       ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
-    payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
+                       ("x_reference", "x reference"), ("x_public", "x public"), ("gflops_own", "GFLOP/s own"),
+                       ("pct_ceiling", "% GEMM ceiling")])  # fmt: skip
+    payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows,
+               "gemm_ceiling": list(_CEILINGS.values())}  # fmt: skip
     path = write_result("plan_speed", payload, device, args.out)
     print(f"\nwrote {path}")
     return 0
