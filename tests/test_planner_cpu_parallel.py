@@ -2,6 +2,8 @@
 as one batch for any chunking and thread count, the same plans, and no leak of the workers' one-thread
 setting into the caller."""
 
+import multiprocessing
+import os
 import threading
 
 import pytest
@@ -103,3 +105,27 @@ def test_planner_chunks_cover_the_rows_evenly():
                     assert max(sizes) <= max_rows or len(bounds) == rows
                 if len(bounds) < rows:
                     assert len(bounds) % min(n_threads, rows) == 0  # every thread gets as many chunks
+
+
+_FORKED: tuple = ()  # the child's inputs, inherited through fork (oneDNN-packed weights do not pickle)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_plans_with_its_own_workers(model, threads):
+    """A child forked after planning inherits the pool object but not its threads: it must not hang."""
+    global _FORKED
+    packed, ops = packed_and_ops(model)
+    threads(2)
+    hist, goal, cand = torch.randn(1, 1, 32), torch.randn(1, 32), torch.randn(1, 300, 5, 10)
+    with torch.inference_mode():
+        want = cpu_parallel.rollout_cost(packed, ops, hist, goal, cand)
+    _FORKED = (packed, ops, hist, goal, cand)
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        got = child.apply_async(_costs_in_child).get(timeout=300)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def _costs_in_child():
+    torch.set_num_threads(2)
+    with torch.inference_mode():
+        return cpu_parallel.rollout_cost(*_FORKED)

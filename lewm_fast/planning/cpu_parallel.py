@@ -15,7 +15,7 @@ process. Thread and chunk counts are decisions of `lewm_fast.capability` (`plann
 
 from __future__ import annotations
 
-import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,17 +30,22 @@ def _one_thread() -> None:
 
 
 _pool_lock = threading.Lock()
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-@functools.cache
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """`workers` threads with one intra-op thread each, started now."""
+    """`workers` threads with one intra-op thread each, started on first use. Keyed by process id too:
+    a process forked from one that planned inherits the pool object but none of its threads."""
+    key = (os.getpid(), workers)
     with _pool_lock:
-        main_threads = torch.get_num_threads()
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="lewm-rollout", initializer=_one_thread)
-        list(pool.map(lambda _: None, range(workers)))  # start them all (ThreadPoolExecutor starts lazily)
-        # set_num_threads also sets the default that threads created later start from: give it back
-        torch.set_num_threads(main_threads)
+        pool = _pools.get(key)
+        if pool is None:
+            main_threads = torch.get_num_threads()
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="lewm-rollout", initializer=_one_thread)
+            list(pool.map(lambda _: None, range(workers)))  # start them all (ThreadPoolExecutor starts lazily)
+            # set_num_threads also sets the default that threads created later start from: give it back
+            torch.set_num_threads(main_threads)
+            _pools[key] = pool
         return pool
 
 
