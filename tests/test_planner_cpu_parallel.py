@@ -129,3 +129,63 @@ def _costs_in_child():
     torch.set_num_threads(2)
     with torch.inference_mode():
         return cpu_parallel.rollout_cost(*_FORKED)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(pred_hidden_dim=48, pred_output_dim=40),  # input_proj, cond_proj and output_proj are Linears
+        dict(pred_heads=1, pred_dim_head=32),  # attention without an output projection (W_ov = W_v)
+        dict(num_frames=4, pred_depth=3),  # a longer window
+    ],
+)
+@pytest.mark.parametrize("h, horizon", [(1, 1), (1, 5), (2, 2), (3, 5), (4, 6)])
+def test_cpu_rollout_without_unread_queries_equals_the_reference(changes, h, horizon):
+    """The CPU op set skips queries nobody reads (rollout._attention_out): same costs as the reference."""
+    from helpers import rel_err
+
+    from lewm_fast.planning.reference import rollout_cost_reference
+
+    model = tiny_model(seed=5, **changes)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adaLN_modulation" in name:
+                p.normal_(0, 0.5)
+    g = torch.Generator().manual_seed(h * 10 + horizon)
+    d = model.cfg.embed_dim
+    hist, goal, cand = torch.randn(2, h, d, generator=g), torch.randn(2, d, generator=g), torch.randn(2, 7, horizon, 10)
+    packed, ops = packed_and_ops(model)
+    assert ops.skip_unread_queries
+    with torch.no_grad():
+        want = rollout_cost_reference(model, hist, goal, cand)
+    with torch.inference_mode():
+        got = rollout_cost(packed, ops, hist, goal, cand)
+    assert rel_err(got, want) <= 1e-5  # measured ~2e-7; a 0.1 error in one bias of W_ov gives ~2e-4
+
+
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("h, horizon", [(1, 5), (2, 4), (3, 5), (4, 6)])
+def test_counted_work_is_the_work_done(model, skip, h, horizon):
+    """planning/flops.py counts what the rollout computes: its matmuls (recorded) and attention."""
+    from lewm_fast.planning.flops import fast_iteration_flops
+
+    packed, ops = packed_and_ops(model)
+    ops.skip_unread_queries = skip
+    done = []
+    linear, attention = ops.linear, ops.window_attention
+
+    def counted_linear(x, w, b):
+        done.append(2 * x.numel() * w.shape[0])
+        return linear(x, w, b)
+
+    def counted_attention(q, k, v, heads):
+        done.append(2 * 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2])
+        return attention(q, k, v, heads)
+
+    ops.linear, ops.window_attention = counted_linear, counted_attention
+    ops.linear_gelu = lambda x, w, b: torch.nn.functional.gelu(counted_linear(x, w, b))
+    rows = 5
+    with torch.inference_mode():
+        rollout_cost(packed, ops, torch.randn(1, h, 32), torch.randn(1, 32), torch.randn(1, rows, horizon, 10))
+    want = fast_iteration_flops(model.cfg, rows, horizon, h, skip_unread_queries=skip)
+    assert sum(done) == want

@@ -116,6 +116,7 @@ class CpuOps(ops.TorchOps):
     residual); without the extension, PyTorch ops (optionally compiled)."""
 
     name = "torch-cpu"
+    skip_unread_queries = True  # rollout._attention_out: ~7% less matmul work, in smaller matmuls
 
     def __init__(self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False):
         from lewm_fast import _ext, capability
