@@ -160,9 +160,12 @@ def planner_matmul(dtype: torch.dtype) -> str:
 
 
 # Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (measured on
-# an AMD EPYC (AVX2): oneDNN fp32 at 75 rows ~90% of its rate at 300, at 25 rows ~65%).
+# an AMD EPYC (AVX2): oneDNN fp32 at 75 rows ~90% of its rate at 300, at 25 rows ~70%).
 MIN_ROWS_PER_THREAD = 128
-# The largest chunk of candidates one worker rolls out at once (its activations stay in cache).
+# The largest chunk of candidates one worker rolls out at once. More chunks than threads let the other
+# workers catch up with one that a busy core slowed down (E = 16, S = 300 on 2 threads: 6 chunks of 800);
+# per candidate, one thread's CPU time was the same from 600 to 4,800 candidates per chunk on the AMD
+# EPYC, 4% more at 300 and 3-13% more at 150 (per-op overheads; two measurements).
 MAX_CHUNK_ROWS = 1024
 
 
