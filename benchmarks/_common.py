@@ -40,10 +40,12 @@ def device_name(device: torch.device) -> str:
 def machine_info(device: torch.device | None = None) -> dict:
     """The machine a figure was measured on: CPU model, architecture, ISA (PyTorch's dispatch level),
     flags, cores, native bf16, the CPU choices lewm_fast makes there (lewm_fast.capability), the GPU if
-    `device` is one, torch's version and threads, and the date."""
+    `device` is one, torch's version and threads, the load average when the file is written (1, 5, 15
+    minutes: how busy the machine was), and the date."""
     from lewm_fast.capability import cpu_choices
 
     info = {**cpu_choices(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other jobs' share
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -213,5 +215,6 @@ def gemm_ceiling(
         "rows": rows,
         "threads": threads,
         "dtype": str(dtype).removeprefix("torch."),
+        "clock": clock,
         "shapes": shapes,
     }
