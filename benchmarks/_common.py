@@ -6,6 +6,7 @@ benchmarks/results/<name>-<date>-<device>.json (written atomically).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -76,6 +77,21 @@ def environment(device: torch.device) -> dict:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(device),
     }
+
+
+@contextlib.contextmanager
+def busy_neighbours(count: int):
+    """`count` CPU-bound neighbour processes (a Python busy loop each) for the duration: a machine
+    shared with other jobs, made reproducible (one per core is what the README's busy figures mean)."""
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def synchronize(device: torch.device) -> None:

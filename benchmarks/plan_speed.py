@@ -28,7 +28,7 @@ from pathlib import Path
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name, gemm_ceiling, print_table, synchronize, write_result  # noqa: E402
+from _common import busy_neighbours, device_name, gemm_ceiling, print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast import capability  # noqa: E402
@@ -60,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or this process's CPU time (with --threads 1: robust when shared)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="on CPU, add torch rows with LEWM_PLAN_COMPILE=1")
+    p.add_argument("--neighbours", type=int, default=0, help="CPU-bound neighbour processes during the run (busy)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
 
@@ -187,6 +188,11 @@ def cpu_ceiling(model, args, dname: str, e: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    with busy_neighbours(args.neighbours):
+        return run(args)
+
+
+def run(args) -> int:
     device = torch.device(args.device)
     if args.quick:
         args.envs, args.budget = [1], min(args.budget, 3.0)
