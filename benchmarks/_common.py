@@ -6,6 +6,7 @@ benchmarks/results/<name>-<date>-<device>.json (written atomically).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import platform
@@ -33,8 +34,23 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+def machine_info(device: torch.device | None = None) -> dict:
+    """The machine a figure was measured on: CPU model, architecture, ISA (PyTorch's dispatch level),
+    flags, cores, native bf16, the CPU choices lewm_fast makes there (lewm_fast.capability), the GPU if
+    `device` is one, torch's version and threads, the load average when the file is written (1, 5, 15
+    minutes: how busy the machine was), and the date."""
+    from lewm_fast.capability import cpu_choices
+
+    info = {**cpu_choices(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other jobs' share
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def environment(device: torch.device) -> dict:
-    """Device, versions and date for a results file."""
+    """Device, versions, date and the machine (`machine_info`) for a results file."""
     try:
         import triton
 
@@ -55,7 +71,23 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "commit": commit,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(device),
     }
+
+
+@contextlib.contextmanager
+def busy_neighbours(count: int):
+    """`count` CPU-bound neighbour processes (a Python busy loop each) for the duration: a machine
+    shared with other jobs, made reproducible (one per core is what the README's busy figures mean)."""
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def synchronize(device: torch.device) -> None:
@@ -107,3 +139,86 @@ def write_result(
     path = result_path(name, env, out_dir, prefix)
     write_text_atomic(path, json.dumps({"benchmark": name, "environment": env, **payload}, indent=2))
     return path
+
+
+def gemm_ceiling(
+    model,
+    dtype: torch.dtype,
+    rows: int,
+    threads: int,
+    horizon: int = 5,
+    history: int = 1,
+    seconds: float = 0.5,
+    clock: str = "wall",
+) -> dict:
+    """The rate of the CPU rollout's own matmuls, alone: the ceiling a plan's GFLOP/s is measured against.
+
+    Records the matmuls one chunk of `rows` candidates makes in a fast rollout (`rollout_cost` on the
+    planner's CPU op set: shapes, weights, oneDNN or F.linear as the planner runs them), then times each
+    distinct one alone (without a GELU epilogue: not matmul work), warm, best of repeats within
+    `seconds`, on `threads` threads at once (each its own copy, as the planner's chunk workers run).
+    `clock="cpu"`: each thread's CPU time (`time.thread_time`) instead of wall time, for a machine shared
+    with other jobs. Returns GFLOP/s over the whole list (each matmul weighted by its count) and the
+    per-shape rates.
+    """
+    import threading
+
+    from lewm_fast.planning.cpu_ops import CpuOps
+    from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
+
+    ops = CpuOps(dtype)
+    packed = PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight)
+    calls: dict[tuple, list] = {}
+
+    def recording(name, fn):
+        def record(x, w, b, *rest):
+            out = fn(x, w, b, *rest)
+            key = (name, tuple(x.shape), tuple(w.shape))
+            calls.setdefault(key, [0, (x, w, b)])[0] += 1
+            return out
+
+        return record
+
+    ops.linear, ops.linear_gelu = recording("linear", ops.linear), recording("linear_gelu", ops.linear_gelu)
+    d, a = model.cfg.embed_dim, model.cfg.action_block_dim
+    with torch.inference_mode():
+        rollout_cost(packed, ops, torch.randn(1, history, d), torch.randn(1, d), torch.randn(1, rows, horizon, a))
+    old = torch.get_num_threads()
+    total_flops = total_s = 0.0
+    shapes = []
+    try:
+        for (name, xs, ws), (count, (x, w, b)) in calls.items():
+            fn = CpuOps.linear.__get__(ops)  # the matmul alone (a GELU epilogue is not matmul work)
+            best = [float("inf")] * threads
+
+            def worker(i, fn=fn, x=x, w=w, b=b, best=best):
+                torch.set_num_threads(1)
+                xi = x.clone()
+                fn(xi, w, b)
+                timer = time.thread_time if clock == "cpu" else time.perf_counter
+                t_end = time.perf_counter() + seconds
+                while time.perf_counter() < t_end or best[i] == float("inf"):
+                    t0 = timer()
+                    fn(xi, w, b)
+                    best[i] = min(best[i], timer() - t0)
+
+            pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            flops = 2.0 * x.numel() * w.shape[0]
+            total_flops += count * flops
+            total_s += count * max(best)
+            shapes.append({"op": name, "x": list(xs), "w": list(ws), "count": count, "gflops": flops / max(best) / 1e9})
+    finally:
+        torch.set_num_threads(old)
+    return {
+        "gflops": threads * total_flops / total_s / 1e9,
+        "per_thread_gflops": total_flops / total_s / 1e9,
+        "rows": rows,
+        "threads": threads,
+        "dtype": str(dtype).removeprefix("torch."),
+        "clock": clock,
+        "shapes": shapes,
+    }

@@ -6,8 +6,11 @@ stable-worldmodel solver of the same name when it is importable (the public clas
 converted from the same weights, its default batch_size 1), all in one process. Slow rows run fewer
 iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per plan is
 time per iteration x the requested iterations plus the once-per-plan encoding. Predictive sampling
-draws once: its "iteration" is the whole plan. bf16 rows run only where bf16 is native
-(`lewm_fast.capability.native_bf16`); elsewhere they are skipped and the JSON says so.
+draws once: its "iteration" is the whole plan. dtypes default to `auto` (bf16 where the hardware runs it
+natively, `lewm_fast.capability`) and fp32; an explicit bf16 row runs only where bf16 is native, elsewhere it
+is skipped and the JSON says so. On the CPU each fast row also reports its own GFLOP/s against the GEMM
+ceiling measured at its chunk shapes (`% GEMM ceiling`); `--neighbours N` runs N CPU-bound neighbour
+processes beside the whole measurement (a busy machine).
 
 Work is counted two ways (lewm_fast/planning/flops.py): `TFLOP/s public` divides the public rollout's
 matmul work by the time (the same numerator for every row: a speed), `TFLOP/s own` divides the work
@@ -35,10 +38,10 @@ from pathlib import Path
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name, print_table, synchronize, write_result  # noqa: E402
+from _common import busy_neighbours, device_name, gemm_ceiling, print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
-from lewm_fast.capability import native_bf16  # noqa: E402
+from lewm_fast import capability  # noqa: E402
 from lewm_fast.planning import available_backends, available_optimizers  # noqa: E402
 from lewm_fast.planning.flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 from lewm_fast.planning.optimizers import optimizer_class  # noqa: E402
@@ -61,7 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=5)
     p.add_argument("--history", type=int, default=1)
     p.add_argument("--backends", nargs="+", default=None, help="planner backends (default: all available)")
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    p.add_argument("--dtypes", nargs="+", default=["auto", "fp32"], choices=["auto", *DTYPES],
+                   help="auto: bf16 where the hardware runs it natively, else fp32 (default: auto, fp32)")  # fmt: skip
     p.add_argument("--budget", type=float, default=6.0, help="seconds of timed work per row and round, at most")
     p.add_argument("--rounds", type=int, default=2, help="measurements per row (the fastest is kept)")
     p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
@@ -71,6 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or this process's CPU time (with --threads 1: robust when shared)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="on CPU, add torch rows with LEWM_PLAN_COMPILE=1")
+    p.add_argument("--neighbours", type=int, default=0, help="CPU-bound neighbour processes during the run (busy)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
 
@@ -206,7 +211,7 @@ def lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, s
         for dname in args.dtypes:
             if backend == "reference" and dname != "fp32":
                 continue  # the public semantics run in the model's dtype
-            if dname == "bf16" and not native_bf16(device):
+            if dname == "bf16" and not capability.native_bf16(device):
                 skipped.add(f"bf16: emulated on {device_name(device)} (no AMX/AVX512-BF16), rows skipped")
                 continue
             variants = [(g, False) for g in graph_modes] if backend != "reference" else [(False, False)]
@@ -251,11 +256,12 @@ def iteration_flops(cfg, args, solver: str, e: int) -> dict:
     """Matmul work of one iteration of E environments: the public rollout's and the fast rollout's."""
     samples, factor = (args.grad_samples, 3) if solver == "grad" else (args.samples, 1)  # backward ~ 2x forward
     public = public_iteration_flops(cfg, samples, args.horizon, args.history) * e * factor
-    fast = fast_iteration_flops(cfg, samples, args.horizon, args.history) * e * factor
+    skip = args.device == "cpu" and solver != "grad"  # the CPU op set computes no query nobody reads (flops.py)
+    fast = fast_iteration_flops(cfg, samples, args.horizon, args.history, skip) * e * factor
     return {"public": public, "fast": fast}
 
 
-def finish_rows(specs, args) -> list[dict]:
+def finish_rows(specs, args, model) -> list[dict]:
     rows = []
     for fields, timer in specs:
         per_iter, k, encode = timer.result()
@@ -272,11 +278,35 @@ def finish_rows(specs, args) -> list[dict]:
         pub = next((x for x in same if x["impl"].startswith("public")), None)
         r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
         r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
+        r["gflops_own"] = r["tflops_own"] * 1e3
+        if r["device"] == "cpu" and r["impl"] == "lewm_fast:torch" and r["solver"] != "grad":
+            ceiling = cpu_ceiling(model, args, r["dtype"], r["envs"])  # a CPU clock sums the threads: one thread's
+            r["pct_ceiling"] = 100 * r["gflops_own"] / ceiling["per_thread_gflops" if args.clock == "cpu" else "gflops"]
     return rows
+
+
+_CEILINGS: dict = {}
+
+
+def cpu_ceiling(model, args, dname: str, e: int) -> dict:
+    """The GEMM rate (_common.gemm_ceiling) at the matmul shapes of E environments' chunks, on the
+    planner's threads, with the run's clock; measured once per (dtype, chunk size)."""
+    threads = capability.planner_threads(e * args.samples)
+    lo, hi = capability.planner_chunks(e * args.samples, threads)[0]
+    key = (dname, hi - lo, threads)
+    if key not in _CEILINGS:
+        _CEILINGS[key] = gemm_ceiling(model, DTYPES[dname], hi - lo, threads, args.horizon, args.history,
+                                      clock=args.clock)  # fmt: skip
+    return _CEILINGS[key]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    with busy_neighbours(args.neighbours):
+        return run(args)
+
+
+def run(args) -> int:
     device = torch.device(args.device)
     if args.quick:
         args.envs, args.budget = [1], min(args.budget, 3.0)
@@ -285,6 +315,8 @@ def main(argv=None) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     model = build_model(args, device)
     cfg = model.cfg
+    names = {v: k for k, v in DTYPES.items()}  # "auto" resolved by lewm_fast.capability; duplicates dropped
+    args.dtypes = list(dict.fromkeys(names[capability.resolve_dtype(d, device)] for d in args.dtypes))
     specs, skipped = [], set()  # (row fields, timer), measured once in order, then again in reverse
     for solver in args.solver:
         for e in args.envs:
@@ -297,7 +329,7 @@ def main(argv=None) -> int:
         print("  measuring again (interleaved, reverse order)", flush=True)
         for _, timer in reversed(specs):
             timer.measure()
-    rows = finish_rows(specs, args)
+    rows = finish_rows(specs, args, model)
 
     print(
         f"\nplan: {args.samples} samples (gradient: {args.grad_samples}) x {args.iters} iterations x horizon "
@@ -308,9 +340,10 @@ def main(argv=None) -> int:
     print_table(rows, [("solver", "solver"), ("impl", "implementation"), ("dtype", "dtype"), ("envs", "E"),
                        ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
                        ("ms_per_iter", "ms/iter"), ("gflops", "GFLOP/s public"), ("tflops_own", "TFLOP/s own"),
-                       ("x_reference", "x reference"), ("x_public", "x public")])  # fmt: skip
+                       ("x_reference", "x reference"), ("x_public", "x public"), ("gflops_own", "GFLOP/s own"),
+                       ("pct_ceiling", "% GEMM ceiling")])  # fmt: skip
     payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "skipped": sorted(skipped),
-               "rows": rows}  # fmt: skip
+               "rows": rows, "gemm_ceiling": list(_CEILINGS.values())}  # fmt: skip
     path = write_result("plan_speed", payload, device, args.out)
     print(f"\nwrote {path}")
     return 0

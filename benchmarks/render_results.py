@@ -32,6 +32,7 @@ COLUMNS = {
         ("tflops", "TFLOP/s (public work)"),
         ("x_reference", "x reference"),
         ("x_public", "x public"),
+        ("pct_ceiling", "% GEMM ceiling"),
     ],  # fmt: skip
 }
 TITLES = {
@@ -71,8 +72,10 @@ def table(path: Path) -> str:
     data = json.loads(path.read_text())
     name, env, rows = data.get("benchmark", path.stem), data["environment"], data["rows"]
     columns = COLUMNS.get(name) or [(k, k) for k, v in rows[0].items() if not isinstance(v, (dict, list))]
+    machine = env.get("machine") or {}  # the CPU's ISA and native bf16, where the file records them
+    cpu = f", {machine['isa']}{', native bf16' if machine.get('native_bf16') else ''}" if machine.get("isa") else ""
     lines = [
-        f"**{TITLES.get(name, name)}** on {env['device']} (torch {env['torch']}, {env['date'][:10]}; "
+        f"**{TITLES.get(name, name)}** on {env['device']}{cpu} (torch {env['torch']}, {env['date'][:10]}; "
         f"`benchmarks/results/{path.name}`)",
         "",
         "| " + " | ".join(h for _, h in columns) + " |",

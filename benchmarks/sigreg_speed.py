@@ -26,6 +26,10 @@ Columns:
   8 FLOP forward (angle addition + two sums) and 10 backward (angle addition + two multiply-adds).
 - On CUDA a `floor` row per size (phase `both`): cuBLAS X @ A, sin and cos of Z, dZ @ A^T: the two GEMMs
   and the transcendentals that any implementation needs, run back to back. `x_floor` = this row / floor.
+  On the CPU a `gemm` row instead (phase `both`): the two GEMMs alone, the part no CPU kernel can beat
+  MKL/oneDNN at; `x_gemm` = this row / gemm, and its TFLOP/s is the GEMM rate at this size.
+- dtype: `auto` (the CPU default) is bf16 where the CPU runs it natively, else fp32 (lewm_fast.capability).
+  Every results file records the machine (_common.machine_info: CPU model, ISA, flags, cores).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
+from lewm_fast.capability import resolve_dtype  # noqa: E402
 from lewm_fast.sigreg import available_backends  # noqa: E402
 
 SIZES = {  # name -> (T, B, D, M, K)
@@ -58,7 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     p.add_argument("--backends", nargs="+", default=None, help="fast backends (default: cpp on CPU, triton on CUDA)")
-    p.add_argument("--dtypes", nargs="+", default=None, choices=list(DTYPES), help="default fp32 (+ bf16 on CUDA)")
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["auto", *DTYPES],
+                   help="default: fp32 and bf16 on CUDA, auto on the CPU (bf16 where native, else fp32)")  # fmt: skip
     p.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     p.add_argument("--repeats", type=int, default=9, help="timed calls per row (fewer for slow rows)")
     p.add_argument("--budget", type=float, default=10.0, help="seconds of timed work per (size, phase), at most")
@@ -102,6 +108,16 @@ def floor_call(x: torch.Tensor, a: torch.Tensor):
         z.sin()
         z.cos()
         return z @ a.T
+
+    return run
+
+
+def gemm_call(x: torch.Tensor, a: torch.Tensor):
+    """X @ A and Z @ A^T alone: the GEMMs of a forward + backward (the CPU's `gemm` row)."""
+    x2 = x.reshape(-1, x.shape[-1])
+
+    def run():
+        return (x2 @ a) @ a.T
 
     return run
 
@@ -164,6 +180,8 @@ def bench(size: str, dname: str, backends: list[str], args, device: torch.device
         calls = {b: make_call(b, x, a, K, phase) for b in backends}
         if device.type == "cuda" and phase == "both":
             calls["floor"] = (floor_call(x.detach(), a.to(x.dtype)), None)
+        if device.type == "cpu" and phase == "both":
+            calls["gemm"] = (gemm_call(x.detach(), a.to(x.dtype)), None)
         clock = time.process_time if args.clock == "cpu" else time.perf_counter
         ms = time_interleaved(calls, device, args.repeats, args.budget, clock)
         repeats = ms.pop("_repeats")
@@ -171,12 +189,15 @@ def bench(size: str, dname: str, backends: list[str], args, device: torch.device
         for name, t in ms.items():
             row = dict(size=size, T=T, B=B, D=D, M=M, K=K, dtype=dname, backend=name, phase=phase, ms=t,
                        x_reference=ms["reference"] / t, repeats=repeats,
-                       tflops=counted_flops(T, B, D, M, K, phase) / (t * 1e-3) / 1e12)  # fmt: skip
+                       tflops=(2 * 2.0 * T * B * D * M if name == "gemm" else counted_flops(T, B, D, M, K, phase))
+                       / (t * 1e-3) / 1e12)  # fmt: skip
             if name in mem:
                 row["peak_extra_MiB"] = mem[name] / 2**20
                 row["mem_ratio"] = mem["reference"] / max(mem[name], 1)
             if "floor" in ms and name != "floor":
                 row["x_floor"] = t / ms["floor"]
+            if "gemm" in ms and name != "gemm":
+                row["x_gemm"] = t / ms["gemm"]
             rows.append(row)
             print(f"  {size:>5} {dname} {phase:>4} {name:>9}: {t:9.3f} ms  x{row['x_reference']:.1f}", flush=True)
     return rows
@@ -197,11 +218,13 @@ def main(argv=None) -> int:
         fast = [b for b in (wanted,) if b in available_backends(device)]
         if not fast:
             print(f"sigreg_speed: the {wanted!r} backend is unavailable on {device}; timing the reference only")
-    dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    names = {v: k for k, v in DTYPES.items()}  # "auto" resolved by lewm_fast.capability; duplicates dropped
+    dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["auto"])
+    dtypes = list(dict.fromkeys(names[resolve_dtype(d, device)] for d in dtypes))
     rows = [row for size in args.sizes for dname in dtypes for row in bench(size, dname, fast, args, device)]
     columns = [("size", "size"), ("dtype", "dtype"), ("phase", "phase"), ("backend", "backend"), ("ms", "ms"),
                ("x_reference", "x ref"), ("tflops", "TFLOP/s"), ("peak_extra_MiB", "peak MiB"),
-               ("mem_ratio", "mem ratio"), ("x_floor", "x floor")]  # fmt: skip
+               ("mem_ratio", "mem ratio"), ("x_floor", "x floor"), ("x_gemm", "x gemm")]  # fmt: skip
     print_table(rows, columns)
     payload = {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}, "threads": torch.get_num_threads(),
                "clock": args.clock}  # fmt: skip

@@ -3,7 +3,9 @@
 Cases: the `paper` preset (224 px, ~18M parameters, batch 128; on GPU when present, a smaller batch on
 CPU) and the `small` preset (64 px, batch 64) on CPU; each with SIGReg backend "reference" vs "auto"
 (the fused one where built), eager vs torch.compile. Synthetic inputs (the data path is not timed);
-fp32 and bf16 autocast on CPU, bf16 on GPU. An image is one frame: a window of 4 frames counts 4.
+`small`: fp32 and bf16 autocast on CPU; `paper`: dtype "auto", bf16 autocast where the device runs bf16
+natively (GPU, AMX), fp32 elsewhere (lewm_fast.capability). An image is one frame: a window of 4 frames
+counts 4.
 
     python benchmarks/train_speed.py [--quick] [--no-compile] [--paper-batch N] [--small-batch N]
 """
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
+from lewm_fast.capability import resolve_dtype  # noqa: E402
 from lewm_fast.training.presets import get_preset  # noqa: E402
 from lewm_fast.training.trainer import LossModule  # noqa: E402
 
@@ -91,11 +94,12 @@ def main(argv=None) -> int:
             for bf16 in (False, True):
                 if args.only in (None, "small"):
                     cases.append(("small", cpu, args.small_batch, backend, compiled, bf16))
-            if not args.skip_paper and args.only in (None, "paper"):
-                if gpu is not None:
-                    cases.append(("paper", gpu, args.paper_batch or 128, backend, compiled, True))
-                else:
-                    cases.append(("paper", cpu, args.paper_batch or 8, backend, compiled, True))
+            if not args.skip_paper and args.only in (None, "paper"):  # bf16 where native (dtype "auto")
+                dev = gpu if gpu is not None else cpu
+                bf16 = resolve_dtype("auto", dev) == torch.bfloat16
+                cases.append(
+                    ("paper", dev, args.paper_batch or (128 if gpu is not None else 8), backend, compiled, bf16)
+                )
     rows = []
     if cases:  # one untimed run first: the process's first steps pay one-time initialisation (oneDNN, AMX)
         measure(*cases[0], steps=1, warmup=2)

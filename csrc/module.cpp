@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu_common.h"
 #include "planner_cpu.h"
 #include "sigreg_cpu.h"
 
@@ -17,7 +18,7 @@ namespace py = pybind11;
 namespace {
 
 // Bumped whenever a signature or a result changes; lewm_fast/_ext.py refuses a stale build.
-constexpr int kApiVersion = 2;
+constexpr int kApiVersion = 3;
 
 using F32 = py::array_t<float, py::array::c_style>;
 using F64 = py::array_t<double, py::array::c_style>;
@@ -140,6 +141,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("window_attention", &window_attention, py::arg("q").noconvert(), py::arg("k").noconvert(),
         py::arg("v").noconvert(), py::arg("out").noconvert(), py::arg("heads"), py::arg("num_threads"),
         "out (N, nq, I) <- causal attention of q (N, nq, I) over k, v (N, L, I); fp32 or bf16 (16-bit) arrays");
+  m.def("kernel_isa", &lewm::kernel_isa, "the instruction set of the kernels' clone the loader picked on this CPU");
   m.def("residual_norm_modulate", &residual_norm_modulate, py::arg("x").noconvert(), py::arg("gate").none(true),
         py::arg("delta").none(true), py::arg("shift").none(true), py::arg("scale").none(true),
         py::arg("out").none(true), py::arg("bf16"), py::arg("eps1"), py::arg("eps2"), py::arg("num_threads"),

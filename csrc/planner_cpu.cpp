@@ -16,34 +16,15 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define LEWM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define LEWM_CLONES
-#endif
+#include "cpu_common.h"
 
 namespace lewm {
 namespace {
 
 constexpr int64_t kMaxKeys = 64;  // windows are num_frames long (3 in LeWM); a generous bound
 
-inline float bf16_to_float(uint16_t x) {
-  uint32_t bits = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 template <typename T>
-inline void store(T* out, const float* src, int64_t n) {
+LEWM_INLINE void store(T* out, const float* src, int64_t n) {
   if constexpr (std::is_same_v<T, uint16_t>) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(src[i]);
@@ -52,34 +33,9 @@ inline void store(T* out, const float* src, int64_t n) {
   }
 }
 
-template <typename T>
-inline float load(const T* p, int64_t i) {
-  if constexpr (std::is_same_v<T, uint16_t>) {
-    return bf16_to_float(p[i]);
-  } else {
-    return p[i];
-  }
-}
-
-// exp(x) for x <= 0 (a softmax argument after subtracting the max), written to vectorise (libm's expf
-// does not without -ffast-math): x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two so n ln2 is exact),
-// exp(r) by its Taylor series to r^7 (relative error < 2e-8 on that range), times 2^n built in the
-// exponent bits. Below -87 the result underflows to 0, as expf's does (to within a denormal).
-inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
-  const float p =
-      1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
 // Convert n elements to fp32 (one vectorised pass; the hot loops below then run on plain floats).
 template <typename T>
-inline void to_float(const T* src, float* dst, int64_t n) {
+LEWM_INLINE void to_float(const T* src, float* dst, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) dst[i] = load(src, i);
 }

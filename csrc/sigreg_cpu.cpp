@@ -23,6 +23,8 @@
 
 #include "sigreg_cpu.h"
 
+#include "cpu_common.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -41,13 +43,8 @@ constexpr double kFastLimit = 1.0e6;
 // One row block of sincos(theta) with theta = dt * z: Cody-Waite reduction by pi/2 (pi/2 split in
 // 32 + 32 + 53 bits, so q * P1 and q * P2 are exact for |q| < 2^21), then Taylor polynomials on
 // |r| <= pi/4 (sin through r^15, cos through r^16: truncation < 5e-17) and a quadrant fix-up. Written as
-// plain loops that GCC vectorises; the default build is SSE2, so the function is cloned for AVX2+FMA and
-// AVX-512 and the best clone is picked at load time.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define LEWM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define LEWM_CLONES
-#endif
+// plain loops that GCC vectorises; the default x86-64 build is SSE2, so the function is cloned for AVX2+FMA
+// and AVX-512 and the best clone is picked at load time (cpu_common.h).
 
 LEWM_CLONES void sincos_row(const float* z, int64_t w, double dt, double* s, double* c) {
   constexpr double kTwoOverPi = 0.6366197723675814;
@@ -92,12 +89,12 @@ LEWM_CLONES void sincos_row(const float* z, int64_t w, double dt, double* s, dou
 typedef double v8d __attribute__((vector_size(64)));
 constexpr int64_t V = 8;
 
-inline v8d load8(const double* p) {
+LEWM_INLINE v8d load8(const double* p) {
   v8d v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
+LEWM_INLINE void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
 
 // The knots follow from the three-term form of angle addition, f((k+1)a) = 2 cos(a) f(ka) - f((k-1)a) for
 // f = cos, sin: one multiply-add per knot and function instead of a 2x2 rotation (four products). Its

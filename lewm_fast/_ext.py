@@ -13,6 +13,7 @@ Only the standard library is imported at module level, so setup.py-like tools ca
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -24,11 +25,13 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-API_VERSION = 2  # must equal kApiVersion in csrc/module.cpp
+API_VERSION = 3  # must equal kApiVersion in csrc/module.cpp
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 # The same flags as setup.py. No -ffast-math: the range reduction in sigreg_cpu.cpp must not be reassociated.
-CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
-LDFLAGS = ["-shared", "-fopenmp"]
+# OpenMP comes from `openmp_flags()` (a compiler without it, like Apple's clang, still builds the kernels).
+CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
+# macOS: a Python extension leaves the interpreter's symbols to be resolved when it is loaded.
+LDFLAGS = ["-shared", *(["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else [])]
 
 _UNSET = object()
 _loaded: object = _UNSET  # the module, or None after a failure
@@ -137,15 +140,33 @@ def _import_from(library: Path) -> ModuleType:
     return module
 
 
+@functools.cache
+def openmp_flags(compiler: str) -> list[str]:
+    """-fopenmp where `compiler` builds and links an OpenMP program (kernels then split their loops over
+    threads); otherwise -fopenmp-simd (Apple's clang has no OpenMP runtime): the vectorised loops stay and
+    each kernel runs on its calling thread, which is how the planner's chunk workers call them anyway.
+    A pure function of the compiler, so not part of the cache key."""
+    for flag in ("-fopenmp", "-fopenmp-simd"):
+        try:
+            done = subprocess.run([compiler, flag, "-x", "c++", "-", "-o", os.devnull], input="int main() {}",
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return []
+        if done.returncode == 0:
+            return [flag]
+    return []
+
+
 def _ninja_file(sources: list[Path], library: str) -> str:
     import pybind11  # a build dependency of lewm_fast; imported only when building
 
     includes = [pybind11.get_include(), sysconfig.get_paths()["include"], str(CSRC)]
-    cflags = " ".join(CXXFLAGS + [f"-I{_quote(i)}" for i in includes])
+    omp = openmp_flags(_compiler())
+    cflags = " ".join(CXXFLAGS + omp + [f"-I{_quote(i)}" for i in includes])
     lines = [
         f"cxx = {_compiler()}",
         f"cflags = {cflags}",
-        f"ldflags = {' '.join(LDFLAGS)}",
+        f"ldflags = {' '.join(LDFLAGS + omp)}",
         "rule compile",
         "  command = $cxx -MMD -MF $out.d $cflags -c $in -o $out",
         "  depfile = $out.d",

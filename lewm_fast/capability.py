@@ -106,7 +106,7 @@ def _warn_emulated_bf16(device_type: str) -> None:
     cap = cpu_capability()
     warnings.warn(
         f"dtype=torch.bfloat16 on {cap.model} ({cap.isa}, no AMX or AVX512-BF16): bf16 matmuls are emulated "
-        "here and run ~10-100x slower than fp32, so planning is several times slower than in fp32; "
+        "here and run several times slower than fp32 (~8x measured on an AVX2 AMD EPYC), and so does planning; "
         "dtype='auto' picks fp32 on this CPU",
         RuntimeWarning,
         stacklevel=4,
@@ -131,3 +131,87 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str, name: st
     if dtype == torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
         _warn_emulated_bf16(device.type)
     return dtype
+
+
+# ---- The planner's CPU choices (lewm_fast/planning/cpu_parallel.py, cpu_ops.py) ----
+
+
+@functools.cache
+def onednn_linear(dtype: torch.dtype) -> bool:
+    """Whether this torch build has oneDNN's linear with prepacked weights and fused post-ops
+    (mkldnn::_linear_pointwise) working for `dtype`."""
+    import torch.nn.functional as F
+
+    try:
+        x, w = torch.ones(2, 8, dtype=dtype), torch.ones(4, 8, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 2)
+        y = torch.ops.mkldnn._linear_pointwise(x, packed, torch.zeros(4, dtype=dtype), "gelu", [], "none")
+        return bool(torch.allclose(y.float(), F.gelu(torch.full((2, 4), 8.0))))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def planner_matmul(dtype: torch.dtype) -> str:
+    """The planner's CPU matmuls: "onednn" (weights reordered once into oneDNN's blocked layout, GELU as a
+    post-op; AMX in bf16 where present) wherever the build has it: measured faster than F.linear (MKL) on
+    AMX in bf16 and on AVX2 in fp32 (the whole fp32 rollout ~4-7% less CPU time on an AMD EPYC);
+    "torch" (F.linear) otherwise."""
+    return "onednn" if onednn_linear(dtype) else "torch"
+
+
+# Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (measured on
+# an AMD EPYC (AVX2): oneDNN fp32 at 75 rows ~90% of its rate at 300, at 25 rows ~70%).
+MIN_ROWS_PER_THREAD = 128
+# The largest chunk of candidates one worker rolls out at once. More chunks than threads let the other
+# workers catch up with one that a busy core slowed down (E = 16, S = 300 on 2 threads: 6 chunks of 800);
+# per candidate, one thread's CPU time was the same from 600 to 4,800 candidates per chunk on the AMD
+# EPYC, 4% more at 300 and 3-13% more at 150 (per-op overheads; two measurements).
+MAX_CHUNK_ROWS = 1024
+
+
+def planner_threads(rows: int) -> int:
+    """CPU threads for a solve of `rows` = E x S candidates: torch's intra-op thread count (the cores,
+    or what the user set), but at most one per MIN_ROWS_PER_THREAD rows."""
+    return max(1, min(torch.get_num_threads(), rows // MIN_ROWS_PER_THREAD))
+
+
+def planner_chunks(rows: int, threads: int, max_rows: int | None = None) -> list[tuple[int, int]]:
+    """How `threads` workers split `rows` candidates: (start, end) of equal chunks, at least one per
+    thread (a quiet machine finishes them together), more when a chunk would exceed `max_rows`
+    (default MAX_CHUNK_ROWS; 0: no limit), their count a multiple of the thread count."""
+    threads = max(1, min(threads, rows))
+    max_rows = MAX_CHUNK_ROWS if max_rows is None else max_rows
+    count = threads
+    if max_rows > 0:
+        count = max(count, -(-rows // max_rows))
+        count = -(-count // threads) * threads  # a multiple of the threads
+    count = min(count, rows)
+    edges = [rows * i // count for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def amp_needs_probe(amp: str, device: torch.device | str) -> bool:
+    """Training's `--amp auto`: whether bf16 autocast must be timed against fp32 on `device` (a CPU with
+    native bf16, where which is faster depends on the model's size). Elsewhere "auto" needs no probe:
+    bf16 where native (CUDA), fp32 on a CPU that only emulates bf16 (several times slower matmuls)."""
+    return amp == "auto" and torch.device(device).type == "cpu" and native_bf16(device)
+
+
+def cpu_choices() -> dict:
+    """What lewm_fast does on this CPU, and why: the capability and every choice that follows from it
+    (`lewm-fast info` prints this; the benchmarks record it)."""
+    from lewm_fast import _ext
+
+    cap = cpu_capability()
+    auto = resolve_dtype("auto", "cpu")
+    ext = _ext.load()
+    return {
+        "cpu": cap.model, "arch": cap.arch, "isa": cap.isa, "flags": list(cap.flags), "cores": cap.cores,
+        "native_bf16": cap.native_bf16,
+        "dtype_auto": str(auto).removeprefix("torch."),
+        "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
+        "kernels": ext.kernel_isa() if ext is not None and hasattr(ext, "kernel_isa") else None,
+        "planner_threads": torch.get_num_threads(),
+        "planner_chunks": f"one per thread (>= {MIN_ROWS_PER_THREAD} candidates each), <= {MAX_CHUNK_ROWS} candidates",
+        "train_amp_auto": "probe bf16 against fp32" if amp_needs_probe("auto", "cpu") else "fp32 (bf16 is emulated)",
+    }  # fmt: skip

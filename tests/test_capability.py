@@ -59,3 +59,54 @@ def test_the_running_cpu_is_described():
     cap = capability.cpu_capability()
     assert cap.cores >= 1 and cap.arch and cap.isa
     assert set(cap.as_dict()) >= {"model", "isa", "flags", "native_bf16"}
+
+
+def test_training_amp_auto_probes_only_where_bf16_is_native(monkeypatch):
+    from lewm_fast.training.trainer import choose_amp
+
+    def never(_):
+        raise AssertionError("probed a CPU that only emulates bf16")
+
+    _fake(monkeypatch, ("avx2", "fma"))
+    assert not capability.amp_needs_probe("auto", "cpu")
+    assert choose_amp("auto", torch.device("cpu"), never) is False
+    assert choose_amp("bf16", torch.device("cpu"), never) is True  # an explicit choice is kept
+    _fake(monkeypatch, ("amx_bf16",))
+    assert capability.amp_needs_probe("auto", "cpu") and not capability.amp_needs_probe("off", "cpu")
+    calls = []
+    assert choose_amp("auto", torch.device("cpu"), lambda use: calls.append(use)) in (True, False)
+    assert sorted(set(calls)) == [False, True]  # both timed
+
+
+@pytest.mark.parametrize("command", ["eval", "demo"])
+def test_eval_and_demo_plan_with_dtype_auto_by_default(command):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"lewm_fast.commands.{command}").add_arguments(parser)
+    required = {"eval": ["--env", "tworoom", "--data", "x.h5"], "demo": ["--out", "x"]}[command]
+    assert parser.parse_args(required).dtype == "auto"
+    assert parser.parse_args([*required, "--dtype", "fp32"]).dtype == "fp32"
+
+
+def test_planner_threads_follow_torch_and_the_rows(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert capability.planner_threads(300) == 2  # ~128 rows per thread at least
+    assert capability.planner_threads(4800) == 8
+    assert capability.planner_threads(5) == 1
+
+
+def test_info_prints_the_capability_and_the_choices(capsys):
+    import json
+
+    from lewm_fast.cli import main
+
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    cap = capability.cpu_capability()
+    assert info["cpu"] == cap.model and info["cpu_isa"] == cap.isa and info["cpu_native_bf16"] == cap.native_bf16
+    assert info["cpu_dtype_auto"] == ("bfloat16" if cap.native_bf16 else "float32")
+    assert set(info["cpu_matmul"]) == {"float32", "bfloat16"} and info["cpu_planner_threads"] >= 1
+    if info["cpp_extension"]:
+        assert info["cpu_kernels"]  # the clone the loader picked, e.g. "x86-64-v3 (AVX2, FMA)"

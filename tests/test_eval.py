@@ -152,7 +152,8 @@ def test_evaluate_plans_all_episodes_in_one_batch_and_writes_json_and_png(run, t
         return plan(self, pixels, goal, init_mean)
 
     monkeypatch.setattr(lf.CEMPlanner, "plan_with_info", spy)
-    s = evaluate("tworoom", data, ckpt, episodes=4, budget=10, receding=2, dtype="fp32", out=tmp_path, **FAST_CEM)
+    s = evaluate("tworoom", data, ckpt, episodes=4, budget=10, receding=2, dtype="auto", out=tmp_path, **FAST_CEM)
+    assert s["dtype"] == ("bf16" if lf.capability.native_bf16("cpu") else "fp32")  # what "auto" resolved to
     assert "success rate: " in capsys.readouterr().out
     assert s["episodes"] == 4 and s["successes"] == sum(e["success"] for e in s["per_episode"])
     assert s["success_rate"] == s["successes"] / 4

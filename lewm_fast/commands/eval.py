@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=30, help="elites (30; CEM, iCEM, MPPI)")
     p.add_argument("--iters", type=int, default=30, help="iterations (30; predictive sampling draws once)")
     p.add_argument("--planner-backend", default="auto", help="auto | torch | triton | reference")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"), help="planning dtype (bf16)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="planning dtype; auto: bf16 where the hardware runs it natively, else fp32 (auto)")  # fmt: skip
     p.add_argument("--policy", default="planner", choices=("planner", "random"),
                    help="planner (CEM in latent space) or random (uniform actions: the baseline)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)

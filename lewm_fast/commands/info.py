@@ -1,4 +1,5 @@
-"""`lewm-fast info`: what this machine offers lewm_fast (versions, devices, backends)."""
+"""`lewm-fast info`: what this machine offers lewm_fast (versions, devices, backends) and what lewm_fast
+chooses on its CPU (lewm_fast.capability: dtype "auto", matmul path, kernel clone, threads, chunks)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def collect() -> dict:
 
     import lewm_fast
     from lewm_fast import planning
+    from lewm_fast.capability import cpu_choices
     from lewm_fast.kernels import HAS_TRITON
 
     sigreg_module = importlib.import_module("lewm_fast.sigreg")  # `lewm_fast.sigreg` is also the function
@@ -33,6 +35,7 @@ def collect() -> dict:
         **{f"sigreg_backends_{d}": sigreg_module.available_backends(d) for d in devices},
         **{f"planner_backends_{d}": planning.available_backends(d) for d in devices},
         "planner_solvers": planning.available_optimizers(),
+        **{f"cpu_{k}" if not k.startswith("cpu") else k: v for k, v in cpu_choices().items()},
     }
 
 
@@ -42,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key:>18}: {value}")
+            print(f"{key:>22}: {value}")
     return 0

@@ -17,6 +17,7 @@ import torch
 
 import lewm_fast as lf
 from lewm_fast._io import check_output_dir
+from lewm_fast.capability import resolve_dtype
 from lewm_fast.envs import ENVS, make_env
 from lewm_fast.evaluation.figures import frame_grid
 from lewm_fast.evaluation.mpc import (
@@ -73,7 +74,7 @@ def evaluate(
     iters: int = 30,
     solver: str = "cem",
     backend: str = "auto",
-    dtype: str = "bf16",
+    dtype: str = "auto",
     seed: int = 0,
     policy: str = "planner",
     out: str | os.PathLike | None = None,
@@ -87,8 +88,8 @@ def evaluate(
     """
     if policy not in ("planner", "random"):
         raise ValueError(f"policy: expected 'planner' or 'random', got {policy!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    if dtype not in ("auto", *DTYPES):
+        raise ValueError(f"dtype: expected one of {['auto', *DTYPES]}, got {dtype!r}")
     if solver not in lf.planning.available_optimizers():
         raise ValueError(f"solver: expected one of {lf.planning.available_optimizers()}, got {solver!r}")
     for name, v in (("episodes", episodes), ("goal_offset", goal_offset), ("budget", budget)):
@@ -130,8 +131,10 @@ def evaluate(
 
     planner = None
     if policy == "planner":
+        plan_dtype = resolve_dtype(dtype, next(checkpoint.model.parameters()).device)  # "auto": bf16 where native
+        dtype = next(name for name, d in DTYPES.items() if d == plan_dtype)
         planner = make_planner(checkpoint.model, solver, checkpoint.normalizer, probe.action_space, num_samples, topk,
-                               iters, horizon, seed, backend, DTYPES[dtype])  # fmt: skip
+                               iters, horizon, seed, backend, plan_dtype)  # fmt: skip
         controller = PlannerController(planner, checkpoint.normalizer, np.stack([p.goal_frame for p in problems]),
                                        receding)  # fmt: skip
     else:

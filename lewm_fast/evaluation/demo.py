@@ -57,7 +57,7 @@ class DemoConfig:
     samples: int = 300  # CEM: the paper's 300 samples, 30 iterations, top 30
     iters: int = 30
     topk: int = 30
-    dtype: str = "bf16"
+    dtype: str = "auto"  # planning: bf16 where the CPU/GPU runs it natively, else fp32 (lewm_fast.capability)
     surprise_episodes: int = 50
     seed: int = 0
     progress: bool = True

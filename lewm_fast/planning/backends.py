@@ -17,18 +17,19 @@ from dataclasses import dataclass
 
 import torch
 
+from lewm_fast import capability
 from lewm_fast._checks import check_choice
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
 # Environment knobs of the CPU fast path, with their defaults.
 THREADS_VAR, CHUNK_ROWS_VAR, COMPILE_VAR = "LEWM_PLAN_THREADS", "LEWM_PLAN_CHUNK_ROWS", "LEWM_PLAN_COMPILE"
-DEFAULT_CHUNK_ROWS = 1024
+DEFAULT_CHUNK_ROWS = capability.MAX_CHUNK_ROWS
 
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """threads: CPU threads of a solve (None: torch's, at most one per 128 rows); chunk_rows: roll out in
+    """threads: CPU threads of a solve (None: `capability.planner_threads`); chunk_rows: roll out in
     chunks of whole environments of at most this many candidates (0: one batch); compile: TorchInductor
     for the CPU elementwise chains."""
 

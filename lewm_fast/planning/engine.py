@@ -30,6 +30,8 @@ from collections import OrderedDict
 
 import torch
 
+from lewm_fast import capability
+from lewm_fast.planning import cpu_parallel
 from lewm_fast.planning.backends import plan_settings
 from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.ops import TorchOps, TritonOps
@@ -48,12 +50,11 @@ def nvtx_range(name: str, enabled: bool):
 
 
 def plan_threads(rows: int, threads: int | None = None) -> int:
-    """CPU threads for a solve of `rows` = E x S candidates: all of torch's threads, but no more than
-    one per ~128 rows (the matmuls of a small batch do not split well over many cores).
+    """CPU threads for a solve of `rows` = E x S candidates (`capability.planner_threads`);
     `threads` (LEWM_PLAN_THREADS) overrides."""
     if threads:
         return threads
-    return max(1, min(torch.get_num_threads(), rows // 128))
+    return capability.planner_threads(rows)
 
 
 @contextlib.contextmanager
@@ -166,7 +167,8 @@ class FastEngine:
         self.packed = PackedPredictor(planner.model, planner.dtype, planner.device, pack=self.ops.pack_weight)
         self.nvtx = self.device.type == "cuda"
         self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
-        # CPU: roll out in cache-sized chunks of environments (LEWM_PLAN_CHUNK_ROWS, 0 = one batch)
+        # CPU: roll out in chunks of at most this many candidates over worker threads (LEWM_PLAN_CHUNK_ROWS,
+        # 0 = no limit)
         self.chunk_rows = self.settings.chunk_rows if self.device.type == "cpu" else 0
         self._solves: OrderedDict[tuple[int, int], _Solve] = OrderedDict()
         self._grad_packed: PackedPredictor | None = None
@@ -178,15 +180,11 @@ class FastEngine:
         return TorchOps()
 
     def rollout_cost(self, hist_emb, goal_emb, cand) -> torch.Tensor:
-        """(E, S) costs; on the CPU in chunks of whole environments of at most `chunk_rows` candidates
-        (one batch of E x S rows streams its modulation table and K/V through memory: at E = 16, S = 300
-        chunks of 3 environments took 2.6 s of CPU time per iteration against 3.1 s for one batch)."""
-        e, s = cand.shape[:2]
-        per = max(1, self.chunk_rows // s) if self.chunk_rows else e
-        if per >= e:
-            return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand)
-        return torch.cat([rollout_cost(self.packed, self.ops, hist_emb[i : i + per], goal_emb[i : i + per],
-                                       cand[i : i + per]) for i in range(0, e, per)])  # fmt: skip
+        """(E, S) costs; on the CPU in chunks of at most `chunk_rows` candidates over worker threads
+        (cpu_parallel.py)."""
+        if self.device.type == "cpu":
+            return cpu_parallel.rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand, self.chunk_rows)
+        return rollout_cost(self.packed, self.ops, hist_emb, goal_emb, cand)
 
     def _threads_for(self, rows: int) -> int | None:
         return plan_threads(rows, self.settings.threads) if self.device.type == "cpu" else None

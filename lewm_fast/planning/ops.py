@@ -37,19 +37,21 @@ def norm_modulate(
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, one_query=None) -> torch.Tensor:
     """Causal attention over a short window; the queries are its last n positions.
 
-    Args: q (N, n, I), k and v (N, L, I) with n == 1 or n == L (L <= num_frames); the 1/sqrt(dim_head)
-    scale is already in q. Returns (N, n, I) in q's dtype. The softmax is taken in fp32.
+    Args: q (N, n, I), k and v (N, L, I) with 1 <= n <= L (L <= num_frames): query i sits at window
+    position L - n + i and sees keys 0 .. L - n + i; the 1/sqrt(dim_head) scale is already in q.
+    Returns (N, n, I) in q's dtype. The softmax is taken in fp32.
     `one_query` replaces `one_query_attention` (e.g. by a compiled version of it).
     """
     one_query = one_query or one_query_attention
     n, length = q.shape[1], k.shape[1]
-    if length == 1:  # one key: the softmax is 1
-        return v.to(q.dtype)
-    if n > 1:  # query i sees keys 0..i: query 0 is v_0; the others are single-query problems
-        outs = [v[:, :1].to(q.dtype)]
-        outs += [one_query(q[:, i : i + 1], k[:, : i + 1], v[:, : i + 1], heads) for i in range(1, n)]
-        return torch.cat(outs, 1)
-    return one_query(q, k, v, heads)
+    outs = []
+    for i in range(n):
+        pos = length - n + i
+        if pos == 0:  # one key: the softmax is 1
+            outs.append(v[:, :1].to(q.dtype))
+        else:
+            outs.append(one_query(q[:, i : i + 1], k[:, : pos + 1], v[:, : pos + 1], heads))
+    return outs[0] if n == 1 else torch.cat(outs, 1)
 
 
 def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

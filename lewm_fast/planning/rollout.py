@@ -69,6 +69,14 @@ class PackedBlock:
     eps_attn: float  # the attention's own LayerNorm
     eps2: float  # the block's non-affine norm2 (before the MLP)
     eps_mlp: float  # the MLP's own LayerNorm
+    # w_qkv split for op sets that skip queries nobody reads (`_attention_out`): w_q (I, D), w_kv (2I, D),
+    # and w_ov (D, D) = w_o @ w_v, b_ov = w_o @ b_v + b_o: the attention output of a token that sees only itself.
+    w_q: torch.Tensor | None = None
+    b_q: torch.Tensor | None = None
+    w_kv: torch.Tensor | None = None
+    b_kv: torch.Tensor | None = None
+    w_ov: torch.Tensor | None = None
+    b_ov: torch.Tensor | None = None
 
 
 class PackedPredictor:
@@ -126,10 +134,13 @@ class PackedPredictor:
             out = _linear_of(attn.to_out[0]) if isinstance(attn.to_out, nn.Sequential) else None
             w_fc1, b_fc1 = _fold_norm(mlp[0], *_linear_of(mlp[1]))
             w_fc2, b_fc2 = _linear_of(mlp[4])
+            w_v, b_v = w_qkv[2 * inner :], b_qkv[2 * inner :]
+            w_ov, b_ov = (out[0] @ w_v, out[0] @ b_v + out[1]) if out else (w_v, b_v)
             self.blocks.append(PackedBlock(
                 mat(w_qkv), put(b_qkv), mat(out[0]) if out else None, put(out[1]) if out else None,
                 mat(w_fc1), put(b_fc1), mat(w_fc2), put(b_fc2),
                 block.norm1.eps, attn.norm.eps, block.norm2.eps, mlp[0].eps,
+                mat(w_qkv[:inner]), put(b_qkv[:inner]), mat(w_qkv[inner:]), put(b_qkv[inner:]), mat(w_ov), put(b_ov),
             ))  # fmt: skip
 
         # Final norm -> output_proj -> pred_proj (Linear, BatchNorm, GELU, Linear): one Linear, GELU, Linear.
@@ -193,6 +204,32 @@ class WindowKV:
         return buf[0, :, : start + k.shape[1]], buf[1, :, : start + v.shape[1]]
 
 
+def _attention_out(packed: PackedPredictor, ops, blk: PackedBlock, y, kv: WindowKV | None, layer: int, first: int,
+                   grows: bool, last: bool):
+    """The attention sub-layer's output (W_o attention + b_o, before the gate) of the new tokens whose
+    output is read: all n of them, or only the newest in the last block. No query is computed that
+    nobody reads: a token at window position 0 (`first == 0`) sees only itself, so its output is
+    W_o v + b_o = W_ov y + b_ov; in the last block the other tokens give only their K/V. Saves ~7% of a
+    rollout's matmul work (the query and output projections of those tokens) for two more small matmuls.
+
+    y (N, n, D) the new tokens' attention input; kv the window's K/V (`WindowKV`), layer its index. Returns (N, n, D), or
+    (N, 1, D) in the last block, in the packed dtype.
+    """
+    k, v = ops.linear(y, blk.w_kv, blk.b_kv).chunk(2, dim=-1)  # strided views, no copies
+    if kv is not None:
+        k, v = kv.window(layer, k, v, first, grows)
+    n = y.shape[1]
+    outs = []
+    if first == 0 and (not last or n == 1):  # the token at window position 0 sees only itself
+        outs.append(ops.linear(y[:, :1].contiguous(), blk.w_ov, blk.b_ov))
+    asking = y[:, -1:] if last else y[:, 1:] if first == 0 else y  # the tokens whose query is read
+    if asking.shape[1] > 0 and not (last and n == 1 and first == 0):
+        q = ops.linear(asking.contiguous(), blk.w_q, blk.b_q)
+        o = ops.window_attention(q, k, v, packed.heads)  # the queries are the window's last positions
+        outs.append(ops.linear(o, blk.w_o, blk.b_o) if blk.w_o is not None else o)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+
+
 def _blocks(packed: PackedPredictor, ops, x, mods, kv: WindowKV | None, first: int, grows: bool) -> torch.Tensor:
     """Every AdaLN block for the n newest tokens of the window, then the final norm of the last one.
 
@@ -211,13 +248,20 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv: WindowKV | None, first: i
     y = ops.norm_modulate(x, mod[0][0], mod[0][1], blk.eps1, blk.eps_attn, dtype)
     for i, blk in enumerate(packed.blocks):
         _, _, gate1, shift2, scale2, gate2 = mod[i]
-        q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
-        if kv is not None:
-            k, v = kv.window(i, k, v, first, grows)
-        if i == depth - 1 and x.shape[1] > 1:
-            q, x, gate1, shift2, scale2, gate2 = (u[:, -1:] for u in (q, x, gate1, shift2, scale2, gate2))
-        o = ops.window_attention(q, k, v, packed.heads)
-        x, y = ops.linear_join_norm(o, blk.w_o, blk.b_o, gate1, x, shift2, scale2, blk.eps2, blk.eps_mlp, dtype)
+        last = i == depth - 1 and x.shape[1] > 1
+        if getattr(ops, "skip_unread_queries", False):
+            delta = _attention_out(packed, ops, blk, y, kv, i, first, grows, i == depth - 1)
+            if last:
+                x, gate1, shift2, scale2, gate2 = (u[:, -1:] for u in (x, gate1, shift2, scale2, gate2))
+            x, y = ops.linear_join_norm(delta, None, None, gate1, x, shift2, scale2, blk.eps2, blk.eps_mlp, dtype)
+        else:
+            q, k, v = ops.linear(y, blk.w_qkv, blk.b_qkv).chunk(3, dim=-1)  # strided views, no copies
+            if kv is not None:
+                k, v = kv.window(i, k, v, first, grows)
+            if last:
+                q, x, gate1, shift2, scale2, gate2 = (u[:, -1:] for u in (q, x, gate1, shift2, scale2, gate2))
+            o = ops.window_attention(q, k, v, packed.heads)
+            x, y = ops.linear_join_norm(o, blk.w_o, blk.b_o, gate1, x, shift2, scale2, blk.eps2, blk.eps_mlp, dtype)
         hidden = ops.linear_gelu(y, blk.w_1, blk.b_1)
         if i + 1 < depth:
             nxt = packed.blocks[i + 1]

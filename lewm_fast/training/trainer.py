@@ -21,6 +21,7 @@ from torch import nn
 
 import lewm_fast as lf
 from lewm_fast._io import atomic_write
+from lewm_fast.capability import amp_needs_probe, native_bf16
 from lewm_fast.data.dataset import WindowDataset, collate_batch, split_episodes
 from lewm_fast.data.hdf5 import open_h5, read_index
 from lewm_fast.interop.swm import load_public_state_dict
@@ -97,14 +98,15 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def choose_amp(amp: str, device: torch.device, step_fn) -> bool:
-    """Whether to autocast to bf16. 'auto': yes on CUDA; on CPU, time a few steps each way and keep the
-    faster (bf16 wins for large matmuls on CPUs with AMX, fp32 for small ones)."""
+    """Whether to autocast to bf16. 'auto': bf16 where native on CUDA, fp32 on a CPU that only emulates
+    bf16; on a CPU with native bf16, time a few steps each way and keep the faster (bf16 wins for large
+    matmuls on CPUs with AMX, fp32 for small ones)."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp: expected one of {list(AMP_CHOICES)}, got {amp!r}")
     if amp != "auto":
         return amp == "bf16"
-    if device.type == "cuda":
-        return True
+    if not amp_needs_probe(amp, device):  # "auto" without a probe: bf16 where native (lewm_fast.capability)
+        return native_bf16(device)
     times = {}
     for use in (False, True) * 4:  # interleaved; the first of each pays one-time set-up, min() drops it
         t0 = time.perf_counter()
@@ -247,11 +249,9 @@ class _Run:
 
     def choose_precision(self) -> bool:
         """bf16 autocast or not: given, restored ('bf16'/'off'), or 'auto' (measured on a real batch on the
-        CPU; the probe steps are not applied). Every rank takes rank 0's answer."""
-        if self.cfg.amp != "auto":
-            use = self.cfg.amp == "bf16"
-        elif self.device.type == "cuda":
-            use = True
+        CPU with native bf16 only, lewm_fast.capability; the probe steps are not applied). Every rank takes rank 0's answer."""
+        if not amp_needs_probe(self.cfg.amp, self.device):  # given, or 'auto' decided by the capability
+            use = choose_amp(self.cfg.amp, self.device, None)
         else:
             probe = next(iter(self.loader()))
             saved_rng, saved_buffers = rng_state(), {k: v.clone() for k, v in self.model.state_dict().items()}

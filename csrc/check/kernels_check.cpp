@@ -1,0 +1,201 @@
+// A self-contained check of the CPU kernels without Python: each kernel against a plain double-precision
+// loop of its formula, on fixed pseudo-random inputs, over the shapes with a fixed-size fast path (D = 192,
+// dim_head = 64) and others, fp32 and bf16. Exit status 0 when every result is within its tolerance.
+//
+// Used where the Python extension cannot run: built with a cross compiler and run under qemu-user, it
+// shows the kernels build and compute correctly on aarch64 (csrc/check/cross_check.sh, run by CI).
+// The Python tests (tests/test_planner_cpu_kernels.py, tests/test_sigreg_*.py) are the full checks.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include "../cpu_common.h"
+#include "../planner_cpu.h"
+#include "../sigreg_cpu.h"
+
+namespace {
+
+int failures = 0;
+
+struct Rng {  // xorshift64*: the same inputs on every machine
+  uint64_t s;
+  double uniform() {
+    s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
+    return static_cast<double>((s * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+  }
+  float normal() {  // Box-Muller
+    const double u = uniform() + 1e-12, v = uniform();
+    return static_cast<float>(std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v));
+  }
+};
+
+std::vector<float> randn(Rng& g, size_t n, float scale = 1.f) {
+  std::vector<float> x(n);
+  for (auto& v : x) v = g.normal() * scale;
+  return x;
+}
+
+std::vector<uint16_t> to_bf16(const std::vector<float>& x) {
+  std::vector<uint16_t> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = lewm::float_to_bf16(x[i]);
+  return y;
+}
+
+std::vector<float> rounded(const std::vector<float>& x) {  // x as bf16 would hold it
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = lewm::bf16_to_float(lewm::float_to_bf16(x[i]));
+  return y;
+}
+
+void expect(const char* what, double got, double want, double rtol, double atol) {
+  if (!(std::fabs(got - want) <= atol + rtol * std::fabs(want))) {
+    if (failures < 20) std::printf("FAIL %s: got %.9g, want %.9g\n", what, got, want);
+    ++failures;
+  }
+}
+
+// ---- window attention: out[n, i] = sum_j softmax_j(q_i . k_j) v_j over keys j <= L - nq + i, per head ----
+void attention_ref(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                   std::vector<double>& out, int64_t N, int64_t nq, int64_t L, int64_t heads, int64_t dh) {
+  const int64_t I = heads * dh;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t keys = L - nq + i + 1;
+        std::vector<double> s(keys);
+        double best = -1e300, total = 0;
+        for (int64_t j = 0; j < keys; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < dh; ++d) dot += double(q[(n * nq + i) * I + h * dh + d]) * k[(n * L + j) * I + h * dh + d];
+          s[j] = dot, best = std::max(best, dot);
+        }
+        for (auto& x : s) total += (x = std::exp(x - best));
+        for (int64_t d = 0; d < dh; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < keys; ++j) acc += s[j] / total * v[(n * L + j) * I + h * dh + d];
+          out[(n * nq + i) * I + h * dh + d] = acc;
+        }
+      }
+}
+
+void check_attention(Rng& g, int64_t N, int64_t nq, int64_t L, int64_t heads, int64_t dh, bool bf16) {
+  const int64_t I = heads * dh;
+  auto q = randn(g, N * nq * I, 0.3f), k = randn(g, N * L * I), v = randn(g, N * L * I);
+  if (bf16) q = rounded(q), k = rounded(k), v = rounded(v);
+  std::vector<double> want(N * nq * I);
+  attention_ref(q, k, v, want, N, nq, L, heads, dh);
+  std::vector<float> got(N * nq * I);
+  if (bf16) {
+    auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v);
+    std::vector<uint16_t> ob(N * nq * I);
+    lewm::window_attention(qb.data(), nq * I, I, kb.data(), L * I, I, vb.data(), L * I, I, ob.data(), N, nq, L, heads,
+                           dh, true, 2);
+    for (size_t i = 0; i < ob.size(); ++i) got[i] = lewm::bf16_to_float(ob[i]);
+  } else {
+    lewm::window_attention(q.data(), nq * I, I, k.data(), L * I, I, v.data(), L * I, I, got.data(), N, nq, L, heads,
+                           dh, false, 2);
+  }
+  for (size_t i = 0; i < got.size(); ++i)
+    expect(bf16 ? "window_attention bf16" : "window_attention fp32", got[i], want[i], bf16 ? 1.0 / 128 : 1e-5,
+           bf16 ? 1e-3 : 1e-5);
+}
+
+// ---- residual + norm + modulate: x += gate * delta; out = LN2(LN1(x) * (1 + scale) + shift) ----
+void layer_norm(std::vector<double>& y, double eps) {
+  double mean = 0, var = 0;
+  for (double v : y) mean += v;
+  mean /= y.size();
+  for (double v : y) var += (v - mean) * (v - mean);
+  const double inv = 1.0 / std::sqrt(var / y.size() + eps);
+  for (double& v : y) v = (v - mean) * inv;
+}
+
+void check_norm(Rng& g, int64_t N, int64_t n, int64_t D, bool join, bool modulate) {
+  auto x = randn(g, N * n * D, 3.f), gate = rounded(randn(g, N * n * D, 0.5f)), delta = rounded(randn(g, N * n * D));
+  auto shift = rounded(randn(g, N * n * D, 0.5f)), scale = rounded(randn(g, N * n * D, 0.5f));
+  for (int bf16 = 0; bf16 < 2; ++bf16) {
+    std::vector<float> xk = x, outf(N * n * D);
+    std::vector<uint16_t> outb(N * n * D);
+    auto gb = to_bf16(gate), db = to_bf16(delta), sb = to_bf16(shift), cb = to_bf16(scale);
+    const void *gp = bf16 ? (const void*)gb.data() : gate.data(), *dp = bf16 ? (const void*)db.data() : delta.data();
+    const void *sp = bf16 ? (const void*)sb.data() : shift.data(), *cp = bf16 ? (const void*)cb.data() : scale.data();
+    const lewm::RowArg none{nullptr, 0, 0};
+    auto arg = [&](const void* p) { return lewm::RowArg{p, n * D, D}; };
+    lewm::residual_norm_modulate(xk.data(), n * D, D, join ? arg(gp) : none, join ? arg(dp) : none,
+                                 modulate ? arg(sp) : none, modulate ? arg(cp) : none,
+                                 bf16 ? (void*)outb.data() : (void*)outf.data(), bf16, N, n, D, 1e-6, 1e-5, 2);
+    for (int64_t r = 0; r < N * n; ++r) {
+      std::vector<double> y(D);
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t i = r * D + d;
+        y[d] = x[i] + (join ? double(gate[i]) * delta[i] : 0.0);
+        expect("residual update", xk[i], y[d], 1e-6, 1e-5);
+      }
+      layer_norm(y, 1e-6);
+      if (modulate) {
+        for (int64_t d = 0; d < D; ++d) y[d] = y[d] * (1.0 + scale[r * D + d]) + shift[r * D + d];
+        layer_norm(y, 1e-5);
+      }
+      for (int64_t d = 0; d < D; ++d) {
+        const double got = bf16 ? lewm::bf16_to_float(outb[r * D + d]) : outf[r * D + d];
+        expect(bf16 ? "norm bf16" : "norm fp32", got, y[d], bf16 ? 1.0 / 128 : 1e-5, bf16 ? 1e-3 : 1e-5);
+      }
+    }
+  }
+}
+
+// ---- SIGReg's characteristic-function sums and their gradient ----
+void check_charfn(Rng& g, int64_t T, int64_t N, int64_t M, int64_t K) {
+  const double dt = 3.0 / (K - 1);
+  auto z = randn(g, T * N * M, 2.f);
+  std::vector<double> cs(T * K * M), ss(T * K * M), p(T * K * M), q(T * K * M);
+  lewm::charfn_sums(z.data(), T, N, M, K, dt, cs.data(), ss.data(), 2);
+  for (auto& v : p) v = g.normal();
+  for (auto& v : q) v = g.normal();
+  std::vector<float> dz(T * N * M);
+  lewm::charfn_grad(z.data(), p.data(), q.data(), T, N, M, K, dt, dz.data(), 2);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) {
+        double c = 0, s = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const double a = k * dt * z[(t * N + n) * M + m];
+          c += std::cos(a), s += std::sin(a);
+        }
+        expect("charfn_sums cos", cs[(t * K + k) * M + m], c, 1e-10, 1e-9 * N);
+        expect("charfn_sums sin", ss[(t * K + k) * M + m], s, 1e-10, 1e-9 * N);
+      }
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t m = 0; m < M; ++m) {
+        double want = 0;
+        for (int64_t k = 1; k < K; ++k) {
+          const double a = k * dt * z[(t * N + n) * M + m];
+          want += p[(t * K + k) * M + m] * std::cos(a) + q[(t * K + k) * M + m] * std::sin(a);
+        }
+        expect("charfn_grad", dz[(t * N + n) * M + m], want, 1e-6, 1e-5);
+      }
+}
+
+}  // namespace
+
+int main() {
+  Rng g{0x9e3779b97f4a7c15ull};
+  for (int bf16 = 0; bf16 < 2; ++bf16) {
+    check_attention(g, 7, 1, 3, 16, 64, bf16);  // the rollout's shapes (dim_head 64: the unrolled path)
+    check_attention(g, 5, 3, 3, 16, 64, bf16);
+    check_attention(g, 4, 2, 4, 3, 24, bf16);  // the generic path
+    check_attention(g, 3, 1, 1, 5, 7, bf16);
+  }
+  for (bool join : {false, true})
+    for (bool modulate : {false, true}) {
+      check_norm(g, 5, 3, 192, join, modulate);  // D = 192: the unrolled path
+      check_norm(g, 3, 2, 40, join, modulate);
+    }
+  check_charfn(g, 2, 9, 70, 17);  // N odd (a missing row in the last pair), M not a multiple of the block
+  check_charfn(g, 1, 4, 8, 5);
+  std::printf("%s: %s, %d failures\n", lewm::kernel_isa(), failures ? "FAILED" : "all kernels match", failures);
+  return failures ? 1 : 0;
+}
