@@ -1,10 +1,17 @@
-"""What the MuJoCo environments (reacher, cube) share: headless rendering and a clear error when an optional
-package is missing.
+"""What the MuJoCo environments (reacher, cube) share: headless rendering, its look, and a clear error when an
+optional package is missing.
 
 Rendering: MuJoCo needs an OpenGL context. Without a display we ask for EGL (`MUJOCO_GL=egl`), which Mesa
 provides in software (llvmpipe) on a machine without a GPU, and the GPU's driver on one with. The variable
 must be set before `mujoco` is first imported, so every MuJoCo env imports its packages through
-`import_optional`. A user's own `MUJOCO_GL` (`osmesa`, `glfw`) is left alone.
+`import_optional` (a program that imports mujoco itself first must set MUJOCO_GL=egl itself). A user's own
+`MUJOCO_GL` (`osmesa`, `glfw`) is left alone.
+
+Look: an env made with image_size >= 128 draws the public look (shadows, reflections, 4x multisampling, as
+the public envs render their 224 px frames). A smaller env draws without them: in software rendering that
+is 5x cheaper (measured on this project's 2-core machine, CPU time per 64 px frame: Reacher 33 -> 7 ms,
+Cube 190 -> 36 ms), which is what makes a CPU-sized data set affordable. The rule depends on the env's
+image size only, so data and evaluation at one size always share one look.
 """
 
 from __future__ import annotations
@@ -13,6 +20,20 @@ import importlib
 import os
 
 DEFAULT_GL = "egl"
+PUBLIC_LOOK_FROM = 128  # px (module docstring)
+
+
+def public_look(image_size: int) -> bool:
+    return image_size >= PUBLIC_LOOK_FROM
+
+
+def set_look(mujoco, model, scene_flags, public: bool) -> None:
+    """Shadows, reflections and multisampling on (the public look) or off. `model.vis.quality.offsamples` is
+    read when a GL context is made: call this before the first render."""
+    model.vis.quality.offsamples = 4 if public else 0
+    if scene_flags is not None:
+        scene_flags[mujoco.mjtRndFlag.mjRND_SHADOW] = public
+        scene_flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = public
 
 
 def import_optional(module: str, env: str, extra: str, package: str):

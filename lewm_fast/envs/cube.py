@@ -12,12 +12,8 @@ public stable-worldmodel evaluation (`swm/OGBCube-v0`, scripts/plan/config/cube.
   cube position, as `set_goal_state` does here).
 A reset draws the arm pose, the cube pose and a target like OGBench's data-collection mode.
 
-Rendering is MuJoCo's OpenGL renderer, on a machine without a GPU in software (Mesa llvmpipe through EGL).
-Frames of 128 px and more have the public look (shadows from a 4096 px shadow map, 4x multisampling).
-Smaller frames are drawn without shadows and multisampling: in software that is 5x cheaper (36 ms instead
-of 190 ms of CPU per 64 px frame on this project's 2-core machine), which is what makes a CPU-sized Cube
-data set affordable; it changes a 64 px frame by 16 grey levels on average (the shadows are gone), and
-the same rule holds for data and evaluation, so a model sees one look.
+Rendering: MuJoCo's OpenGL renderer through EGL; the public look from 128 px frames, a cheaper one below
+(lewm_fast/envs/_mujoco.py says why and what it costs).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lewm_fast.envs._mujoco import check_image_size, import_optional, rgb255
+from lewm_fast.envs._mujoco import check_image_size, import_optional, public_look, rgb255, set_look
 
 SUCCESS_DISTANCE = 0.04  # m (OGBench CubeEnv._compute_successes)
 CAMERA = "front_pixels"
@@ -34,7 +30,6 @@ GRIPPER_COLOUR = (155.55, 71.4, 209.1)  # OGBench's purple (0.61, 0.28, 0.82), t
 CUBE_COLOUR = (244.8, 66.3, 84.15)  # OGBench's red (0.96, 0.26, 0.33), the single cube's colour
 GRIPPER_MATERIALS = ("ur5e/robotiq/black", "ur5e/robotiq/pad_gray")
 NQ, NV = 21, 20
-PUBLIC_LOOK_FROM = 128  # px: smaller frames are drawn without shadows and multisampling (module docstring)
 CUBE_BOUNDS = np.array([[0.3, -0.3], [0.55, 0.3]])  # OGBench's object sampling bounds (x, y)
 
 
@@ -101,13 +96,12 @@ class CubeEnv(gym.Env):
 
     def _make_renderer(self, size: int):
         check_image_size(size)
-        vis = self.inner._model.vis
-        vis.global_.offwidth = max(vis.global_.offwidth, size)
-        vis.global_.offheight = max(vis.global_.offheight, size)
-        public = size >= PUBLIC_LOOK_FROM
-        vis.quality.offsamples = 4 if public else 0  # read when the GL context is made
-        renderer = self.mujoco.Renderer(self.inner._model, height=size, width=size)
-        renderer.scene.flags[self.mujoco.mjtRndFlag.mjRND_SHADOW] = public
+        model = self.inner._model
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, size)
+        set_look(self.mujoco, model, None, public_look(self.image_size))
+        renderer = self.mujoco.Renderer(model, height=size, width=size)
+        set_look(self.mujoco, model, renderer.scene.flags, public_look(self.image_size))
         self._renderers[size] = renderer
         return renderer
 

@@ -5,8 +5,9 @@ evaluation uses it):
 - an action is the two joint torques in [-1, 1]^2 (action_dim 2), repeated for 2 physics steps of 0.02 s
   (the public wrapper's action repeat); the planner's action block is 5 actions (frameskip 5);
 - frames from the fixed top-down camera (camera 0), rendered at any size (the public 224 px by default
-  there; 64 px here by default); the reach target is invisible (the public `render_target = 0`): the goal
-  is a pose, shown only by the goal image;
+  there; 64 px here by default; the public look from 128 px, a cheaper one below: lewm_fast/envs/_mujoco.py);
+  the reach target is invisible (the public `render_target = 0`): the goal is a pose, shown only by the
+  goal image;
 - state (float64 (4,)): joint angles (shoulder, wrist) and joint velocities (qpos, qvel);
 - success against a goal state: every joint angle within 0.05 rad of the goal's (the public
   `ReacherQPosMatchTask` rule: |qpos - target_qpos| < 0.05 for all joints, checked after every physics
@@ -21,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lewm_fast.envs._mujoco import check_image_size, import_optional, rgb255
+from lewm_fast.envs._mujoco import check_image_size, import_optional, public_look, rgb255, set_look
 
 ACTION_REPEAT = 2  # physics steps per env step (public DMControlWrapper.action_repeat)
 QPOS_THRESHOLD = 0.05  # rad, per joint (public ReacherQPosMatchTask)
@@ -57,6 +58,8 @@ class ReacherEnv(gym.Env):
         self._sub_qpos: list[np.ndarray] = []  # joint angles after each physics step of the last env step
         self.steps = 0
         self.set_colors(arm=ARM_COLOUR)
+        self._public_look = public_look(self.image_size)
+        set_look(None, self.physics.model, None, self._public_look)  # before the first render makes the context
         self.physics.named.model.mat_rgba["target", 3] = 0.0  # the public default: target not rendered
 
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -86,7 +89,9 @@ class ReacherEnv(gym.Env):
 
     def render(self, size: int | None = None) -> np.ndarray:
         size = self.image_size if size is None else size
-        return np.ascontiguousarray(self.physics.render(height=size, width=size, camera_id=CAMERA))
+        flags = None if self._public_look else {"shadow": False, "reflection": False}
+        return np.ascontiguousarray(self.physics.render(height=size, width=size, camera_id=CAMERA,
+                                                        render_flag_overrides=flags))  # fmt: skip
 
     # ---- state, success, variations ----------------------------------------------------------------
 
