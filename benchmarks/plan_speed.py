@@ -28,7 +28,7 @@ from pathlib import Path
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name, print_table, synchronize, write_result  # noqa: E402
+from _common import device_name, print_table, public_lewm, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.planning import planner as planner_module  # noqa: E402
@@ -124,27 +124,10 @@ def public_solver_row(model, args, e, device):
     import types
 
     import gymnasium as gym
-    import transformers
     from stable_worldmodel.solver.cem import CEMSolver
-    from stable_worldmodel.wm.lewm.lewm import LeWM as PublicLeWM
-    from stable_worldmodel.wm.lewm.module import MLP, Embedder, Predictor
 
     cfg = model.cfg
-    vit = transformers.ViTModel(
-        transformers.ViTConfig(hidden_size=cfg.enc_dim, num_hidden_layers=cfg.enc_depth,
-                               num_attention_heads=cfg.enc_heads, intermediate_size=cfg.enc_mlp_dim,
-                               image_size=cfg.image_size, patch_size=cfg.patch_size, layer_norm_eps=cfg.enc_ln_eps),
-        add_pooling_layer=False,
-    )  # fmt: skip
-    pred = Predictor(num_frames=cfg.num_frames, depth=cfg.pred_depth, heads=cfg.pred_heads, mlp_dim=cfg.pred_mlp_dim,
-                     input_dim=cfg.embed_dim, hidden_dim=cfg.pred_hidden_dim, output_dim=cfg.pred_output_dim,
-                     dim_head=cfg.pred_dim_head)  # fmt: skip
-    bn = torch.nn.BatchNorm1d
-    public = PublicLeWM(vit, pred, Embedder(input_dim=cfg.action_block_dim, emb_dim=cfg.embed_dim),
-                        MLP(cfg.enc_dim, cfg.proj_hidden_dim, cfg.embed_dim, norm_fn=bn),
-                        MLP(cfg.pred_output_dim, cfg.pred_proj_hidden_dim, cfg.embed_dim, norm_fn=bn))  # fmt: skip
-    public.load_state_dict(model.state_dict())
-    public = public.to(device).eval()
+    public = public_lewm(model, device)
     pixels, goal = observations(cfg, e, args.history, device)
 
     def make_plan(k):

@@ -40,7 +40,9 @@ def _call(method: str, **args) -> dict:
 # The public evaluation's set-up calls per World (stable-worldmodel scripts/plan/config/<env>.yaml at 0.1.1):
 # method names of the env and, per argument, the data set column holding its value.
 WORLD_CALLABLES = {
-    "swm/TwoRoom-v1": [_call("_set_state", state="pos_agent"), _call("_set_goal_state", goal_state="goal_pos_agent")],
+    # TwoRoom-v1: the public config reads columns pos_agent / goal_pos_agent of its published data set; what
+    # World.collect writes for TwoRoom-v1 holds the agent's position in `state` (as PushT's config reads it).
+    "swm/TwoRoom-v1": [_call("_set_state", state="state"), _call("_set_goal_state", goal_state="goal_state")],
     "swm/PushT-v1": [_call("_set_state", state="state"), _call("_set_goal_state", goal_state="goal_state")],
     "swm/ReacherDMControl-v0": [_call("set_state", qpos="qpos", qvel="qvel"),
                                 _call("set_target_qpos", target_qpos="goal_qpos")],
@@ -101,13 +103,15 @@ def timed_solver(solver):
     return solver
 
 
-def make_policy(swm, checkpoint, policy: str, horizon: int, receding: int, plan_kwargs: dict, seed: int):
+def make_policy(swm, checkpoint, policy: str, horizon: int, receding: int, plan_kwargs: dict, seed: int,
+                solver=None):  # fmt: skip
+    """The World's policy: random, or `WorldModelPolicy` over `solver` (default: lf.interop.CEMSolver)."""
     if policy == "random":
         return swm.policy.RandomPolicy(seed=seed), None
     from lewm_fast.interop import CEMSolver
 
     model = checkpoint.model
-    solver = timed_solver(CEMSolver(model, seed=seed, **plan_kwargs))
+    solver = timed_solver(solver or CEMSolver(model, seed=seed, **plan_kwargs))
     config = swm.PlanConfig(horizon=horizon, receding_horizon=receding, action_block=model.cfg.frameskip)
     tf = frame_transform(model.cfg.image_size)
     process = {"action": ActionScaler(checkpoint.normalizer)}
@@ -146,11 +150,13 @@ def evaluate_world(
     callables: list[dict] | None = None,
     world_kwargs: dict | None = None,
     image_size: int = 64,
+    solver=None,
     out: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Success rate on a stable-worldmodel World (module docstring). image_size: frame size for the random
-    policy without a checkpoint (a checkpoint's own size otherwise)."""
+    policy without a checkpoint (a checkpoint's own size otherwise). solver: another solver with the public
+    Solver protocol (e.g. the public CEMSolver, for a side-by-side benchmark) instead of lewm_fast's."""
     swm = _import_swm()
     import gymnasium as gym
 
@@ -172,11 +178,12 @@ def evaluate_world(
                                   f"{checkpoint.model.cfg.action_dim}, World {world_name} has {adim}")  # fmt: skip
         plan_kwargs = {"num_samples": num_samples, "n_steps": iters, "topk": topk, "backend": backend,
                        "dtype": DTYPES[dtype]}  # fmt: skip
-        pol, solver = make_policy(swm, checkpoint, policy, horizon, receding, plan_kwargs, seed)
+        pol, solver = make_policy(swm, checkpoint, policy, horizon, receding, plan_kwargs, seed, solver)
         world.set_policy(pol)
         t0 = time.perf_counter()
         if data is not None:
-            result, how = _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, seed, callables)
+            result, how = _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, seed, callables,
+                                        size)  # fmt: skip
         else:
             result, how = _from_world(world, world_name, episodes, seed), "each env's own reset (start and goal)"
         seconds = time.perf_counter() - t0
@@ -188,16 +195,32 @@ def evaluate_world(
     return _summary(world_name, checkpoint, data, how, policy, result, solver, seconds, settings, out, log)
 
 
-def _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, seed, callables):
+def _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, seed, callables, size):
     callables = callables or WORLD_CALLABLES.get(world_name)
     if callables is None:
         raise EvalConfigError(f"world: no known set-up calls for {world_name} (the paper's Worlds have them: "
                               f"{sorted(WORLD_CALLABLES)}); pass callables (--callables JSON)")  # fmt: skip
     dataset = swm.data.load_dataset(str(data))
+    check_columns(callables, dataset.column_names, data)
+    frame = tuple(dataset.load_chunk(np.array([0]), np.array([0]), np.array([1]))[0]["pixels"].shape[-2:])
+    if frame != (size, size):
+        raise EvalConfigError(f"data: {data} holds {frame[0]}x{frame[1]} frames, the World renders {size}x{size} "
+                              "for this model: use a data set at the model's image size")  # fmt: skip
     eps, starts = dataset_problems(dataset, episodes, goal_offset, seed)
     result = world.evaluate(dataset=dataset, episodes_idx=eps, start_steps=starts, goal_offset=goal_offset,
                             eval_budget=budget, callables=callables)  # fmt: skip
     return result, f"{data}: {episodes} start rows, goal {goal_offset} steps ahead"
+
+
+def check_columns(callables: list[dict], columns: list[str], data) -> None:
+    """Every data set value a set-up call reads must exist (the World would skip the call silently)."""
+    have = {c for c in columns if not c.startswith("goal")}
+    have |= {"goal"} | {f"goal_{c}" for c in have}
+    missing = sorted({a["value"] for spec in callables for a in spec.get("args", {}).values()
+                      if a.get("in_dataset", True) and a.get("value") not in have})  # fmt: skip
+    if missing:
+        raise EvalConfigError(f"data: {data} has no column for {missing} (read by the World's set-up calls); "
+                              f"columns: {sorted(columns)}")  # fmt: skip
 
 
 def _from_world(world, world_name, episodes, seed):
