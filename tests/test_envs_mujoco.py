@@ -237,3 +237,41 @@ def test_missing_package_is_named_with_its_extra(monkeypatch, name, module, pack
     expected = rf"env '{name}' needs the {package} package: pip install 'lewm-fast\[{name}\]'"
     with pytest.raises(ImportError, match=expected):
         make_env(name)
+
+
+# ---- the whole pipeline: collect, train, eval (planner and random), surprise ----------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, package", [("reacher", "dm_control"), ("cube", "ogbench")])
+def test_collect_train_eval_surprise_from_the_command_line(tmp_path, name, package, capsys):
+    pytest.importorskip(package)
+    pytest.importorskip("h5py")
+    pytest.importorskip("scipy")
+    import json
+
+    from lewm_fast.cli import main as cli_main
+
+    tiny = {"image_size": 28, "patch_size": 7, "enc_dim": 48, "enc_depth": 2, "enc_heads": 3, "enc_mlp_dim": 96,
+            "embed_dim": 32, "proj_hidden_dim": 64, "pred_depth": 2, "pred_heads": 2, "pred_dim_head": 16,
+            "pred_mlp_dim": 64, "pred_hidden_dim": 32, "pred_output_dim": 32, "pred_proj_hidden_dim": 64}  # fmt: skip
+    data, run = tmp_path / "d.h5", tmp_path / "run"
+    assert cli_main(["collect", "--env", name, "--episodes", "5", "--max-steps", "35", "--image-size", "28",
+                     "--out", str(data), "--no-progress"]) == 0  # fmt: skip
+    assert cli_main(["train", "--data", str(data), "--out", str(run), "--steps", "2", "--batch-size", "4",
+                     "--amp", "off", "--num-proj", "16", "--val-fraction", "0.4", "--model", json.dumps(tiny),
+                     "--no-progress"]) == 0  # fmt: skip
+    fast = ["--episodes", "2", "--budget", "10", "--goal-offset", "20", "--samples", "8", "--topk", "2", "--iters", "2",
+            "--dtype", "fp32"]  # fmt: skip
+    for policy in ("planner", "random"):
+        assert cli_main(["eval", "--ckpt", str(run), "--env", name, "--data", str(data), "--policy", policy,
+                         "--out", str(tmp_path / "eval"), *fast]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert summary["env"] == name and summary["episodes"] == 2 and len(summary["per_episode"][0]["final_state"]) > 2
+    assert (tmp_path / "eval" / "eval_random.json").exists()
+    assert cli_main(["surprise", "--ckpt", str(run), "--env", name, "--episodes", "3", "--steps", "20",
+                     "--perturb-step", "10", "--out", str(tmp_path / "surprise")]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "surprise" / "surprise.json").read_text())
+    assert result["frames_changed"]["colour"] == 1.0 and result["frames_changed"]["teleport"] == 1.0
+    assert result["states_changed"]["teleport"] == 1.0 and result["states_changed"]["colour"] == 0.0
+    assert "success rate: " in capsys.readouterr().out
