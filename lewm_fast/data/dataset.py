@@ -203,9 +203,10 @@ class WindowDataset(torch.utils.data.Dataset):
             self._h5 = _h5py().File(self.path, "r", rdcc_nbytes=READ_CACHE_BYTES, rdcc_nslots=READ_CACHE_SLOTS)
         ds = self._h5["pixels"]
         out = np.empty((*rows.shape, *self.frame_shape), dtype=np.uint8)
-        last = (self.num_frames - 1) * self.frameskip
-        for b, s in enumerate(starts.tolist()):  # one strided hyperslab per window, straight into `out`
-            ds.read_direct(out, np.s_[s : s + last + 1 : self.frameskip], np.s_[b])
+        # One read per frame, straight into `out`. (A strided slice per window, ds[s : s + 16 : 5], reads the
+        # same frames but measured ~1000x slower in h5py: ~1 s per window of 224 px frames.)
+        for (b, t), row in np.ndenumerate(rows):
+            ds.read_direct(out, np.s_[row], np.s_[b, t])
         return out
 
     def __getitems__(self, indices) -> dict[str, torch.Tensor]:
