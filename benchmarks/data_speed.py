@@ -6,7 +6,8 @@ frames with frameskip 5, batch 64, columns pixels + action + proprio, 4 workers,
 sequential order, raw uint8 frames; "cached" keeps action and proprio in RAM. They report 1,416 samples/s
 (no cache) for HDF5 on their PushT data. Here both readers read the same file; rows:
 
-- public: HDF5Dataset as their benchmark builds it (raw uint8 frames: no resize, no normalisation);
+- public: HDF5Dataset as their benchmark builds it (raw uint8 frames: no resize, no normalisation), and with
+  the public evaluation script's image transform (ToDtype + ImageNet Normalize: training-ready frames);
 - lewm_fast: WindowDataset as the trainer uses it (frames resized to the model size and ImageNet-normalised,
   actions regrouped and z-scored: more work per sample than the public rows), reading the file per batch
   (`in_memory=False`) and from RAM (`in_memory=True`, the default for files up to 4 GiB).
@@ -48,12 +49,31 @@ def default_file(episodes: int, image_size: int) -> Path:
     return path
 
 
-def public_dataset(path: Path, cached: bool):
+def public_dataset(path: Path, cached: bool, transform: bool = False):
+    """The public reader as their benchmark builds it; transform=True adds the image transform of the public
+    evaluation script (torchvision ToDtype(scale=True) + ImageNet Normalize, per sample), which makes its
+    frames training-ready like lewm_fast's."""
     from stable_worldmodel.data import HDF5Dataset
 
     cache = ["action", "proprio"] if cached else []
     keys = ["pixels", "action", "proprio"]
-    return HDF5Dataset(path=path, num_steps=NUM_STEPS, frameskip=FRAMESKIP, keys_to_load=keys, keys_to_cache=cache)
+    tf = _public_image_transform() if transform else None
+    return HDF5Dataset(path=path, num_steps=NUM_STEPS, frameskip=FRAMESKIP, keys_to_load=keys, keys_to_cache=cache,
+                       transform=tf)  # fmt: skip
+
+
+def _public_image_transform():
+    from torchvision.transforms import v2
+
+    from lewm_fast.data import IMAGENET_MEAN, IMAGENET_STD
+
+    image = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def transform(steps: dict) -> dict:
+        steps["pixels"] = image(steps["pixels"])
+        return steps
+
+    return transform
 
 
 def loader(ds, batch: int, workers: int, order: str, ours: bool) -> torch.utils.data.DataLoader:
@@ -91,8 +111,9 @@ def cases(path: Path, image_size: int, public: bool):
     """(reader, variant, factory, ours) for every row."""
     rows = []
     if public:
-        for variant, cached in (("raw uint8", False), ("raw uint8, action+proprio cached", True)):
-            rows.append(("public HDF5Dataset", variant, lambda c=cached: public_dataset(path, c), False))
+        for variant, cached, tf in (("raw uint8", False, False), ("raw uint8, action+proprio cached", True, False),
+                                    ("training-ready (+ ToDtype, Normalize), cached", True, True)):  # fmt: skip
+            rows.append(("public HDF5Dataset", variant, lambda c=cached, t=tf: public_dataset(path, c, t), False))
     window = {"image_size": image_size, "num_frames": NUM_STEPS, "frameskip": FRAMESKIP}
     for variant, in_memory in (("training-ready, reads the file", False), ("training-ready, in RAM", True)):
         rows.append(("lewm_fast WindowDataset", variant, lambda m=in_memory: WindowDataset(path, in_memory=m, **window),
