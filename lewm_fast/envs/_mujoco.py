@@ -47,6 +47,16 @@ def import_optional(module: str, env: str, extra: str, package: str):
         ) from e
 
 
+def step_result(env) -> tuple:
+    """gymnasium's step return after an env step: (state, reward 0, never terminated, truncated at
+    max_episode_steps, info with is_success against the env's goal)."""
+    env.steps += 1
+    info = env._info()
+    info["is_success"] = env.is_success()
+    truncated = env.max_episode_steps is not None and env.steps >= env.max_episode_steps
+    return env.get_state(), 0.0, False, bool(truncated), info
+
+
 def check_image_size(image_size) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size: expected a positive int, got {image_size!r}")

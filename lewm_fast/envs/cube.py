@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lewm_fast.envs._mujoco import check_image_size, import_optional, public_look, rgb255, set_look
+from lewm_fast.envs._mujoco import check_image_size, import_optional, public_look, rgb255, set_look, step_result
 
 SUCCESS_DISTANCE = 0.04  # m (OGBench CubeEnv._compute_successes)
 CAMERA = "front_pixels"
@@ -81,12 +81,7 @@ class CubeEnv(gym.Env):
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(5), -1.0, 1.0)
         self.inner.step(a)
-        self.steps += 1
-        success = self.is_success()
-        truncated = self.max_episode_steps is not None and self.steps >= self.max_episode_steps
-        info = self._info()
-        info["is_success"] = success
-        return self.get_state(), 0.0, False, bool(truncated), info
+        return step_result(self)
 
     def render(self, size: int | None = None) -> np.ndarray:
         size = self.image_size if size is None else size

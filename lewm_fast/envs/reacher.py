@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lewm_fast.envs._mujoco import check_image_size, import_optional, public_look, rgb255, set_look
+from lewm_fast.envs._mujoco import check_image_size, import_optional, public_look, rgb255, set_look, step_result
 
 ACTION_REPEAT = 2  # physics steps per env step (public DMControlWrapper.action_repeat)
 QPOS_THRESHOLD = 0.05  # rad, per joint (public ReacherQPosMatchTask)
@@ -80,12 +80,7 @@ class ReacherEnv(gym.Env):
         for _ in range(ACTION_REPEAT):
             self._dmc.step(a)
             self._sub_qpos.append(self.physics.data.qpos.copy())
-        self.steps += 1
-        success = self.is_success()
-        truncated = self.max_episode_steps is not None and self.steps >= self.max_episode_steps
-        info = self._info()
-        info["is_success"] = success
-        return self.get_state(), 0.0, False, bool(truncated), info
+        return step_result(self)
 
     def render(self, size: int | None = None) -> np.ndarray:
         size = self.image_size if size is None else size
