@@ -222,3 +222,28 @@ def gemm_ceiling(
         "clock": clock,
         "shapes": shapes,
     }
+
+
+def public_lewm(model, device: torch.device | str = "cpu"):
+    """The public stable-worldmodel `LeWM` with the weights of an `lf.LeWM` (transformers 5.x ViT names equal
+    ours), in eval mode: the side venv's way to run the public code on our checkpoints."""
+    import transformers
+    from stable_worldmodel.wm.lewm.lewm import LeWM as PublicLeWM
+    from stable_worldmodel.wm.lewm.module import MLP, Embedder, Predictor
+
+    cfg = model.cfg
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(hidden_size=cfg.enc_dim, num_hidden_layers=cfg.enc_depth,
+                               num_attention_heads=cfg.enc_heads, intermediate_size=cfg.enc_mlp_dim,
+                               image_size=cfg.image_size, patch_size=cfg.patch_size, layer_norm_eps=cfg.enc_ln_eps),
+        add_pooling_layer=False,
+    )  # fmt: skip
+    pred = Predictor(num_frames=cfg.num_frames, depth=cfg.pred_depth, heads=cfg.pred_heads, mlp_dim=cfg.pred_mlp_dim,
+                     input_dim=cfg.embed_dim, hidden_dim=cfg.pred_hidden_dim, output_dim=cfg.pred_output_dim,
+                     dim_head=cfg.pred_dim_head)  # fmt: skip
+    bn = torch.nn.BatchNorm1d
+    public = PublicLeWM(vit, pred, Embedder(input_dim=cfg.action_block_dim, emb_dim=cfg.embed_dim),
+                        MLP(cfg.enc_dim, cfg.proj_hidden_dim, cfg.embed_dim, norm_fn=bn),
+                        MLP(cfg.pred_output_dim, cfg.pred_proj_hidden_dim, cfg.embed_dim, norm_fn=bn))  # fmt: skip
+    public.load_state_dict(model.state_dict())
+    return public.to(device).eval()

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import busy_neighbours, device_name, gemm_ceiling, print_table, synchronize, write_result  # noqa: E402
+from _common import busy_neighbours, device_name, gemm_ceiling, print_table, public_lewm, synchronize, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast import capability  # noqa: E402
@@ -152,26 +152,9 @@ def public_solver_row(model, args, e, device, solver="cem"):
     import types
 
     import gymnasium as gym
-    import transformers
-    from stable_worldmodel.wm.lewm.lewm import LeWM as PublicLeWM
-    from stable_worldmodel.wm.lewm.module import MLP, Embedder, Predictor
 
     cfg = model.cfg
-    vit = transformers.ViTModel(
-        transformers.ViTConfig(hidden_size=cfg.enc_dim, num_hidden_layers=cfg.enc_depth,
-                               num_attention_heads=cfg.enc_heads, intermediate_size=cfg.enc_mlp_dim,
-                               image_size=cfg.image_size, patch_size=cfg.patch_size, layer_norm_eps=cfg.enc_ln_eps),
-        add_pooling_layer=False,
-    )  # fmt: skip
-    pred = Predictor(num_frames=cfg.num_frames, depth=cfg.pred_depth, heads=cfg.pred_heads, mlp_dim=cfg.pred_mlp_dim,
-                     input_dim=cfg.embed_dim, hidden_dim=cfg.pred_hidden_dim, output_dim=cfg.pred_output_dim,
-                     dim_head=cfg.pred_dim_head)  # fmt: skip
-    bn = torch.nn.BatchNorm1d
-    public = PublicLeWM(vit, pred, Embedder(input_dim=cfg.action_block_dim, emb_dim=cfg.embed_dim),
-                        MLP(cfg.enc_dim, cfg.proj_hidden_dim, cfg.embed_dim, norm_fn=bn),
-                        MLP(cfg.pred_output_dim, cfg.pred_proj_hidden_dim, cfg.embed_dim, norm_fn=bn))  # fmt: skip
-    public.load_state_dict(model.state_dict())
-    public = public.to(device).eval()
+    public = public_lewm(model, device)
     pixels, goal = observations(cfg, e, args.history, device)
 
     public_cls = getattr(importlib.import_module(f"stable_worldmodel.solver.{PUBLIC_MODULES[solver]}"),
@@ -180,7 +163,7 @@ def public_solver_row(model, args, e, device, solver="cem"):
     def make_plan(k):
         solver_obj = public_cls(public, batch_size=1, device=device, seed=0, **solver_params(solver, args, k))
         solver_obj.configure(action_space=gym.spaces.Box(-1, 1, shape=(e, cfg.action_dim)), n_envs=e,
-                         config=types.SimpleNamespace(horizon=args.horizon, action_block=cfg.frameskip))  # fmt: skip
+                             config=types.SimpleNamespace(horizon=args.horizon, action_block=cfg.frameskip))  # fmt: skip
         info = {
             "pixels": pixels.cpu(),
             "goal": goal[:, None].cpu(),

@@ -9,7 +9,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("--ckpt", required=True, help="run folder (its 'checkpoint' link) or checkpoint folder")
-    p.add_argument("--env", required=True, help="tworoom | pusht")
+    p.add_argument("--env", required=True, help="tworoom | pusht | reacher | cube")
     p.add_argument("--episodes", type=int, default=50, help="trajectories (50)")
     p.add_argument("--steps", type=int, default=60, help="env steps per trajectory (60)")
     p.add_argument("--perturb-step", type=int, default=30, help="env step of the perturbation (30)")
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--colour",
         default=None,
         help="R,G,B (0..255) of the colour perturbation (default: tworoom 0,90,255, the red agent turns blue; "
-        "pusht 230,90,40, the grey block turns orange)",
+        "pusht 230,90,40, the grey block turns orange; reacher 0,90,255, the arm; cube 0,90,255, the red cube)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="surprise_out", help="folder for surprise.json and surprise.png")

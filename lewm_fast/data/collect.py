@@ -31,7 +31,9 @@ def episode_seeds(seed: int, index: int) -> tuple[int, int]:
 
 def rollout(env, policy, env_seed: int, policy_seed: int, max_steps: int) -> dict[str, np.ndarray]:
     """One episode as columns: pixels (L, S, S, 3) uint8, action (L, A) float32 (NaN on the last row:
-    no action is taken from the final observation), state (L, state_dim) float32, proprio (L, 2) float32.
+    no action is taken from the final observation), state (L, state_dim) float32, proprio (L, P) float32
+    (the env's `proprio_of(states)` where it has one, else the first two state values: the agent's xy in
+    TwoRoom and PushT, the joint angles in Reacher).
     Row t holds observation t and the action taken from it."""
     state, _ = env.reset(seed=env_seed)
     policy.reset(policy_seed)
@@ -46,11 +48,12 @@ def rollout(env, policy, env_seed: int, policy_seed: int, max_steps: int) -> dic
             break
     actions.append(np.full_like(actions[0], np.nan))
     states = np.stack(states)
+    proprio = env.proprio_of(states) if hasattr(env, "proprio_of") else states[:, :2]
     return {
         "pixels": np.stack(pixels),
         "action": np.stack(actions).astype(np.float32),
         "state": states,
-        "proprio": states[:, :2].copy(),
+        "proprio": np.array(proprio, dtype=np.float32),
     }
 
 
@@ -82,8 +85,6 @@ def collect(
     progress: bool = True,
 ) -> dict:
     """Write `episodes` episodes to `out` (continuing it with resume=True). Returns a summary dict."""
-    from tqdm import tqdm
-
     check_collect(env_name, out, episodes, image_size, policy, max_steps, seed, resume, overwrite)
 
     policy = policy or DEFAULT_POLICY.get(env_name)
@@ -91,9 +92,18 @@ def collect(
     if env_name == "tworoom":
         env_kw["terminate_on_success"] = False  # the data policy retargets; episodes run to max_steps
     env = make_env(env_name, **env_kw)
-    pol = make_policy(env_name, env, policy)
     attrs = {"env": env_name, "image_size": image_size, "policy": policy, "seed": seed, "max_steps": max_steps,
              "writer": f"lewm_fast {lewm_fast.__version__}"}  # fmt: skip
+    try:
+        pol = make_policy(env_name, env, policy)
+        return _write(env, pol, env_name, out, episodes, seed, max_steps, resume, overwrite, progress, attrs)
+    finally:
+        env.close()  # MuJoCo envs release their GL contexts here rather than at interpreter exit
+
+
+def _write(env, pol, env_name, out, episodes, seed, max_steps, resume, overwrite, progress, attrs) -> dict:
+    from tqdm import tqdm
+
     t0 = time.perf_counter()
     with EpisodeWriter(out, resume=resume, overwrite=overwrite, attrs=attrs) as writer:
         done = writer.num_episodes

@@ -22,6 +22,7 @@ from lewm_fast.envs import ENVS, make_env
 from lewm_fast.evaluation.figures import frame_grid
 from lewm_fast.evaluation.mpc import (
     EpisodeResult,
+    MPCStats,
     PlannerController,
     RandomController,
     _describe,
@@ -36,6 +37,14 @@ from lewm_fast.evaluation.protocol import (
     held_out_episodes,
     load_checkpoint,
     select_problems,
+)
+from lewm_fast.evaluation.sharding import (
+    EpisodeRandomController,
+    GroupedController,
+    default_group,
+    gather_to_rank0,
+    owned_episodes,
+    rank_and_world,
 )
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -80,9 +89,14 @@ def evaluate(
     out: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
     env_factory: Callable[[str, int], object] = make_eval_env,
+    plan_group: int | None = None,
 ) -> dict:
     """Success rate of MPC (`policy="planner"`, needs `ckpt`) or of uniformly random actions
     (`policy="random"`, the baseline) on `episodes` held-out problems of `data`.
+
+    Under torchrun (a process group initialised) the episodes are sharded over the ranks and rank 0 returns
+    the summary (the others a stub); `plan_group` sets the planning groups that make the outcome the same
+    for any number of processes (lewm_fast/evaluation/sharding.py).
 
     Raises EvalConfigError before any planning when the checkpoint does not fit the env or the data.
     """
@@ -117,17 +131,20 @@ def evaluate(
     log(f"eval: {env_name}, {len(problems)} problems from {held_out}; goal {goal_offset} steps ahead, "
         f"budget {budget} steps, policy {policy}")  # fmt: skip
 
-    envs, results = [], [EpisodeResult() for _ in problems]
-    for i, p in enumerate(problems):
-        env = probe if i == 0 else None
+    rank, world = rank_and_world()
+    group = plan_group or (default_group(len(problems), world) if world > 1 else None)
+    mine = owned_episodes(len(problems), group, rank, world) if group else list(range(len(problems)))
+    envs, results = [], [EpisodeResult() for _ in mine]
+    for k, i in enumerate(mine):
+        env = probe if k == 0 else None
         try:
             env = env or env_factory(env_name, image_size)
-            place(env_name, env, p, seed + i)
+            place(env_name, env, problems[i], seed + i)
         except Exception as e:  # noqa: BLE001 - a broken episode is a failure, not the end of the evaluation
-            results[i].error = f"setting up: {_describe(e)}"
+            results[k].error = f"setting up: {_describe(e)}"
             log(f"eval: episode {i} failed setting up and counts as a failure: {_describe(e)}")
         envs.append(env)
-    goal_states = [p.goal_state for p in problems]
+    goal_states = [problems[i].goal_state for i in mine]
 
     planner = None
     if policy == "planner":
@@ -135,13 +152,19 @@ def evaluate(
         dtype = next(name for name, d in DTYPES.items() if d == plan_dtype)
         planner = make_planner(checkpoint.model, solver, checkpoint.normalizer, probe.action_space, num_samples, topk,
                                iters, horizon, seed, backend, plan_dtype)  # fmt: skip
-        controller = PlannerController(planner, checkpoint.normalizer, np.stack([p.goal_frame for p in problems]),
-                                       receding)  # fmt: skip
-    else:
-        controller = RandomController(probe.action_space, receding, frameskip, seed)
+    controller = _controller(policy, planner, checkpoint, problems, mine, group, probe, receding, frameskip, seed)
     t0 = time.perf_counter()
     results, stats = run_mpc(envs, goal_states, controller, budget, log=log, results=results)
-    seconds = time.perf_counter() - t0
+    finals = [_final_state(env) for env in envs]
+    mine_out = {"results": list(zip(mine, results, finals)), "seconds": time.perf_counter() - t0,
+                "batch_sizes": stats.batch_sizes, "plan_seconds": stats.seconds}  # fmt: skip
+    ranks = gather_to_rank0([mine_out], world)
+    if ranks is None:  # not rank 0: rank 0 writes the summary
+        return {"rank": rank, "episodes_run": len(mine)}
+    ordered = sorted((x for part in ranks for x in part["results"]), key=lambda x: x[0])
+    results, finals = [x[1] for x in ordered], [x[2] for x in ordered]
+    stats = MPCStats(*([x for part in ranks for x in part[key]] for key in ("batch_sizes", "plan_seconds")))
+    seconds = max(part["seconds"] for part in ranks)
 
     n = len(results)
     wins = [r.success for r in results]
@@ -155,7 +178,7 @@ def evaluate(
         "frameskip": frameskip, "solver": solver if planner else None, "num_samples": num_samples, "topk": topk,
         "iters": iters,
         "planner_backend": planner.backend if planner else None, "dtype": dtype if planner else None,
-        "seed": seed, "seconds": seconds, "plan_calls": plans,
+        "seed": seed, "seconds": seconds, "plan_calls": plans, "processes": world, "plan_group": group,
         "seconds_per_plan_call": float(np.mean(stats.seconds)) if plans else 0.0,
         "mean_batch_per_plan_call": float(np.mean(stats.batch_sizes)) if plans else 0.0,
         "seconds_per_episode": seconds / max(n, 1),
@@ -163,9 +186,9 @@ def evaluate(
         "per_episode": [
             {"episode": p.episode, "start_row": p.start_row, "goal_row": p.goal_row, "success": r.success,
              "success_step": r.success_step, "steps": r.steps, "plans": r.plans, "error": r.error,
-             "start_state": p.start_state.tolist(), "goal_state": p.goal_state.tolist(),
+             "start_state": p.start_state.tolist(), "goal_state": p.goal_state.tolist(), "final_state": final,
              "start_goal_agent_distance": float(np.linalg.norm(p.goal_state[:2] - p.start_state[:2]))}
-            for p, r in zip(problems, results)
+            for p, r, final in zip(problems, results, finals)
         ],
     }  # fmt: skip
     log(f"eval: {plans} plan calls, {summary['seconds_per_plan_call']:.2f} s per call "
@@ -175,6 +198,24 @@ def evaluate(
     if out is not None:
         write_outputs(out, summary, problems, results)
     return summary
+
+
+def _final_state(env) -> list | None:
+    try:
+        return np.asarray(env.get_state(), dtype=np.float64).tolist()
+    except Exception:  # noqa: BLE001 - an env that failed setting up has no state to report
+        return None
+
+
+def _controller(policy, planner, checkpoint, problems, mine, group, probe, receding, frameskip, seed):
+    """The MPC controller for this process's episodes `mine`: grouped (shard-invariant) when `group` is set."""
+    if policy == "planner" and mine:
+        goals = np.stack([problems[i].goal_frame for i in mine])
+        base = PlannerController(planner, checkpoint.normalizer, goals, receding)
+        return GroupedController(base, mine, group, seed) if group else base
+    if group:  # (also a rank without episodes: never called)
+        return EpisodeRandomController(probe.action_space, receding, frameskip, seed, mine)
+    return RandomController(probe.action_space, receding, frameskip, seed)
 
 
 def write_outputs(out: str | os.PathLike, summary: dict, problems: list[Problem], results: list[EpisodeResult]):

@@ -55,7 +55,10 @@ def record_actions(env_name: str, env, steps: int, seed: int, index: int) -> tup
 # The colour perturbation's new colour, per env: a hue the training data never show (red agent -> blue;
 # slate-grey block -> orange). How surprising a recolouring is grows with how far it moves from the
 # trained colour (README "What it looks like" has a sweep); `colour=` picks another.
-DEFAULT_COLOUR = {"tworoom": (0, 90, 255), "pusht": (230, 90, 40)}
+DEFAULT_COLOUR = {"tworoom": (0, 90, 255), "pusht": (230, 90, 40), "reacher": (0, 90, 255), "cube": (0, 90, 255)}
+# What the colour perturbation recolours in the envs with `set_colors(**{part: rgb})`, `get_colors()` and
+# `teleport(rng)`: Reacher's arm (its agent) and Cube's cube (its object, like PushT's block).
+COLOUR_PART = {"reacher": "arm", "cube": "cube"}
 
 
 def perturb(env_name: str, env, condition: str, rng: np.random.Generator, colour=None) -> None:
@@ -63,13 +66,17 @@ def perturb(env_name: str, env, condition: str, rng: np.random.Generator, colour
     DEFAULT_COLOUR), 'teleport' moves the agent (TwoRoom) / the block (PushT) far away."""
     if condition == "colour":
         colour = tuple(colour or DEFAULT_COLOUR[env_name])
-        if env_name == "tworoom":
+        if env_name in COLOUR_PART:
+            env.set_colors(**{COLOUR_PART[env_name]: colour})
+        elif env_name == "tworoom":
             env.set_colors(agent=colour)
         else:
             env.set_colors(block=colour)
     elif condition == "teleport":
         s = env.get_state().astype(np.float64)
-        if env_name == "tworoom":
+        if env_name in COLOUR_PART:
+            env.teleport(rng)  # Reacher: the arm jumps >= 1.5 rad; Cube: the cube jumps >= 0.15 m
+        elif env_name == "tworoom":
             from lewm_fast.envs.tworoom import BORDER, WALL_CENTER, WALL_HALF, WORLD
 
             lo, hi = BORDER + env.agent_radius, WORLD - BORDER - env.agent_radius
@@ -103,11 +110,16 @@ def replay(
     """Replay `actions` from `start`, perturbing at env step `at_step` (before that step's frame).
     Returns frames uint8 (K + 1, S, S, 3) at steps 0, frameskip, ... and states (K + 1, state_dim).
     The env's colours are put back afterwards, so one env serves every replay."""
-    saved = env.agent_color.copy() if env_name == "tworoom" else dict(env.colors)
+    if env_name in COLOUR_PART:
+        saved = env.get_colors()
+    else:
+        saved = env.agent_color.copy() if env_name == "tworoom" else dict(env.colors)
     try:
         return _replay(env_name, env, start, actions, frameskip, condition, at_step, seed, colour)
     finally:
-        if env_name == "tworoom":
+        if env_name in COLOUR_PART:
+            env.set_colors(**saved)
+        elif env_name == "tworoom":
             env.agent_color = saved
         else:
             env.colors = saved  # gym-pusht rebuilds its shapes (default colours) at the next reset
