@@ -162,8 +162,8 @@ def public_solver_row(model, args, e, device, solver="cem"):
 
     def make_plan(k):
         solver_obj = public_cls(public, batch_size=1, device=device, seed=0, **solver_params(solver, args, k))
-        solver_obj.configure(action_space=gym.spaces.Box(-1, 1, shape=(e, cfg.action_dim)), n_envs=e,
-                             config=types.SimpleNamespace(horizon=args.horizon, action_block=cfg.frameskip))  # fmt: skip
+        config = types.SimpleNamespace(horizon=args.horizon, action_block=cfg.frameskip)
+        solver_obj.configure(action_space=gym.spaces.Box(-1, 1, shape=(e, cfg.action_dim)), n_envs=e, config=config)
         info = {
             "pixels": pixels.cpu(),
             "goal": goal[:, None].cpu(),

@@ -180,7 +180,8 @@ def test_bad_files_give_clear_errors(tmp_path):
 def test_collect_cli_errors():
     r = subprocess.run([sys.executable, "-m", "lewm_fast.cli", "collect", "--env", "nope", "--episodes", "1",
                         "--out", "/tmp/x.h5"], capture_output=True, text=True)  # fmt: skip
-    assert r.returncode != 0 and "--env: expected one of ['tworoom', 'pusht', 'reacher', 'cube'], got 'nope'" in r.stderr
+    assert r.returncode != 0
+    assert "--env: expected one of ['tworoom', 'pusht', 'reacher', 'cube'], got 'nope'" in r.stderr
 
 
 # ---- the public stable-worldmodel reader and writer (run where stable_worldmodel imports) ----------

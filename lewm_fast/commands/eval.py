@@ -61,7 +61,7 @@ def check_flags(args: argparse.Namespace) -> None:
         if args.data is None:
             raise ValueError("--data: expected an episode file with --env, got none")
     if args.world is not None and args.solver != "cem":
-        raise ValueError(f"--solver: --world plans with lf.interop.CEMSolver (the public policy's), got {args.solver!r}")
+        raise ValueError(f"--solver: --world plans with lf.interop.CEMSolver ('cem'), got {args.solver!r}")
     if args.callables is not None:
         try:
             json.loads(args.callables)

@@ -204,16 +204,25 @@ class WindowKV:
         return buf[0, :, : start + k.shape[1]], buf[1, :, : start + v.shape[1]]
 
 
-def _attention_out(packed: PackedPredictor, ops, blk: PackedBlock, y, kv: WindowKV | None, layer: int, first: int,
-                   grows: bool, last: bool):
+def _attention_out(
+    packed: PackedPredictor,
+    ops,
+    blk: PackedBlock,
+    y,
+    kv: WindowKV | None,
+    layer: int,
+    first: int,
+    grows: bool,
+    last: bool,
+):
     """The attention sub-layer's output (W_o attention + b_o, before the gate) of the new tokens whose
     output is read: all n of them, or only the newest in the last block. No query is computed that
     nobody reads: a token at window position 0 (`first == 0`) sees only itself, so its output is
     W_o v + b_o = W_ov y + b_ov; in the last block the other tokens give only their K/V. Saves ~7% of a
     rollout's matmul work (the query and output projections of those tokens) for two more small matmuls.
 
-    y (N, n, D) the new tokens' attention input; kv the window's K/V (`WindowKV`), layer its index. Returns (N, n, D), or
-    (N, 1, D) in the last block, in the packed dtype.
+    y (N, n, D) the new tokens' attention input; kv the window's K/V (`WindowKV`), layer its index.
+    Returns (N, n, D), or (N, 1, D) in the last block, in the packed dtype.
     """
     k, v = ops.linear(y, blk.w_kv, blk.b_kv).chunk(2, dim=-1)  # strided views, no copies
     if kv is not None:

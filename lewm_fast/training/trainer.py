@@ -248,8 +248,9 @@ class _Run:
         self.lineage = [p for p in checkpoints(self.out) if checkpoint_step(p) <= saved.step]
 
     def choose_precision(self) -> bool:
-        """bf16 autocast or not: given, restored ('bf16'/'off'), or 'auto' (measured on a real batch on the
-        CPU with native bf16 only, lewm_fast.capability; the probe steps are not applied). Every rank takes rank 0's answer."""
+        """bf16 autocast or not: given, restored ('bf16'/'off'), or 'auto' (measured on a real batch on a
+        CPU with native bf16 only, lewm_fast.capability; the probe steps are not applied). Every rank takes
+        rank 0's answer."""
         if not amp_needs_probe(self.cfg.amp, self.device):  # given, or 'auto' decided by the capability
             use = choose_amp(self.cfg.amp, self.device, None)
         else:
