@@ -98,7 +98,7 @@ COLLECT = [
     (["--out", "{folder}"], "--out: "),
     (["--seed", "-1"], "--seed: "),
     (["--episodes", "0"], "--episodes: "),
-    (["--env", "nope"], "--env: expected one of ['tworoom', 'pusht'], got 'nope'"),
+    (["--env", "nope"], "--env: expected one of ['tworoom', 'pusht', 'reacher', 'cube'], got 'nope'"),
     (["--policy", "weak"], "--policy: expected one of ['expert', 'random', 'mixed']"),
     (["--max-steps", "0"], "--max-steps: "),
     (["--resume", "--overwrite"], "--resume, --overwrite: "),
