@@ -42,3 +42,42 @@ def test_demo_rerun_reuses_data_and_training(tmp_path):
     assert weights.stat().st_mtime_ns == stamp and (tmp_path / "data" / "tworoom.h5").stat().st_mtime_ns == data_stamp
     assert second["collect"]["new_rows"] == 0 and second["train"]["steps"] == 2
     assert second["success_rate"] == first["success_rate"]  # same problems, same seed, same model
+
+
+def _fit(tmp_path, monkeypatch, step_s, plan_s, minutes, **kw):
+    """The demo's step choice with the two timings replaced by given values (no model is run)."""
+    import h5py
+
+    from lewm_fast.evaluation import demo
+
+    data = tmp_path / "d.h5"
+    with h5py.File(data, "w") as f:
+        f["action"] = [[0.0, 0.0]]
+    monkeypatch.setattr(demo, "time_train_step", lambda *a: step_s)
+    monkeypatch.setattr(demo, "time_plan_iteration", lambda *a: plan_s)
+    cfg = DemoConfig(out=str(tmp_path), minutes=minutes, **kw)
+    return demo._training_steps(cfg, tmp_path / "run", "cpu", "off", data, minutes * 60)
+
+
+def test_demo_fits_training_steps_to_the_time_target(tmp_path, monkeypatch):
+    from lewm_fast.evaluation.demo import MAX_STEPS, MIN_STEPS, RESERVE_SECONDS
+
+    # 20 min; 2 plan calls x 30 iterations x 2 s of planning; the rest at 0.5 s per step -> 1,860 steps
+    # rounded down to hundreds
+    steps, why = _fit(tmp_path, monkeypatch, step_s=0.5, plan_s=2.0, minutes=20)
+    assert steps == int((20 * 60 - 2 * 30 * 2.0 - RESERVE_SECONDS) / 0.5) // 100 * 100 == 1800
+    assert "0.50 s per training step" in why
+    assert _fit(tmp_path, monkeypatch, step_s=0.01, plan_s=0.1, minutes=20)[0] == MAX_STEPS  # a fast machine
+    assert _fit(tmp_path, monkeypatch, step_s=5.0, plan_s=2.0, minutes=20)[0] == MIN_STEPS  # never below
+    assert _fit(tmp_path, monkeypatch, step_s=5.0, plan_s=2.0, minutes=20, steps=7) == (7, "given")
+
+
+def test_demo_resume_keeps_the_interrupted_runs_steps(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps({"steps": 2300}))
+    assert _fit(tmp_path, monkeypatch, step_s=0.01, plan_s=0.1, minutes=20)[0] == 2300
+
+
+def test_demo_refuses_a_bad_minutes(capsys):
+    assert cli_main(["demo", "--out", "x", "--minutes", "0"]) == 2
+    assert "--minutes" in capsys.readouterr().err

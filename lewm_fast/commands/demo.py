@@ -8,7 +8,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lewm_fast.evaluation.demo import DEMO_MODEL, DemoConfig
+    from lewm_fast.evaluation.demo import DEMO_MODEL, MAX_STEPS, MIN_STEPS, DemoConfig
 
     d = DemoConfig(out="")
     p = parser
@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=d.episodes, help=f"TwoRoom episodes to collect ({d.episodes})")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help=f"steps per episode ({d.max_steps})")
     p.add_argument("--image-size", type=int, default=d.image_size, help=f"frame and model size ({d.image_size})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"training steps ({d.steps})")
+    fit = f"default: {MAX_STEPS}, or fewer (at least {MIN_STEPS}) to fit --minutes"
+    p.add_argument("--steps", type=int, default=None, help=f"training steps ({fit})")
+    p.add_argument("--minutes", type=float, default=d.minutes, help=f"the demo's wall-time target ({d.minutes:g})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"training batch ({d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate ({d.lr})")
     p.add_argument("--lambda", dest="lambd", type=float, default=d.lambd, help=f"SIGReg weight ({d.lambd})")
@@ -54,7 +56,10 @@ def check_flags(args: argparse.Namespace) -> dict:
 
     d = DemoConfig(out="")
     v.at_least(args, 2, "episodes", "surprise_episodes")  # one episode held out at least; a paired t-test
-    v.at_least(args, 1, "steps", "batch_size", "eval_episodes")
+    v.at_least(args, 1, "batch_size", "eval_episodes")
+    if args.steps is not None:
+        v.at_least(args, 1, "steps")
+    v.positive_number(args, "minutes")
     check_int("--image-size", args.image_size, lo=MIN_FRAME, hi=MAX_IMAGE_SIZE)
     if args.max_steps <= d.goal_offset:
         raise ValueError(f"--max-steps: expected more than {d.goal_offset} steps per episode (evaluation goals are "
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = check_flags(args)
     cfg = DemoConfig(out=args.out, episodes=args.episodes, max_steps=args.max_steps, image_size=args.image_size,
-                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambd=args.lambd, model=model,
+                     steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, lambd=args.lambd,
+                     model=model,
                      amp=args.amp, device=args.device, eval_episodes=args.eval_episodes, receding=args.receding,
                      samples=args.samples, iters=args.iters, topk=args.topk, dtype=args.dtype,
                      surprise_episodes=args.surprise_episodes, seed=args.seed,

@@ -7,6 +7,11 @@
 4. run the surprise test into DIR/surprise;
 5. write DIR/report.md (figures and numbers) and DIR/demo.json; print `success rate: X%`.
 
+The demo fits its training to a wall-time target (`minutes`, 20 by default): after collecting, it times
+a training step and a planning iteration of the demo's model on this machine and trains MAX_STEPS steps
+where they fit, fewer (at least MIN_STEPS) where they do not. On the 2-core AMX machine 4,000 steps fit;
+on a 2-core AVX2 CPU (no native bf16, ~1 s per step) about 1,000 do. `steps=` fixes the count instead.
+
 Every stage reuses what an earlier run left in DIR (collection and training resume), so a re-run after
 an interruption continues instead of starting over.
 
@@ -29,7 +34,17 @@ from pathlib import Path
 
 import torch
 
+from lewm_fast.training.presets import get_preset
+
 DEMO_MODEL = {"embed_dim": 32}
+
+# Training steps of the demo. Measured (TwoRoom, 50 problems): 2,000 steps gave 84% (seed 0) and 56%
+# (seed 1), 4,000 steps 82% and 72%, 14-15 minutes in all on 2 AMX cores (README "What it looks like").
+MAX_STEPS = 4000
+MIN_STEPS = 1000  # below this the model does not plan usefully; a slower machine takes longer instead
+# Time after planning that the fitted budget reserves: the random baseline, the surprise test, figures
+# and the report (measured ~1-2 min on 2 cores; the margin covers a busier machine).
+RESERVE_SECONDS = 150.0
 
 
 @dataclass
@@ -41,9 +56,8 @@ class DemoConfig:
     episodes: int = 300  # TwoRoom episodes collected (10% held out for validation and evaluation)
     max_steps: int = 100  # env steps per episode
     image_size: int = 64  # frames and model (a multiple of the patch size, 16)
-    # Training steps. Measured here (TwoRoom, 50 problems): 2,000 steps gave 84% (seed 0) and 56% (seed 1);
-    # 4,000 steps 82% and 72%, 14-15 minutes in all on 2 cores (README "What it looks like").
-    steps: int = 4000
+    steps: int | None = None  # training steps; None: MAX_STEPS, or fewer to finish within `minutes`
+    minutes: float = 20.0  # the whole demo's wall-time target, for choosing the training steps
     batch_size: int = 64
     lr: float = 1e-3
     lambd: float = 0.09
@@ -90,11 +104,13 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     amp = cfg.amp or ("off" if device == "cpu" else "auto")
     run = out / "run"
-    train_cfg = TrainConfig(data=str(data), out=str(run), preset="small", steps=cfg.steps, batch_size=cfg.batch_size,
+    steps, fitted = _training_steps(cfg, run, device, amp, data, cfg.minutes * 60 - (time.perf_counter() - t_start))
+    log(f"demo: {steps} training steps ({fitted})")
+    train_cfg = TrainConfig(data=str(data), out=str(run), preset="small", steps=steps, batch_size=cfg.batch_size,
                             lr=cfg.lr, lambd=cfg.lambd, amp=amp, device=device, seed=cfg.seed,
                             resume=run.exists(),  # continue what an interrupted demo left
                             model_overrides={**cfg.model, "image_size": cfg.image_size}, progress=cfg.progress,
-                            val_every=max(cfg.steps // 4, 1), ckpt_every=max(cfg.steps // 4, 1))  # fmt: skip
+                            val_every=max(steps // 4, 1), ckpt_every=max(steps // 4, 1))  # fmt: skip
     trained = stage("train", lambda: train(train_cfg))
     ckpt = latest_checkpoint(run)
 
@@ -107,7 +123,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                                                        seed=cfg.seed, out=out / "surprise", log=log))  # fmt: skip
     total = time.perf_counter() - t_start
     summary = {
-        "config": asdict(cfg), "seconds": total, "stage_seconds": times, "checkpoint": str(ckpt),
+        "config": asdict(cfg), "train_steps": steps, "train_steps_chosen": fitted, "seconds": total,
+        "stage_seconds": times, "checkpoint": str(ckpt),
         "collect": collected, "train": trained,
         "success_rate": planned["success_rate"], "successes": planned["successes"], "episodes": planned["episodes"],
         "random_success_rate": random["success_rate"],
@@ -122,6 +139,71 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     log(f"success rate: {100 * planned['success_rate']:.0f}% ({planned['successes']}/{planned['episodes']}; "
         f"random actions: {100 * random['success_rate']:.0f}%)")  # fmt: skip
     return summary
+
+
+def _training_steps(cfg: DemoConfig, run: Path, device: str, amp: str, data: Path, seconds_left: float):
+    """(steps, how they were chosen): `cfg.steps` when given; an interrupted demo's own count (its run
+    folder's train_config.json: a resume must not change it); else MAX_STEPS, or as many as fit in
+    `seconds_left` after the planning and RESERVE_SECONDS (at least MIN_STEPS), from a timed training
+    step and a timed planning iteration of the demo's model on this machine."""
+    if cfg.steps is not None:
+        return cfg.steps, "given"
+    if (run / "train_config.json").exists():
+        from lewm_fast._io import read_json
+
+        return int(read_json(run / "train_config.json")["steps"]), "the interrupted run's"
+    from lewm_fast.data.hdf5 import open_h5
+
+    with open_h5(data) as f:
+        action_dim = f["action"].shape[1]
+    model_cfg = get_preset("small").model.replace(action_dim=action_dim, image_size=cfg.image_size, **cfg.model)
+    step_s = time_train_step(model_cfg, cfg.batch_size, device, amp == "bf16")
+    plan_calls = -(-cfg.budget // (cfg.receding * model_cfg.frameskip))  # per episode, all planned in one batch
+    plan_s = time_plan_iteration(model_cfg, cfg.eval_episodes, cfg.samples, cfg.topk, device, cfg.dtype)
+    train_s = seconds_left - plan_calls * cfg.iters * plan_s - RESERVE_SECONDS
+    fit = int(train_s / step_s) // 100 * 100
+    steps = max(MIN_STEPS, min(MAX_STEPS, fit))
+    return steps, (f"to finish within {cfg.minutes:g} min: {step_s:.2f} s per training step, {plan_s:.2f} s per "
+                   f"planning iteration measured here")  # fmt: skip
+
+
+def time_train_step(model_cfg, batch_size: int, device: str, amp: bool) -> float:
+    """Seconds of one training step (forward, SIGReg, backward, AdamW) of a fresh model on random windows:
+    the fastest of 3 after a warm-up."""
+    import lewm_fast as lf
+    from lewm_fast.training.trainer import LossModule
+
+    model = lf.LeWM(model_cfg).to(device).train()
+    loss_fn = LossModule(model, lf.SIGReg(), lambd=0.09)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    t, s = model_cfg.num_frames + 1, model_cfg.image_size
+    pixels = torch.randn(batch_size, t, 3, s, s, device=device)
+    actions = torch.randn(batch_size, t, model_cfg.action_block_dim, device=device)
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+            loss_fn(pixels, actions)[0].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def time_plan_iteration(model_cfg, envs: int, samples: int, topk: int, device: str, dtype: str) -> float:
+    """Seconds of one planning iteration for `envs` environments at once (the evaluation's batch), from a
+    one-iteration plan of a fresh model for a few of them (the second of two: the first packs and
+    allocates), scaled by the number of environments (the rollout's work is linear in it)."""
+    import lewm_fast as lf
+
+    model = lf.LeWM(model_cfg).to(device).eval()
+    probe, s = min(envs, 8), model_cfg.image_size
+    pixels, goal = torch.randn(probe, 1, 3, s, s, device=device), torch.randn(probe, 3, s, s, device=device)
+    planner = lf.CEMPlanner(model, num_samples=samples, topk=topk, iters=1, dtype=dtype)
+    planner.plan(pixels, goal)
+    t0 = time.perf_counter()
+    planner.plan(pixels, goal)
+    return (time.perf_counter() - t0) * envs / probe
 
 
 def _collect(cfg: DemoConfig, data: Path) -> dict:
@@ -154,8 +236,9 @@ def write_report(out: Path, summary: dict, planned: dict, random: dict, surprise
         "|---|---|---|",
         f"| collect | {cfg['episodes']} episodes x {cfg['max_steps']} steps, {cfg['image_size']} px, `mixed` policy "
         f"| {t['collect']:.0f} |",
-        f"| train | small preset + {json.dumps(cfg['model'])}, {cfg['steps']} steps x batch {cfg['batch_size']}, "
-        f"lr {cfg['lr']}, lambda {cfg['lambd']} | {t['train']:.0f} |",
+        f"| train | small preset + {json.dumps(cfg['model'])}, {summary['train_steps']} steps x batch "
+        f"{cfg['batch_size']}, lr {cfg['lr']}, lambda {cfg['lambd']} (steps {summary['train_steps_chosen']}) "
+        f"| {t['train']:.0f} |",
         f"| evaluate | {planned['episodes']} held-out problems, CEM {planned['num_samples']} x {planned['iters']} "
         f"(top {planned['topk']}), horizon {planned['horizon']}, receding {planned['receding']}, {planned['dtype']} "
         f"| {t['evaluate']:.0f} |",
