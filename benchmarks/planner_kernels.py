@@ -194,6 +194,11 @@ def main(argv=None) -> int:
         rows = static_report()
         print_table(rows, [("kernel", "kernel (sm_90)"), ("dtype", "dtype"), ("registers", "registers/thread"),
                            ("spill_bytes", "spill bytes")])  # fmt: skip
+        import triton
+
+        payload = {"args": vars(args), "target": "sm_90 (compiled, not run)", "triton": triton.__version__}
+        payload["rows"] = rows
+        print(f"\nwrote {write_result('planner_kernels_static', payload, torch.device('cpu'), args.out)}")
         return 0
     if not torch.cuda.is_available():
         print("planner_kernels.py times the Triton kernels on a GPU; no CUDA device here (the kernels' "
