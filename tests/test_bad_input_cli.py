@@ -99,7 +99,7 @@ COLLECT = [
     (["--seed", "-1"], "--seed: "),
     (["--episodes", "0"], "--episodes: "),
     (["--env", "nope"], "--env: expected one of ['tworoom', 'pusht', 'reacher', 'cube'], got 'nope'"),
-    (["--policy", "weak"], "--policy: expected one of ['expert', 'random', 'mixed']"),
+    (["--policy", "weak"], "--policy: expected one of ['mixed', 'expert', 'random']"),
     (["--max-steps", "0"], "--max-steps: "),
     (["--resume", "--overwrite"], "--resume, --overwrite: "),
 ]

@@ -49,12 +49,16 @@ def test_set_up_calls_must_find_their_columns():
 
 
 def test_eval_command_line_wants_one_of_env_and_world(capsys):
-    with pytest.raises(SystemExit, match="exactly one of --env"):
-        cli_main(["eval", "--env", "tworoom", "--world", "swm/TwoRoom-v1", "--data", "x.h5"])
-    with pytest.raises(SystemExit, match="exactly one of --env"):
-        cli_main(["eval", "--data", "x.h5"])
-    with pytest.raises(SystemExit, match="--data: an episode file is needed"):
-        cli_main(["eval", "--env", "tworoom"])
+    for argv, message in [
+        (["--env", "tworoom", "--world", "swm/TwoRoom-v1", "--data", "x.h5"], "--env, --world: expected exactly one"),
+        (["--data", "x.h5"], "--env, --world: expected exactly one"),
+        (["--env", "tworoom"], "--data: expected an episode file with --env"),
+        (["--world", "swm/TwoRoom-v1", "--solver", "icem"], "--solver: --world plans with"),
+        (["--world", "swm/TwoRoom-v1", "--callables", "{"], "--callables: expected JSON"),
+    ]:
+        assert cli_main(["eval", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
 
 
 # ---- on a World (needs stable_worldmodel) -----------------------------------------------------------

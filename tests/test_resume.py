@@ -148,6 +148,7 @@ def test_resume_refuses_a_changed_choice_naming_the_flag(data, full, tmp_path, c
 def test_resume_keeps_the_measured_precision(data, tmp_path, monkeypatch):
     """--amp auto measured once; a resume takes that choice instead of measuring again."""
     run = tmp_path / "run"
+    monkeypatch.setattr(trainer_module, "amp_needs_probe", lambda amp, device: amp == "auto")  # a native-bf16 CPU
     monkeypatch.setattr(trainer_module, "choose_amp", lambda amp, device, fn: amp == "bf16" or amp == "auto")
     assert tiny_run(data, run, steps=1, amp="auto")["amp"] == "bf16"
     monkeypatch.setattr(trainer_module, "choose_amp", lambda *a: pytest.fail("measured again"))

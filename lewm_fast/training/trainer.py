@@ -251,8 +251,10 @@ class _Run:
         """bf16 autocast or not: given, restored ('bf16'/'off'), or 'auto' (measured on a real batch on a
         CPU with native bf16 only, lewm_fast.capability; the probe steps are not applied). Every rank takes
         rank 0's answer."""
-        if not amp_needs_probe(self.cfg.amp, self.device):  # given, or 'auto' decided by the capability
-            use = choose_amp(self.cfg.amp, self.device, None)
+        if self.cfg.amp != "auto":
+            use = self.cfg.amp == "bf16"
+        elif not amp_needs_probe("auto", self.device):  # bf16 where native (CUDA), fp32 where emulated
+            use = native_bf16(self.device)
         else:
             probe = next(iter(self.loader()))
             saved_rng, saved_buffers = rng_state(), {k: v.clone() for k, v in self.model.state_dict().items()}
