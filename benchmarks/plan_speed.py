@@ -111,7 +111,9 @@ class PlanTimer:
         if warm:
             self.plan_1()
         self.one = self._time(self.plan_1)
-        self.k = max(1, min(iters_full, int(budget / max(self.one, 1e-6))))
+        # at least 2 iterations where the plan has them: a plan's fixed work (encoding, its first
+        # iteration's allocations: ~1 s at E = 4 on a 2-core CPU) must not count as an iteration's
+        self.k = max(min(2, iters_full), min(iters_full, int(budget / max(self.one, 1e-6))))
         self.plan_k = make_plan(self.k) if self.k > 1 else None
         if self.plan_k is not None and warm:
             self.plan_k()
