@@ -96,6 +96,8 @@ def test_a_checkpoint_on_a_world_plans_every_episode_in_one_batch(world_setup, t
     assert s["episodes"] == 4 and 0 <= s["successes"] <= 4 and len(s["per_episode_success"]) == 4
     assert s["plan_calls"] >= 1 and s["mean_batch_per_plan_call"] > 1  # the episodes share planner batches
     assert (tmp_path / "eval_world.json").exists()
+    auto = evaluate_world("swm/TwoRoom-v1", root / "run", root / "swm.h5", **{**FAST, "dtype": "auto"})
+    assert auto["dtype"] in ("fp32", "bf16")  # `lewm-fast eval --world`'s default, resolved by the capability
     r = evaluate_world("swm/TwoRoom-v1", None, root / "swm.h5", policy="random", image_size=28, **FAST)
     assert r["episodes"] == 4 and r["plan_calls"] == 0
 

@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lewm_fast.capability import resolve_dtype
 from lewm_fast.data.dataset import prepare_pixels
 from lewm_fast.evaluation.protocol import EvalConfigError, load_checkpoint
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _call(method: str, **args) -> dict:
@@ -144,7 +143,7 @@ def evaluate_world(
     topk: int = 30,
     iters: int = 30,
     backend: str = "auto",
-    dtype: str = "bf16",
+    dtype: str = "auto",
     seed: int = 0,
     policy: str = "planner",
     callables: list[dict] | None = None,
@@ -163,9 +162,11 @@ def evaluate_world(
     if world_name not in gym.registry:
         known = sorted(k for k in gym.registry if k.startswith("swm/"))
         raise EvalConfigError(f"world: {world_name!r} is not a registered World; stable-worldmodel has {known}")
-    if policy not in ("planner", "random") or dtype not in DTYPES:
-        raise ValueError(f"policy/dtype: expected planner|random and one of {list(DTYPES)}, got {policy!r}, {dtype!r}")
+    if policy not in ("planner", "random"):
+        raise ValueError(f"policy: expected 'planner' or 'random', got {policy!r}")
     checkpoint = load_checkpoint(ckpt) if ckpt is not None else None
+    device = next(checkpoint.model.parameters()).device if checkpoint else torch.device("cpu")
+    plan_dtype = resolve_dtype(dtype, device)  # "auto": bf16 where the hardware runs it natively
     if checkpoint is None and policy == "planner":
         raise ValueError("ckpt: the planner needs a checkpoint (policy='random' does not)")
     size = checkpoint.model.cfg.image_size if checkpoint else image_size
@@ -177,7 +178,7 @@ def evaluate_world(
             raise EvalConfigError(f"checkpoint {checkpoint.folder} takes actions of width "
                                   f"{checkpoint.model.cfg.action_dim}, World {world_name} has {adim}")  # fmt: skip
         plan_kwargs = {"num_samples": num_samples, "n_steps": iters, "topk": topk, "backend": backend,
-                       "dtype": DTYPES[dtype]}  # fmt: skip
+                       "dtype": plan_dtype}  # fmt: skip
         pol, solver = make_policy(swm, checkpoint, policy, horizon, receding, plan_kwargs, seed, solver)
         world.set_policy(pol)
         t0 = time.perf_counter()
@@ -190,8 +191,8 @@ def evaluate_world(
     finally:
         world.close()
     settings = {"goal_offset": goal_offset, "budget": budget, "horizon": horizon, "receding": receding,
-                "num_samples": num_samples, "topk": topk, "iters": iters, "backend": backend, "dtype": dtype,
-                "seed": seed}  # fmt: skip
+                "num_samples": num_samples, "topk": topk, "iters": iters, "backend": backend,
+                "dtype": "bf16" if plan_dtype == torch.bfloat16 else "fp32", "seed": seed}  # fmt: skip
     return _summary(world_name, checkpoint, data, how, policy, result, solver, seconds, settings, out, log)
 
 
