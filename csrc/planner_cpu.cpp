@@ -40,30 +40,44 @@ LEWM_INLINE void to_float(const T* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = load(src, i);
 }
 
-// One row: all heads, all queries. `buf` holds (2 L + 2) x I floats of scratch: the row's K and V in
-// fp32, the current query and its output. Heads are handled a whole row at a time (the elementwise
-// products over all I = heads x dim_head lanes vectorise; only the per-head sums are short).
+// One row: all heads, all queries. `buf` holds (2 L + 2) x I floats of scratch for bf16 inputs: the row's
+// K and V in fp32, the current query and its output; fp32 inputs are read and written in place (the
+// same arithmetic on the same values: no copies). Heads are handled a whole row at a time (the
+// elementwise products over all I = heads x dim_head lanes vectorise; only the per-head sums are short).
 // DH > 0 fixes dim_head at compile time (the common 64: fully unrolled, vectorised inner loops);
 // DH == 0 reads it from `dh`.
 template <typename T, int64_t DH>
 LEWM_CLONES void attend_row(const T* q, int64_t qs1, const T* k, int64_t ks1, const T* v, int64_t vs1, T* out,
                             int64_t nq, int64_t L, int64_t heads, int64_t dh_arg, float* buf) {
+  constexpr bool kFloat = std::is_same_v<T, float>;
   const int64_t dh = DH > 0 ? DH : dh_arg;
   const int64_t inner = heads * dh;
-  float* kf = buf;                // (L, I)
-  float* vf = kf + L * inner;     // (L, I)
-  float* qf = vf + L * inner;     // (I)
-  float* of = qf + inner;         // (I)
+  const float* krow[kMaxKeys];  // key j's (I) values in fp32
+  const float* vrow[kMaxKeys];
+  float* qbuf = buf + 2 * L * inner;  // (I), bf16 only
+  float* obuf = qbuf + inner;         // (I), bf16 only
   for (int64_t j = 0; j < L; ++j) {
-    to_float(k + j * ks1, kf + j * inner, inner);
-    to_float(v + j * vs1, vf + j * inner, inner);
+    if constexpr (kFloat) {
+      krow[j] = k + j * ks1, vrow[j] = v + j * vs1;
+    } else {
+      to_float(k + j * ks1, buf + j * inner, inner);
+      to_float(v + j * vs1, buf + (L + j) * inner, inner);
+      krow[j] = buf + j * inner, vrow[j] = buf + (L + j) * inner;
+    }
   }
   float score[kMaxKeys * 64];  // (keys, heads), heads <= 64 is checked by the caller
   for (int64_t qi = 0; qi < nq; ++qi) {
     const int64_t keys = L - nq + qi + 1;  // causal: keys 0 .. position of this query
-    to_float(q + qi * qs1, qf, inner);
+    const float* qf;
+    float* of;
+    if constexpr (kFloat) {
+      qf = q + qi * qs1, of = out + qi * inner;
+    } else {
+      to_float(q + qi * qs1, qbuf, inner);
+      qf = qbuf, of = obuf;
+    }
     for (int64_t j = 0; j < keys; ++j) {
-      const float* kj = kf + j * inner;
+      const float* kj = krow[j];
       for (int64_t h = 0; h < heads; ++h) {
         float s = 0.f;
 #pragma omp simd reduction(+ : s)
@@ -94,16 +108,17 @@ LEWM_CLONES void attend_row(const T* q, int64_t qs1, const T* k, int64_t ks1, co
     for (int64_t h = 0; h < heads; ++h) {
       float* oh = of + h * dh;
       const float p0 = score[h];
+      const float* v0 = vrow[0] + h * dh;
 #pragma omp simd
-      for (int64_t d = 0; d < dh; ++d) oh[d] = p0 * vf[h * dh + d];
+      for (int64_t d = 0; d < dh; ++d) oh[d] = p0 * v0[d];
       for (int64_t j = 1; j < keys; ++j) {
         const float pj = score[j * heads + h];
-        const float* vj = vf + j * inner + h * dh;
+        const float* vj = vrow[j] + h * dh;
 #pragma omp simd
         for (int64_t d = 0; d < dh; ++d) oh[d] += pj * vj[d];
       }
     }
-    store(out + qi * inner, of, inner);
+    if constexpr (!kFloat) store(out + qi * inner, of, inner);
   }
 }
 

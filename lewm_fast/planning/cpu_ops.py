@@ -1,9 +1,10 @@
 """The "torch" engine's ops on the CPU: the same maths as `ops.TorchOps`, arranged for a CPU.
 
 - Matmuls go to oneDNN with weights reordered once into its blocked layout (`pack_weight`), bf16 on
-  AMX where the CPU has it; the MLP's GELU runs as a oneDNN post-op on the fp32 accumulator (one pass
-  over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer). Without oneDNN's
-  linear op (other builds) this falls back to `F.linear`.
+  AMX where the CPU has it; in bf16 the MLP's GELU runs as a oneDNN post-op on the fp32 accumulator
+  (one pass over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer), in fp32 as
+  PyTorch's GELU after the matmul (faster: `capability.planner_gelu_fused`). Without oneDNN's linear
+  op (other builds) this falls back to `F.linear`.
 - Attention over the window uses PyTorch's CPU attention kernel on the bf16 K/V in place (scores and
   softmax in fp32 inside it): dtype conversions of whole K/V windows cost more than the attention.
 - The elementwise chains (norm + modulate + norm, gate + residual) are many tiny ops in eager
@@ -124,6 +125,7 @@ class CpuOps(ops.TorchOps):
         self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
         keep_freed_memory()
         self.onednn = capability.planner_matmul(dtype) == "onednn"
+        self.gelu_fused = capability.planner_gelu_fused(dtype)
         self.rows_hint = rows_hint
         self._gate_residual = _gate_residual
         self._norm_modulate = ops.norm_modulate
@@ -170,9 +172,9 @@ class CpuOps(ops.TorchOps):
         return F.linear(x, w, b)
 
     def linear_gelu(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
-        if isinstance(w, PackedWeight):
+        if isinstance(w, PackedWeight) and self.gelu_fused:
             return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "gelu", [], "none")
-        return F.gelu(F.linear(x, w, b))
+        return F.gelu(self.linear(x, w, b))
 
     def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
         """`ops.linear_join_norm` with one C++ pass for the residual update and the norm (x in place)."""
