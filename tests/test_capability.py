@@ -108,5 +108,26 @@ def test_info_prints_the_capability_and_the_choices(capsys):
     assert info["cpu"] == cap.model and info["cpu_isa"] == cap.isa and info["cpu_native_bf16"] == cap.native_bf16
     assert info["cpu_dtype_auto"] == ("bfloat16" if cap.native_bf16 else "float32")
     assert set(info["cpu_matmul"]) == {"float32", "bfloat16"} and info["cpu_planner_threads"] >= 1
+    assert info["cpu_gelu"]["float32"] == "after the matmul"
     if info["cpp_extension"]:
         assert info["cpu_kernels"]  # the clone the loader picked, e.g. "x86-64-v3 (AVX2, FMA)"
+
+
+def test_planner_gelu_is_fused_only_in_bf16_on_onednn():
+    assert not capability.planner_gelu_fused(torch.float32)
+    assert capability.planner_gelu_fused(torch.bfloat16) == (capability.planner_matmul(torch.bfloat16) == "onednn")
+
+
+def test_cpu_ops_fp32_linear_gelu_is_the_reference_gelu():
+    """The fp32 CPU op set's linear + GELU equals F.gelu(F.linear(...)) on oneDNN's prepacked weights:
+    the GELU is PyTorch's own (not a post-op), so only the matmul's summation order can differ."""
+    import torch.nn.functional as F
+
+    from lewm_fast.planning.cpu_ops import CpuOps
+
+    g = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(*s, generator=g) for s in ((37, 3, 24), (53, 24), (53,)))
+    ops = CpuOps(torch.float32, rows_hint=37)
+    got = ops.linear_gelu(x, ops.pack_weight(w), b)
+    torch.testing.assert_close(got, F.gelu(F.linear(x, w, b)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, F.gelu(ops.linear(x, ops.pack_weight(w), b)), rtol=0, atol=0)
