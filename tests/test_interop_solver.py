@@ -278,6 +278,20 @@ def test_lewm_fast_plans_every_environment_in_one_batch(lewm, name):
     assert solver._planner.backend == "torch" and solver._planner.solver == name  # the packed engine ran it
 
 
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_gradient_solver_leaves_the_optimised_samples_in_init_and_reports_every_step(lewm, backend):
+    """As the public GradientSolver: `init` holds the optimised samples after a solve (the plan is each
+    environment's lowest-cost one of them) and "cost" has the summed cost of every step, per chunk, on
+    the packed engine too (there all environments are one chunk)."""
+    solver = make("grad", lewm, n_envs=3, horizon=5, action_block=5, backend=backend)
+    out = solver(lewm_info(3))
+    assert solver.init.shape == (3, 4, 5, 10)
+    best = [min(range(4), key=lambda j: (solver.init[e, j] - out["actions"][e]).abs().max().item()) for e in range(3)]
+    torch.testing.assert_close(solver.init[torch.arange(3), best].detach(), out["actions"], rtol=0, atol=0)
+    assert len(out["cost"]) == 1 and len(out["cost"][0]) == 3  # batch_size None: one chunk, 3 steps
+    assert all(isinstance(c, float) for h in out["cost"] for c in h)
+
+
 def test_lewm_with_callbacks_runs_the_eager_loop_in_one_chunk(lewm):
     """Callbacks read tensors on the host every iteration: the solve leaves the packed engine and runs the
     optimizer loop around the model's get_cost, every environment in one chunk."""

@@ -102,6 +102,17 @@ def test_reference_returns_the_public_plan_after_30_iterations(public_pair, name
             torch.testing.assert_close(got[key][0], expected[key][0], rtol=0, atol=0)
 
 
+def test_gradient_solver_init_after_a_solve_is_the_public_one():
+    """The public GradientSolver writes each chunk's optimised samples back into its `init` parameter."""
+    solvers = []
+    for cls, extra in ((solver_pkg.GradientSolver, {}), (lf.interop.GradientSolver, {"backend": "reference"})):
+        solver = configure(cls(Quadratic(), batch_size=2, seed=7, **SETTINGS["GradientSolver"], **extra))
+        solver.solve(observation(), init_action=torch.linspace(-0.2, 0.2, 60).view(3, 2, 10))
+        solvers.append(solver)
+    public, ours = solvers
+    torch.testing.assert_close(ours.init.detach(), public.init.detach(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["CEMSolver", "ICEMSolver", "GradientSolver"])
 def test_chunks_of_several_environments_and_callbacks(name):
     """batch_size 2 over 3 environments (two chunks, joint draws) and the public callbacks' histories."""

@@ -244,7 +244,8 @@ class FastEngine:
         with _threads(self._threads_for(e * opt.num_samples)):
             inputs = opt.prepare(mean, std, self.p.generator)
             out = opt.solve_chunk(inputs, cost_fn, self.p.generator)
-        return PlanResult(out.actions.float(), None, out.cost.float())
+        history = torch.stack(out.history).tolist() if out.history else []  # one host sync, at the end
+        return PlanResult(out.actions.float(), None, out.cost.float(), history, out.samples)
 
 
 class TritonEngine(FastEngine):

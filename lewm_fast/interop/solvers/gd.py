@@ -36,9 +36,9 @@ class GradientSolver(DropInSolver, torch.nn.Module):
     The public arguments (model, n_steps, batch_size, var_scale, num_samples, action_noise, device, seed,
     optimizer_cls, optimizer_kwargs, grad_clip, callbacks) plus backend / dtype / cuda_graph / cost= as
     `CEMSolver`. solve(...) -> {"cost": [per chunk, the summed cost of every step], "actions": (E,
-    horizon, A)} (plus "callbacks"). Unlike the public solver, `init` keeps the initial samples after a
-    solve (the public one overwrites it with the optimized ones) and the model's parameters get no
-    gradients (the samples' gradient is the same).
+    horizon, A)} (plus "callbacks"). After a solve `init` holds the optimised samples, as the public
+    solver leaves it. Unlike the public solver, the model's parameters get no gradients (the samples'
+    gradient is the same).
     """
 
     optimizer_name = "grad"
@@ -96,4 +96,6 @@ class GradientSolver(DropInSolver, torch.nn.Module):
         drawn = _Drawn(self.optimizer(), (self.init.detach(),))
         mean = self.init.detach()[:, 0]
         result = self._run(drawn, info_dict, mean, torch.full_like(mean, float(self.var_scale)))
+        with torch.no_grad():  # the public solver writes each chunk's optimised samples back into `init`
+            self.init.copy_(result.samples.to(self.init.device, self.init.dtype))
         return self._with_callbacks({"cost": result.history, "actions": result.actions.detach().cpu()})

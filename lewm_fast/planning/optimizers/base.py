@@ -39,12 +39,15 @@ class PlanState:
 @dataclass(frozen=True)
 class ChunkResult:
     """What one chunk of environments returns. actions (b, T, A): the plan; std (b, T, A): the final
-    std (or None); cost (b,): the reported cost; history: per-step summed costs (gradient solver) or []."""
+    std (or None); cost (b,): the reported cost; history: per-step summed costs (gradient solver) or [];
+    samples (b, S, T, A): the optimised samples (gradient solver; the public solver keeps them in its
+    `init`), else None."""
 
     actions: torch.Tensor
     std: torch.Tensor | None
     cost: torch.Tensor
     history: list[torch.Tensor]
+    samples: torch.Tensor | None = None
 
 
 def check_costs(costs: object, b: int, s: int) -> torch.Tensor:

@@ -107,4 +107,5 @@ class GradientDescent:
                     params.data += noise * self.action_noise
                 history.append(cost.detach())
         rows, best = torch.arange(b, device=params.device), torch.argsort(costs.detach(), dim=1)[:, 0]
-        return ChunkResult(params.detach()[rows, best], None, costs.detach()[rows, best], history)
+        samples = params.detach()
+        return ChunkResult(samples[rows, best], None, costs.detach()[rows, best], history, samples)

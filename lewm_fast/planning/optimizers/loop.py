@@ -23,12 +23,14 @@ class SolveResult:
     """actions (E, T, A): the plans; std (E, T, A) the final std (None for predictive sampling and the
     gradient solver); cost (E,): the reported cost per environment (CEM/iCEM: the last elites' mean
     cost; MPPI: the mean cost of the weighted samples; PS and gradient: the chosen sample's cost);
-    history: per chunk, the per-step summed cost (gradient solver; empty lists otherwise)."""
+    history: per chunk, the per-step summed cost (gradient solver; empty lists otherwise); samples
+    (E, S, T, A): the optimised samples (gradient solver), else None."""
 
     actions: torch.Tensor
     std: torch.Tensor | None
     cost: torch.Tensor
     history: list[list[float]]
+    samples: torch.Tensor | None = None
 
 
 def solve_chunks(
@@ -60,7 +62,7 @@ def solve_chunks(
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
     inputs = optimizer.prepare(mean, std, generator)
-    actions, stds, costs, history = [], [], [], []
+    actions, stds, costs, history, samples = [], [], [], [], []
     for lo in range(0, e, size):
         hi = min(lo + size, e)
         cost_fn = chunk_cost(lo, hi)
@@ -71,6 +73,8 @@ def solve_chunks(
         stds.append(out.std)
         costs.append(out.cost)
         history.append(out.history)
+        samples.append(out.samples)
     std_all = None if any(s is None for s in stds) else torch.cat(stds)
+    samples_all = None if any(s is None for s in samples) else torch.cat(samples)
     history_f = [torch.stack(h).tolist() if h else [] for h in history]  # one host sync per chunk, at the end
-    return SolveResult(torch.cat(actions), std_all, torch.cat(costs), history_f)
+    return SolveResult(torch.cat(actions), std_all, torch.cat(costs), history_f, samples_all)
