@@ -101,6 +101,11 @@ DTYPE_NAMES = {"auto": "auto", "fp32": torch.float32, "float32": torch.float32, 
                "bfloat16": torch.bfloat16}  # fmt: skip
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name results and the CLI use for a planning dtype: "fp32" or "bf16"."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+
+
 @functools.cache
 def _warn_emulated_bf16(device_type: str) -> None:
     cap = cpu_capability()

@@ -17,7 +17,7 @@ import torch
 
 import lewm_fast as lf
 from lewm_fast._io import check_output_dir
-from lewm_fast.capability import resolve_dtype
+from lewm_fast.capability import dtype_name, resolve_dtype
 from lewm_fast.envs import ENVS, make_env
 from lewm_fast.evaluation.figures import frame_grid
 from lewm_fast.evaluation.mpc import (
@@ -149,7 +149,7 @@ def evaluate(
     planner = None
     if policy == "planner":
         plan_dtype = resolve_dtype(dtype, next(checkpoint.model.parameters()).device)  # "auto": bf16 where native
-        dtype = next(name for name, d in DTYPES.items() if d == plan_dtype)
+        dtype = dtype_name(plan_dtype)
         planner = make_planner(checkpoint.model, solver, checkpoint.normalizer, probe.action_space, num_samples, topk,
                                iters, horizon, seed, backend, plan_dtype)  # fmt: skip
     controller = _controller(policy, planner, checkpoint, problems, mine, group, probe, receding, frameskip, seed)

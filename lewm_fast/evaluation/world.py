@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lewm_fast.capability import resolve_dtype
+from lewm_fast.capability import dtype_name, resolve_dtype
 from lewm_fast.data.dataset import prepare_pixels
 from lewm_fast.evaluation.protocol import EvalConfigError, load_checkpoint
 
@@ -192,7 +192,7 @@ def evaluate_world(
         world.close()
     settings = {"goal_offset": goal_offset, "budget": budget, "horizon": horizon, "receding": receding,
                 "num_samples": num_samples, "topk": topk, "iters": iters, "backend": backend,
-                "dtype": "bf16" if plan_dtype == torch.bfloat16 else "fp32", "seed": seed}  # fmt: skip
+                "dtype": dtype_name(plan_dtype), "seed": seed}  # fmt: skip
     return _summary(world_name, checkpoint, data, how, policy, result, solver, seconds, settings, out, log)
 
 

@@ -35,6 +35,7 @@ from lewm_fast.planning import cpu_parallel
 from lewm_fast.planning.backends import plan_settings
 from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.ops import TorchOps, TritonOps
+from lewm_fast.planning.optimizers import solve_chunks
 from lewm_fast.planning.plan_result import PlanResult
 from lewm_fast.planning.reference import encode_reference
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
@@ -241,11 +242,9 @@ class FastEngine:
             return rollout_cost(packed, ops, hist_emb, goal_emb, cand, differentiable=True)
 
         e = hist_emb.shape[0]
-        with _threads(self._threads_for(e * opt.num_samples)):
-            inputs = opt.prepare(mean, std, self.p.generator)
-            out = opt.solve_chunk(inputs, cost_fn, self.p.generator)
-        history = torch.stack(out.history).tolist() if out.history else []  # one host sync, at the end
-        return PlanResult(out.actions.float(), None, out.cost.float(), history, out.samples)
+        with _threads(self._threads_for(e * opt.num_samples)):  # every environment in one chunk
+            out = solve_chunks(opt, mean, std, lambda lo, hi: cost_fn, self.p.generator)
+        return PlanResult(out.actions.float(), None, out.cost.float(), out.history, out.samples)
 
 
 class TritonEngine(FastEngine):

@@ -77,5 +77,4 @@ def solve_packed(solver, lewm: LeWM, optimizer, info_dict: dict, mean: torch.Ten
     pixels, goal = observations(info_dict, planner.device, torch.float32)
     out = planner.plan_with_info(pixels, goal, init_mean=mean.float())
     std_out = None if out.std is None else out.std.to(mean.dtype)
-    history = [out.history] if out.history else []  # the gradient solver's: all environments are one chunk
-    return SolveResult(out.actions.to(mean.dtype), std_out, out.elite_cost, history, out.samples)
+    return SolveResult(out.actions.to(mean.dtype), std_out, out.elite_cost, out.history, out.samples)
