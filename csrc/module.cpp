@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cpu_common.h"
+#include "linear_cpu.h"
 #include "planner_cpu.h"
 #include "sigreg_cpu.h"
 
@@ -18,7 +19,7 @@ namespace py = pybind11;
 namespace {
 
 // Bumped whenever a signature or a result changes; lewm_fast/_ext.py refuses a stale build.
-constexpr int kApiVersion = 3;
+constexpr int kApiVersion = 4;
 
 using F32 = py::array_t<float, py::array::c_style>;
 using F64 = py::array_t<double, py::array::c_style>;
@@ -127,6 +128,50 @@ void residual_norm_modulate(py::array& x, const py::object& gate, const py::obje
   lewm::residual_norm_modulate(xp, X.s0, X.s1, G, De, Sh, Sc, op, bf16, N, n, D, eps1, eps2, num_threads);
 }
 
+// A 2-d float32 array whose last axis is contiguous: (data, rows, cols, row stride in elements).
+struct Rows2 {
+  const float* data;
+  int64_t n0, n1, s0;
+};
+
+Rows2 rows2(const py::array& a, const char* name) {
+  if (a.ndim() != 2 || !a.dtype().is(py::dtype::of<float>()) || a.strides(1) != 4 || a.strides(0) % 4 ||
+      a.strides(0) < 0)
+    throw std::invalid_argument(std::string(name) + ": expected a 2-d float32 array with a contiguous last axis");
+  return {static_cast<const float*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / 4};
+}
+
+void pack_linear_weight(const F32& w, F32& packed) {
+  if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1) throw std::invalid_argument("w: expected shape (N, K)");
+  const auto N = w.shape(0), K = w.shape(1);
+  expect_shape(packed, "packed", {(N + lewm::kLinearPanel - 1) / lewm::kLinearPanel, K, lewm::kLinearPanel});
+  const float* wp = w.data();
+  float* pp = packed.mutable_data();
+  py::gil_scoped_release release;
+  lewm::pack_linear_weight(wp, N, K, pp);
+}
+
+void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::object& bias, py::array& out,
+                bool gelu, int num_threads) {
+  const auto X = rows2(x, "x");
+  const int64_t M = X.n0, K = X.n1;
+  if (K < 1 || n_out < 1) throw std::invalid_argument("x, n_out: expected at least one input and one output column");
+  expect_shape(packed, "packed", {(n_out + lewm::kLinearPanel - 1) / lewm::kLinearPanel, K, lewm::kLinearPanel});
+  const auto O = rows2(out, "out");
+  if (O.n0 != M || O.n1 != n_out || !out.writeable())
+    throw std::invalid_argument("out: expected a writeable (M, n_out) float32 array matching x (M, K)");
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    const auto b = bias.cast<F32>();
+    expect_shape(b, "bias", {n_out});
+    bp = b.data();
+  }
+  const float* pp = packed.data();
+  float* op = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  lewm::linear_f32(X.data, X.s0, pp, bp, op, O.s0, M, n_out, K, gelu, num_threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -141,6 +186,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("window_attention", &window_attention, py::arg("q").noconvert(), py::arg("k").noconvert(),
         py::arg("v").noconvert(), py::arg("out").noconvert(), py::arg("heads"), py::arg("num_threads"),
         "out (N, nq, I) <- causal attention of q (N, nq, I) over k, v (N, L, I); fp32 or bf16 (16-bit) arrays");
+  m.def("pack_linear_weight", &pack_linear_weight, py::arg("w").noconvert(), py::arg("packed").noconvert(),
+        "packed (ceil(N / 16), K, 16) float32 <- w (N, K) float32, in 16-column panels (zero-padded)");
+  m.def("linear_f32", &linear_f32, py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("n_out"),
+        py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("gelu"), py::arg("num_threads"),
+        "out (M, n_out) <- x (M, K) @ W^T + bias, then the erf GELU if `gelu`; W packed by pack_linear_weight; "
+        "float32, rows may be strided");
+  m.def("linear_f32_native", &lewm::linear_f32_native,
+        "whether linear_f32 runs its AVX2 + FMA kernel on this CPU (else a portable loop)");
   m.def("kernel_isa", &lewm::kernel_isa, "the instruction set of the kernels' clone the loader picked on this CPU");
   m.def("residual_norm_modulate", &residual_norm_modulate, py::arg("x").noconvert(), py::arg("gate").none(true),
         py::arg("delta").none(true), py::arg("shift").none(true), py::arg("scale").none(true),

@@ -156,21 +156,44 @@ def onednn_linear(dtype: torch.dtype) -> bool:
         return False
 
 
+def cpp_linear_native() -> bool:
+    """Whether the C++ extension's fp32 matmul (csrc/linear_cpu.cpp) runs its AVX2 + FMA kernel here."""
+    from lewm_fast import _ext
+
+    ext = _ext.load()
+    return ext is not None and bool(ext.linear_f32_native())
+
+
 def planner_matmul(dtype: torch.dtype) -> str:
-    """The planner's CPU matmuls: "onednn" (weights reordered once into oneDNN's blocked layout, GELU as a
-    post-op; AMX in bf16 where present) wherever the build has it: measured faster than F.linear (MKL) on
-    AMX in bf16 and on AVX2 in fp32 (the whole fp32 rollout ~4-7% less CPU time on an AMD EPYC);
-    "torch" (F.linear) otherwise."""
+    """The planner's CPU matmuls:
+    - "cpp" in fp32 on a CPU whose best vector ISA is AVX2 (PyTorch's dispatch level "AVX2"): the
+      extension's register-tiled kernel on weights packed once (csrc/linear_cpu.cpp), measured 1.02-1.3x
+      oneDNN's rate at the rollout's four matmul shapes on one core of an AMD EPYC (Zen 3); with AVX-512
+      oneDNN's wider vectors win, so it is not used there;
+    - "onednn" (weights reordered once into oneDNN's blocked layout, GELU as a post-op; AMX in bf16 where
+      present) wherever the build has it: measured faster than F.linear (MKL) on AMX in bf16 and on AVX2
+      in fp32 (the whole fp32 rollout ~4-7% less CPU time on an AMD EPYC);
+    - "torch" (F.linear) otherwise."""
+    if dtype == torch.float32 and cpu_capability().isa == "AVX2" and cpp_linear_native():
+        return "cpp"
     return "onednn" if onednn_linear(dtype) else "torch"
 
 
-def planner_gelu_fused(dtype: torch.dtype) -> bool:
-    """Whether the planner's MLP GELU runs as oneDNN's post-op on the matmul's accumulator (bf16: one
-    rounding fewer and one pass over the (rows, 2048) hidden activations saved; measured faster on AMX)
-    or as PyTorch's vectorised GELU after the matmul (fp32: oneDNN's erf post-op is the slower of the two,
-    measured on an AMD EPYC (AVX2), (450 x 192) @ (192 x 2048): 5.2 ms matmul + 1.0 ms GELU against 7.7 ms
-    fused). The unfused GELU is also bit for bit the reference path's."""
-    return dtype == torch.bfloat16 and planner_matmul(dtype) == "onednn"
+def planner_gelu(dtype: torch.dtype) -> str:
+    """Where the planner's MLP GELU runs:
+    - "epilogue" with the "cpp" matmul (fp32 on AVX2): on each finished 6 x 16 tile while it is in L1;
+      PyTorch's erf GELU as a separate pass costs ~4 ns per element on an AMD EPYC (AVX2), ~10% of a
+      whole fp32 rollout (profiled); its erf is Abramowitz & Stegun 7.1.26, PyTorch's formula (|error|
+      < 1.5e-7), so the values agree within 1e-6 (tested);
+    - "post-op" in bf16 on oneDNN: on the matmul's fp32 accumulator (one rounding fewer and one pass over
+      the (rows, 2048) hidden activations saved; measured faster on AMX);
+    - "after" otherwise: PyTorch's vectorised GELU after the matmul (fp32 on oneDNN: its erf post-op is
+      the slower of the two, measured on an AMD EPYC (AVX2), (450 x 192) @ (192 x 2048): 5.2 ms matmul +
+      1.0 ms GELU against 7.7 ms fused; bit for bit the reference path's GELU)."""
+    matmul = planner_matmul(dtype)
+    if matmul == "cpp":
+        return "epilogue"
+    return "post-op" if dtype == torch.bfloat16 and matmul == "onednn" else "after"
 
 
 # Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (measured on
@@ -224,10 +247,7 @@ def cpu_choices() -> dict:
         "native_bf16": cap.native_bf16,
         "dtype_auto": str(auto).removeprefix("torch."),
         "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
-        "gelu": {
-            str(d).removeprefix("torch."): "oneDNN post-op" if planner_gelu_fused(d) else "after the matmul"
-            for d in (torch.float32, torch.bfloat16)
-        },
+        "gelu": {str(d).removeprefix("torch."): planner_gelu(d) for d in (torch.float32, torch.bfloat16)},
         "kernels": ext.kernel_isa() if ext is not None and hasattr(ext, "kernel_isa") else None,
         "planner_threads": torch.get_num_threads(),
         "planner_chunks": f"one per thread (>= {MIN_ROWS_PER_THREAD} candidates each), <= {MAX_CHUNK_ROWS} candidates",

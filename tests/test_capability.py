@@ -108,19 +108,30 @@ def test_info_prints_the_capability_and_the_choices(capsys):
     assert info["cpu"] == cap.model and info["cpu_isa"] == cap.isa and info["cpu_native_bf16"] == cap.native_bf16
     assert info["cpu_dtype_auto"] == ("bfloat16" if cap.native_bf16 else "float32")
     assert set(info["cpu_matmul"]) == {"float32", "bfloat16"} and info["cpu_planner_threads"] >= 1
-    assert info["cpu_gelu"]["float32"] == "after the matmul"
+    assert info["cpu_gelu"]["float32"] == ("epilogue" if info["cpu_matmul"]["float32"] == "cpp" else "after")
     if info["cpp_extension"]:
         assert info["cpu_kernels"]  # the clone the loader picked, e.g. "x86-64-v3 (AVX2, FMA)"
 
 
-def test_planner_gelu_is_fused_only_in_bf16_on_onednn():
-    assert not capability.planner_gelu_fused(torch.float32)
-    assert capability.planner_gelu_fused(torch.bfloat16) == (capability.planner_matmul(torch.bfloat16) == "onednn")
+def test_planner_matmul_is_the_cpp_kernel_only_in_fp32_on_avx2():
+    """The extension's AVX2 matmul where AVX2 is the best the CPU has; oneDNN (or F.linear) elsewhere."""
+    cpp = capability.cpu_capability().isa == "AVX2" and capability.cpp_linear_native()
+    assert (capability.planner_matmul(torch.float32) == "cpp") == cpp
+    assert capability.planner_matmul(torch.bfloat16) in ("onednn", "torch")
+
+
+def test_planner_gelu_follows_the_matmul():
+    """A oneDNN post-op only in bf16; the C++ kernel's epilogue with the C++ matmul; else after the matmul."""
+    for dtype in (torch.float32, torch.bfloat16):
+        matmul, gelu = capability.planner_matmul(dtype), capability.planner_gelu(dtype)
+        want = {"cpp": "epilogue", "onednn": "post-op" if dtype == torch.bfloat16 else "after"}.get(matmul, "after")
+        assert gelu == want
 
 
 def test_cpu_ops_fp32_linear_gelu_is_the_reference_gelu():
-    """The fp32 CPU op set's linear + GELU equals F.gelu(F.linear(...)) on oneDNN's prepacked weights:
-    the GELU is PyTorch's own (not a post-op), so only the matmul's summation order can differ."""
+    """The fp32 CPU op set's linear + GELU equals F.gelu(F.linear(...)) on its prepacked weights: with
+    oneDNN the GELU is PyTorch's own (after the matmul), bit for bit; with the C++ kernel's epilogue the
+    same erf formula in another implementation, within 1e-6."""
     import torch.nn.functional as F
 
     from lewm_fast.planning.cpu_ops import CpuOps
@@ -130,4 +141,5 @@ def test_cpu_ops_fp32_linear_gelu_is_the_reference_gelu():
     ops = CpuOps(torch.float32, rows_hint=37)
     got = ops.linear_gelu(x, ops.pack_weight(w), b)
     torch.testing.assert_close(got, F.gelu(F.linear(x, w, b)), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got, F.gelu(ops.linear(x, ops.pack_weight(w), b)), rtol=0, atol=0)
+    exact = 1e-6 if capability.planner_gelu(torch.float32) == "epilogue" else 0
+    torch.testing.assert_close(got, F.gelu(ops.linear(x, ops.pack_weight(w), b)), rtol=exact, atol=exact)

@@ -24,7 +24,7 @@ command -v "$cross" >/dev/null || { echo "cross_check: $cross not found (apt-get
 flags=$(python3 -c "import importlib.util as u; s = u.spec_from_file_location('e', 'lewm_fast/_ext.py'); \
 m = u.module_from_spec(s); s.loader.exec_module(m); print(' '.join(f for f in m.CXXFLAGS if f != '-fPIC'))")
 flags="$flags -Wall -Werror -Icsrc"
-kernels="csrc/check/kernels_check.cpp csrc/planner_cpu.cpp csrc/sigreg_cpu.cpp"
+kernels="csrc/check/kernels_check.cpp csrc/linear_cpu.cpp csrc/planner_cpu.cpp csrc/sigreg_cpu.cpp"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../cpu_common.h"
+#include "../linear_cpu.h"
 #include "../planner_cpu.h"
 #include "../sigreg_cpu.h"
 
@@ -179,6 +180,27 @@ void check_charfn(Rng& g, int64_t T, int64_t N, int64_t M, int64_t K) {
       }
 }
 
+// ---- the fp32 matmul: out = x @ W^T + bias, W packed; x rows ldx apart ----
+void check_linear(Rng& g, int64_t M, int64_t N, int64_t K, int64_t ldx, bool bias, bool gelu, int threads) {
+  auto x = randn(g, M * ldx), w = randn(g, N * K), b = randn(g, N);
+  std::vector<float> packed(((N + lewm::kLinearPanel - 1) / lewm::kLinearPanel) * K * lewm::kLinearPanel);
+  lewm::pack_linear_weight(w.data(), N, K, packed.data());
+  std::vector<float> out(M * N);
+  lewm::linear_f32(x.data(), ldx, packed.data(), bias ? b.data() : nullptr, out.data(), N, M, N, K, gelu, threads);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double want = bias ? b[n] : 0.0, mag = std::fabs(want);
+      for (int64_t k = 0; k < K; ++k) {
+        want += static_cast<double>(x[m * ldx + k]) * w[n * K + k];
+        mag += std::fabs(static_cast<double>(x[m * ldx + k]) * w[n * K + k]);
+      }
+      // fp32 sums: ~sqrt(K) roundings of the magnitude (GELU's slope is at most 1.13); erf within 1.5e-7
+      const double tol = 1.2e-6 * std::sqrt(double(K)) * mag + 1e-6;
+      if (gelu) want = 0.5 * want * (1.0 + std::erf(want / std::sqrt(2.0)));
+      expect(gelu ? "linear_f32 gelu" : "linear_f32", out[m * N + n], want, 0.0, tol + (gelu ? 1e-7 * std::fabs(want) : 0.0));
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -194,6 +216,14 @@ int main() {
       check_norm(g, 5, 3, 192, join, modulate);  // D = 192: the unrolled path
       check_norm(g, 3, 2, 40, join, modulate);
     }
+  check_linear(g, 150, 192, 192, 192, true, false, 2);  // a rollout shape (one row block per thread)
+  check_linear(g, 13, 33, 400, 405, true, false, 1);    // every edge: rows past a tile, columns past a panel, k blocks
+  check_linear(g, 7, 5, 3, 3, false, false, 1);
+  check_linear(g, 13, 33, 400, 405, true, true, 1);
+  for (int i = -4000; i <= 4000; ++i) {  // GELU alone over [-8, 8]
+    const double x = i / 500.0;
+    expect("gelu_erf", lewm::gelu_erf(static_cast<float>(x)), 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))), 1e-6, 1e-6);
+  }
   check_charfn(g, 2, 9, 70, 17);  // N odd (a missing row in the last pair), M not a multiple of the block
   check_charfn(g, 1, 4, 8, 5);
   std::printf("%s: %s, %d failures\n", lewm::kernel_isa(), failures ? "FAILED" : "all kernels match", failures);

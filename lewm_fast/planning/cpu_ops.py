@@ -1,10 +1,12 @@
 """The "torch" engine's ops on the CPU: the same maths as `ops.TorchOps`, arranged for a CPU.
 
-- Matmuls go to oneDNN with weights reordered once into its blocked layout (`pack_weight`), bf16 on
-  AMX where the CPU has it; in bf16 the MLP's GELU runs as a oneDNN post-op on the fp32 accumulator
-  (one pass over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer), in fp32 as
-  PyTorch's GELU after the matmul (faster: `capability.planner_gelu_fused`). Without oneDNN's linear
-  op (other builds) this falls back to `F.linear`.
+- Matmuls (`capability.planner_matmul`): in fp32 on an AVX2 CPU the extension's register-tiled kernel
+  on weights packed once into 16-column panels (csrc/linear_cpu.cpp), the MLP's GELU applied to each
+  finished tile; elsewhere oneDNN with weights reordered once into its blocked layout (`pack_weight`),
+  bf16 on AMX where the CPU has it; in bf16 the MLP's GELU runs as a oneDNN post-op on the fp32
+  accumulator (one pass over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer),
+  in fp32 as PyTorch's GELU after the matmul (faster: `capability.planner_gelu`). Without
+  oneDNN's linear op (other builds) this falls back to `F.linear`.
 - Attention over the window uses PyTorch's CPU attention kernel on the bf16 K/V in place (scores and
   softmax in fp32 inside it): dtype conversions of whole K/V windows cost more than the attention.
 - The elementwise chains (norm + modulate + norm, gate + residual) are many tiny ops in eager
@@ -46,6 +48,36 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+class CppPackedWeight:
+    """A fp32 Linear weight (out, in) in 16-column panels for the extension's matmul (csrc/linear_cpu.cpp),
+    which it keeps: the weight is only usable by that kernel."""
+
+    def __init__(self, ext, w: torch.Tensor):
+        self.ext = ext
+        self.plain = w
+        self.shape = w.shape
+        self.dtype = w.dtype
+        out_features, in_features = w.shape
+        self.packed = torch.empty(-(-out_features // 16), in_features, 16)
+        ext.pack_linear_weight(w.detach().contiguous().numpy(), self.packed.numpy())
+
+
+def cpp_linear(x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
+    """x @ w.T + b by the extension's fp32 matmul, then the erf GELU on each finished tile if `gelu`.
+    x (..., K) fp32 (rows may be strided) -> (..., N)."""
+    n_out, k = w.shape
+    if x.shape[-1] != k or x.dtype != torch.float32:  # RuntimeError, as F.linear raises for its mismatches
+        raise RuntimeError(f"linear: expected x (..., {k}) float32 for a ({n_out}, {k}) weight, got "
+                           f"{tuple(x.shape)} {x.dtype}")  # fmt: skip
+    rows = x.reshape(-1, k)
+    if rows.stride(-1) != 1 or rows.stride(0) < k:
+        rows = rows.contiguous()
+    out = torch.empty(*x.shape[:-1], n_out)
+    w.ext.linear_f32(rows.numpy(), w.packed.numpy(), n_out, None if b is None else b.numpy(),
+                   out.view(-1, n_out).numpy(), gelu, torch.get_num_threads())  # fmt: skip
+    return out
 
 
 class PackedWeight:
@@ -124,8 +156,8 @@ class CpuOps(ops.TorchOps):
 
         self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
         keep_freed_memory()
-        self.onednn = capability.planner_matmul(dtype) == "onednn"
-        self.gelu_fused = capability.planner_gelu_fused(dtype)
+        self.matmul = capability.planner_matmul(dtype)
+        self.gelu_post_op = capability.planner_gelu(dtype) == "post-op"
         self.rows_hint = rows_hint
         self._gate_residual = _gate_residual
         self._norm_modulate = ops.norm_modulate
@@ -164,15 +196,21 @@ class CpuOps(ops.TorchOps):
         return ops.window_attention(q, k, v, heads, one_query=self._one_query)
 
     def pack_weight(self, w: torch.Tensor):
-        return PackedWeight(w, self.rows_hint) if self.onednn else w
+        if self.matmul == "cpp":
+            return CppPackedWeight(self.ext, w)
+        return PackedWeight(w, self.rows_hint) if self.matmul == "onednn" else w
 
     def linear(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
+        if isinstance(w, CppPackedWeight):
+            return cpp_linear(x, w, b)
         if isinstance(w, PackedWeight):
             return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "none", [], "")
         return F.linear(x, w, b)
 
     def linear_gelu(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
-        if isinstance(w, PackedWeight) and self.gelu_fused:
+        if isinstance(w, CppPackedWeight):
+            return cpp_linear(x, w, b, gelu=True)
+        if isinstance(w, PackedWeight) and self.gelu_post_op:
             return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "gelu", [], "none")
         return F.gelu(self.linear(x, w, b))
 
