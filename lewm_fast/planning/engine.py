@@ -34,6 +34,7 @@ from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
 from lewm_fast.planning.backends import plan_settings
 from lewm_fast.planning.cpu_ops import CpuOps
+from lewm_fast.planning.encoder import PackedEncoder
 from lewm_fast.planning.ops import TorchOps, TritonOps
 from lewm_fast.planning.optimizers import solve_chunks
 from lewm_fast.planning.plan_result import PlanResult
@@ -173,6 +174,11 @@ class FastEngine:
         self.chunk_rows = self.settings.chunk_rows if self.device.type == "cpu" else 0
         self._solves: OrderedDict[tuple[int, int], _Solve] = OrderedDict()
         self._grad_packed: PackedPredictor | None = None
+        # CPU: the encoder's matmuls on packed fp32 weights too (encoder.py); elsewhere the model's encode
+        self.encoder = None
+        if self.device.type == "cpu" and PackedEncoder.supports(planner.model):
+            ops = self.ops if planner.dtype == torch.float32 else CpuOps(torch.float32, compile=False)
+            self.encoder = PackedEncoder(planner.model, ops)
 
     def make_ops(self):
         """The op set: on the CPU, oneDNN matmuls and (LEWM_PLAN_COMPILE=1) compiled elementwise chains."""
@@ -195,7 +201,7 @@ class FastEngine:
         """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings,
         encoded as the reference encodes them (goal and history frames as two batches, model dtype)."""
         with nvtx_range("encode", self.nvtx):
-            hist, goal_emb = encode_reference(self.p.model, pixels.to(self.device), goal.to(self.device))
+            hist, goal_emb = encode_reference(self.p.model, pixels.to(self.device), goal.to(self.device), self.encoder)
             return hist.float(), goal_emb.float()
 
     def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:

@@ -45,15 +45,19 @@ def rollout_cost_reference(model, hist_emb: torch.Tensor, goal_emb: torch.Tensor
 
 
 @torch.no_grad()
-def encode_reference(model, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_reference(
+    model, pixels: torch.Tensor, goal: torch.Tensor, encode_frames: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The public `get_cost`'s encodings of one chunk: pixels (b, H, C, h, w), goal (b, C, h, w) or
     (b, Tg, C, h, w) (the last goal frame counts) -> history (b, H, D), goal (b, D) embeddings.
-    The goal frames are one encoder batch, the history frames another, as in the public code."""
+    The goal frames are one encoder batch, the history frames another, as in the public code.
+    `encode_frames` (N, C, h, w) -> (N, D) replaces `model.encode_frames` (the CPU engine's packed encoder)."""
+    encode_frames = encode_frames or model.encode_frames
     if goal.ndim == pixels.ndim - 1:
         goal = goal.unsqueeze(1)
     b, tg = goal.shape[:2]
-    goal_emb = model.encode_frames(goal.flatten(0, 1)).view(b, tg, -1)[:, -1]
-    hist_emb = model.encode_frames(pixels.flatten(0, 1)).view(b, pixels.shape[1], -1)
+    goal_emb = encode_frames(goal.flatten(0, 1)).view(b, tg, -1)[:, -1]
+    hist_emb = encode_frames(pixels.flatten(0, 1)).view(b, pixels.shape[1], -1)
     return hist_emb, goal_emb
 
 
