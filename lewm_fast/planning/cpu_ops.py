@@ -52,13 +52,11 @@ def keep_freed_memory() -> bool:
 
 class CppPackedWeight:
     """A fp32 Linear weight (out, in) in 16-column panels for the extension's matmul (csrc/linear_cpu.cpp),
-    which it keeps: the weight is only usable by that kernel."""
+    which it keeps: the weight is only usable by that kernel. The unpacked weight is not kept."""
 
     def __init__(self, ext, w: torch.Tensor):
         self.ext = ext
-        self.plain = w
         self.shape = w.shape
-        self.dtype = w.dtype
         out_features, in_features = w.shape
         self.packed = torch.empty(-(-out_features // 16), in_features, 16)
         ext.pack_linear_weight(w.detach().contiguous().numpy(), self.packed.numpy())

@@ -181,7 +181,8 @@ class FastEngine:
             self.encoder = PackedEncoder(planner.model, ops)
 
     def make_ops(self):
-        """The op set: on the CPU, oneDNN matmuls and (LEWM_PLAN_COMPILE=1) compiled elementwise chains."""
+        """The op set: on the CPU, `CpuOps` (matmuls as `capability.planner_matmul` chooses; with
+        LEWM_PLAN_COMPILE=1 compiled elementwise chains)."""
         if self.device.type == "cpu":
             return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=self.settings.compile)
         return TorchOps()
