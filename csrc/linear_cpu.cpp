@@ -1,21 +1,25 @@
 // The planner's fp32 matmul on an AVX2 CPU: out = x @ W^T + bias (F.linear is its specification).
 //
-// Why: on an AVX2-only CPU (AMD EPYC, Zen 3) the rollout spends ~80% of its time in four matmul shapes,
-// rows x (192 -> 3072 | 1024 -> 192 | 192 -> 2048 | 2048 -> 192), where oneDNN reaches 56-80 GFLOP/s on
-// one core of a ~94 GFLOP/s peak and this kernel 64-88 (measured side by side; the host drifts by ~20%
-// within minutes, so only interleaved figures compare). The planner's weights are fixed for a whole plan,
-// so they are packed once into 16-column panels; each call then packs its rows in blocks and runs a
-// 6 x 16 register tile (12 accumulators, two panel loads and six broadcasts per k: FMA-bound), the
-// layout of the BLIS/OpenBLAS Haswell kernels.
+// Why: on an AVX2-only CPU (AMD EPYC, Zen 3) the rollout spends ~80-90% of its time in four matmul
+// shapes, rows x (192 -> 3072 | 1024 -> 192 | 192 -> 2048 | 2048 -> 192), where oneDNN reaches 56-80
+// GFLOP/s on one core of a ~93 GFLOP/s peak (measured side by side; the host drifts by ~20% within
+// minutes, so only interleaved figures compare). The planner's weights are fixed for a whole plan, so
+// they are packed once into 24-column panels; each call then packs its rows in blocks and runs a 4 x 24
+// register tile (12 accumulators, three panel loads and four broadcasts per k: FMA-bound).
+// Why 4 x 24 and not the 6 x 16 of the BLIS/OpenBLAS Haswell kernels (this kernel's first layout): 7
+// loads per 12 FMAs instead of 8; on the shared cloud host it was measured on, a loop that mixes loads
+// with FMAs stays well below the FMA peak that a register-only loop reaches (93 GFLOP/s); one load fewer
+// per k measured 8-15% faster in a synthetic tile loop, 0.98-1.07x per rollout matmul shape (medians of
+// 40 interleaved calls). Each output's sum is the same as with 6 x 16: the same bits.
 //
 // Blocking: rows in blocks of kRowBlock (their packed block, kRowBlock x kDepthBlock floats, stays in L2
-// while every panel passes over it); k in blocks of kDepthBlock (a panel's block, kDepthBlock x 16 floats,
-// stays in L1 while it meets every 6-row group). A k block carries on from the partial sums in `out`, so
+// while every panel passes over it); k in blocks of kDepthBlock (a panel's block, kDepthBlock x 24 floats,
+// stays in L1 while it meets every 4-row group). A k block carries on from the partial sums in `out`, so
 // each output is one fp32 sum over k in ascending order, started from the bias.
 //
-// GELU (the MLP's first matmul): applied to each finished tile while it is in L1, instead of a separate
-// pass over the (rows, 2048) hidden activations; PyTorch's erf GELU costs ~4 ns per element on the AMD
-// EPYC, ~10% of a whole fp32 rollout (profiled), the epilogue a fraction of that.
+// GELU (the MLP's first matmul): applied to each tile's finished sums in registers (gelu8), instead of a
+// separate pass over the (rows, 2048) hidden activations; PyTorch's erf GELU costs ~4 ns per element on
+// the AMD EPYC, ~10% of a whole fp32 rollout (profiled), the epilogue ~1.4 ns.
 //
 // Elsewhere (no AVX2/FMA, aarch64, other compilers) a portable loop computes the same layout.
 
@@ -38,7 +42,7 @@ namespace lewm {
 namespace {
 
 constexpr int64_t kNR = kLinearPanel;
-constexpr int64_t kMR = 6;           // rows per register tile
+constexpr int64_t kMR = 4;           // rows per register tile
 constexpr int64_t kRowBlock = 192;   // at most this many rows per packed block; blocks are balanced
 constexpr int64_t kDepthBlock = 256; // k per block; a last block under half this joins the one before
 
@@ -48,8 +52,8 @@ LEWM_INLINE int64_t depth_block(int64_t k0, int64_t K) {
   return rest < kDepthBlock + kDepthBlock / 2 ? rest : kDepthBlock;
 }
 
-// Rows in blocks of equal size (a multiple of kMR), as few as fit kRowBlock: 150 rows as one block, not
-// 144 + 6 (a 6-row block meets every weight panel for one tile's worth of work).
+// Rows in blocks of equal size (a multiple of kMR), as few as fit kRowBlock: 200 rows as two blocks of
+// 100, not 192 + 8 (an 8-row block meets every weight panel for two tiles' worth of work).
 LEWM_INLINE int64_t row_block(int64_t M) {
   const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
   return ((M + blocks - 1) / blocks + kMR - 1) / kMR * kMR;
@@ -106,56 +110,91 @@ void portable_rows(const float* x, int64_t ldx, const float* packed, const float
 #ifdef LEWM_LINEAR_AVX2
 #define LEWM_AVX2 __attribute__((target("avx2,fma")))
 
-// R x 16 outputs at c (row stride ldc) += a (kc, 6: packed rows, R used) @ b (kc, 16); the sums start
-// from c (carry), the bias, or zero.
+// gelu_erf_inline on 8 lanes: the same formula and operations (A&S 7.1.26, exp_nonpositive's range
+// reduction and series), so the same bits as the portable path and as this kernel before it. Applied to a tile's 12 accumulators at once, in
+// registers: 12 independent chains keep the FMA pipes busy, where the compiler's vectorised gelu_rows,
+// applied to the stored tile, ran one row's vectors at a time, latency-bound (2.1-2.6 ns per element
+// against 1.3-1.6 for this, interleaved medians at the MLP's 192 -> 2048 shape).
+LEWM_AVX2 LEWM_INLINE __m256 gelu8(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
+  const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.70710678118654752f));
+  const __m256 d = _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one);
+  const __m256 t = _mm256_div_ps(one, d);  // a true division: the same bits as the scalar formula
+  __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+  poly = _mm256_mul_ps(poly, t);
+  // exp(-z^2), z^2 >= 0, as exp_nonpositive
+  const __m256 e = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z, sign), z), _mm256_set1_ps(-87.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(e, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), e);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723212e-6f), r);
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.f / 5040), r, _mm256_set1_ps(1.f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, one);
+  p = _mm256_fmadd_ps(p, r, one);
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 erf_abs = _mm256_fnmadd_ps(poly, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)), one);
+  const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, x));  // copysign(erf_abs, x)
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
+}
+
+// R x 24 outputs at c (row stride ldc) += a (kc, 4: packed rows, R used) @ b (kc, 24); the sums start
+// from c (carry), the bias, or zero; GELU on the finished sums before they are stored if `gelu`.
 template <int R>
 LEWM_AVX2 void tile(const float* a, const float* b, int64_t kc, float* c, int64_t ldc, bool carry,
-                    const float* bias) {
-  __m256 acc[R][2];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    if (carry) {
-      acc[r][0] = _mm256_loadu_ps(c + r * ldc);
-      acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
-    } else if (bias != nullptr) {
-      acc[r][0] = _mm256_loadu_ps(bias);
-      acc[r][1] = _mm256_loadu_ps(bias + 8);
-    } else {
-      acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    }
-  }
+                    const float* bias, bool gelu) {
+  constexpr int V = kNR / 8;  // 8-float vectors per row of the tile
+  __m256 acc[R][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = carry ? _mm256_loadu_ps(c + r * ldc + 8 * v)
+                  : bias != nullptr ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b + k * kNR), b1 = _mm256_loadu_ps(b + k * kNR + 8);
-#pragma GCC unroll 6
+    __m256 bv[V];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + k * kNR + 8 * v);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256 ar = _mm256_broadcast_ss(a + k * kMR + r);
-      acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
     }
   }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(c + r * ldc, acc[r][0]);
-    _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+  if (gelu) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) acc[r][v] = gelu8(acc[r][v]);
   }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
 }
 
 LEWM_AVX2 void tile_rows(int64_t rows, const float* a, const float* b, int64_t kc, float* c, int64_t ldc, bool carry,
-                         const float* bias) {
+                         const float* bias, bool gelu) {
+  static_assert(kMR == 4, "one case per tile height");
   switch (rows) {
-    case 6: return tile<6>(a, b, kc, c, ldc, carry, bias);
-    case 5: return tile<5>(a, b, kc, c, ldc, carry, bias);
-    case 4: return tile<4>(a, b, kc, c, ldc, carry, bias);
-    case 3: return tile<3>(a, b, kc, c, ldc, carry, bias);
-    case 2: return tile<2>(a, b, kc, c, ldc, carry, bias);
-    default: return tile<1>(a, b, kc, c, ldc, carry, bias);
+    case 4: return tile<4>(a, b, kc, c, ldc, carry, bias, gelu);
+    case 3: return tile<3>(a, b, kc, c, ldc, carry, bias, gelu);
+    case 2: return tile<2>(a, b, kc, c, ldc, carry, bias, gelu);
+    default: return tile<1>(a, b, kc, c, ldc, carry, bias, gelu);
   }
 }
 
-// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into `dst` as 6-row groups, each (kc, 6) (k-major: the tile
-// reads one stream), zero rows past mc. Eight k of six rows at a time: an 8 x 8 register transpose (two
-// lanes unused), stored 6 floats apart with overlapping 8-float stores (dst has 2 floats of slack).
+// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into `dst` as 4-row groups, each (kc, 4) (k-major: the tile
+// reads one stream), zero rows past mc. Eight k of four rows at a time by a 4 x 8 register transpose.
 LEWM_AVX2 void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
+  static_assert(kMR == 4, "the transpose below packs 4-row groups");
   for (int64_t g = 0; g < mc; g += kMR) {
     float* d = dst + g * kc;
     const int64_t rows = std::min(kMR, mc - g);
@@ -166,25 +205,15 @@ LEWM_AVX2 void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t mc, in
       for (; k + 8 <= kc; k += 8) {
         const __m256 r0 = _mm256_loadu_ps(src[0] + k), r1 = _mm256_loadu_ps(src[1] + k);
         const __m256 r2 = _mm256_loadu_ps(src[2] + k), r3 = _mm256_loadu_ps(src[3] + k);
-        const __m256 r4 = _mm256_loadu_ps(src[4] + k), r5 = _mm256_loadu_ps(src[5] + k);
-        const __m256 z = _mm256_setzero_ps();
-        // 8 x 8 transpose of rows (r0 .. r5, 0, 0): column i = k + i across the six rows.
         const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
         const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        const __m256 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE);
-        const __m256 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);  // k, k+4 | k+1, k+5
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);  // k+2, k+6 | k+3, k+7
         float* o = d + k * kMR;
-        _mm256_storeu_ps(o + 0 * kMR, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(o + 1 * kMR, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(o + 2 * kMR, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(o + 3 * kMR, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(o + 4 * kMR, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(o + 5 * kMR, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(o + 6 * kMR, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(o + 7 * kMR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u1, 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
       }
     }
     for (; k < kc; ++k)
@@ -196,9 +225,9 @@ LEWM_AVX2 void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t mc, in
 LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, const float* bias, float* out,
                           int64_t ldo, int64_t mb, int64_t mc, int64_t N, int64_t K, bool gelu) {
   thread_local std::vector<float> rows_buf;
-  rows_buf.resize(kRowBlock * (kDepthBlock + kDepthBlock / 2) + 2);  // + the packing's slack
+  rows_buf.resize(kRowBlock * (kDepthBlock + kDepthBlock / 2));
   const int64_t panels = (N + kNR - 1) / kNR;
-  float pad[kNR], edge[kMR * kNR];  // the bias and a 6 x 16 tile of the last panel when N % 16 != 0
+  float pad[kNR], edge[kMR * kNR];  // the bias and a tile of the last panel when N % kNR != 0
   for (int64_t k0 = 0; k0 < K; k0 += depth_block(k0, K)) {
     const int64_t kc = depth_block(k0, K);
     const bool carry = k0 > 0, last = k0 + kc >= K;
@@ -211,13 +240,11 @@ LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, cons
         const int64_t rows = std::min(kMR, mc - g);
         float* c = out + (mb + g) * ldo + p * kNR;
         if (cols == kNR) {
-          tile_rows(rows, rows_buf.data() + g * kc, b, kc, c, ldo, carry, pb);
-          if (gelu && last) gelu_rows(c, ldo, rows, kNR);
+          tile_rows(rows, rows_buf.data() + g * kc, b, kc, c, ldo, carry, pb, gelu && last);
           continue;
         }
         for (int64_t r = 0; r < rows && carry; ++r) std::memcpy(edge + r * kNR, c + r * ldo, cols * sizeof(float));
-        tile_rows(rows, rows_buf.data() + g * kc, b, kc, edge, kNR, carry, pb);
-        if (gelu && last) gelu_rows(edge, kNR, rows, cols);
+        tile_rows(rows, rows_buf.data() + g * kc, b, kc, edge, kNR, carry, pb, gelu && last);
         for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * ldo, edge + r * kNR, cols * sizeof(float));
       }
     }

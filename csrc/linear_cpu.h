@@ -5,18 +5,18 @@
 
 namespace lewm {
 
-// Output columns per packed weight panel (two 8-float AVX2 vectors).
-constexpr int64_t kLinearPanel = 16;
+// Output columns per packed weight panel (three 8-float AVX2 vectors: the 4 x 24 register tile).
+constexpr int64_t kLinearPanel = 24;
 
-// W (N, K) fp32 row-major -> packed (ceil(N / 16), K, 16): panel p holds output columns 16p .. 16p + 15,
+// W (N, K) fp32 row-major -> packed (ceil(N / 24), K, 24): panel p holds output columns 24p .. 24p + 23,
 // k-major, zero-padded past N. Packed once per weight; every call then streams one panel at a time.
 void pack_linear_weight(const float* w, int64_t N, int64_t K, float* packed);
 
 // out (M, N) <- x (M, K) @ W^T + bias, then GELU if `gelu`; W given packed. Row strides ldx, ldo
 // (elements; the last axes are contiguous); bias (N) or null. Blocks of rows are split over num_threads;
 // each output element is one fp32 sum over k in order (ascending k, from the bias), so the result does
-// not depend on the threads. The GELU is the exact (erf) one, applied to each 6 x 16 tile while it is in
-// L1 (gelu_erf in linear_cpu.cpp).
+// not depend on the threads. The GELU is the exact (erf) one, applied to each 4 x 24 tile in registers
+// before it is stored (gelu_erf in linear_cpu.cpp).
 void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
                 int64_t M, int64_t N, int64_t K, bool gelu, int num_threads);
 

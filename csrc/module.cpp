@@ -19,7 +19,7 @@ namespace py = pybind11;
 namespace {
 
 // Bumped whenever a signature or a result changes; lewm_fast/_ext.py refuses a stale build.
-constexpr int kApiVersion = 4;
+constexpr int kApiVersion = 5;
 
 using F32 = py::array_t<float, py::array::c_style>;
 using F64 = py::array_t<double, py::array::c_style>;
@@ -177,6 +177,7 @@ void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lewm_fast CPU kernels (see csrc/)";
   m.attr("API_VERSION") = kApiVersion;
+  m.attr("LINEAR_PANEL") = lewm::kLinearPanel;
   m.def("charfn_sums", &charfn_sums, py::arg("z").noconvert(), py::arg("knots"), py::arg("dt"),
         py::arg("cos_sum").noconvert(), py::arg("sin_sum").noconvert(), py::arg("num_threads"),
         "cos_sum, sin_sum (T, K, M) float64 <- sum_n cos/sin(k dt z), z (T, N, M) float32");
@@ -187,7 +188,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("v").noconvert(), py::arg("out").noconvert(), py::arg("heads"), py::arg("num_threads"),
         "out (N, nq, I) <- causal attention of q (N, nq, I) over k, v (N, L, I); fp32 or bf16 (16-bit) arrays");
   m.def("pack_linear_weight", &pack_linear_weight, py::arg("w").noconvert(), py::arg("packed").noconvert(),
-        "packed (ceil(N / 16), K, 16) float32 <- w (N, K) float32, in 16-column panels (zero-padded)");
+        "packed (ceil(N / P), K, P) float32 <- w (N, K) float32, in P = LINEAR_PANEL-column panels (zero-padded)");
   m.def("linear_f32", &linear_f32, py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("n_out"),
         py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("gelu"), py::arg("num_threads"),
         "out (M, n_out) <- x (M, K) @ W^T + bias, then the erf GELU if `gelu`; W packed by pack_linear_weight; "

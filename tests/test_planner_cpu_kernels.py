@@ -94,11 +94,12 @@ def test_cpu_ops_linear_join_norm_equals_composition(dtype):
                                atol=1e-4 if dtype == torch.float32 else 1e-2)  # fmt: skip
 
 
-# The rollout's shapes (rows x in -> out) and every edge of the blocking: rows past a 6-row tile or a row
-# block, columns past a 16-column panel, depths split into k blocks (> 384) or not, single elements.
+# The rollout's shapes (rows x in -> out) and every edge of the blocking: rows past a 4-row tile or a row
+# block, columns past a 24-column panel (2048 = 85 x 24 + 8) or within one, depths split into k blocks
+# (> 384) or not, single elements.
 @pytest.mark.parametrize("rows, k, n", [
     (150, 192, 3072), (450, 1024, 192), (300, 192, 2048), (151, 2048, 192), (1, 1, 1), (7, 5, 17),
-    (13, 400, 33), (193, 385, 16), (6, 2049, 15), (385, 64, 1),
+    (13, 400, 33), (193, 385, 16), (6, 2049, 15), (385, 64, 1), (5, 24, 25), (3, 7, 48),
 ])  # fmt: skip
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("gelu", [False, True])
@@ -117,10 +118,12 @@ def test_cpp_linear(rows, k, n, bias, gelu):
     assert ((got.double() - exact).abs() <= tol).all()
 
 
-def test_cpp_gelu_is_within_pytorch_gelu_rounding():
-    """The epilogue's GELU against PyTorch's fp32 GELU on the same fp32 inputs (an identity weight)."""
-    x = torch.linspace(-10, 10, 20001).reshape(-1, 1)
-    got = cpp_linear(x, CppPackedWeight(ext, torch.ones(1, 1)), None, gelu=True)
+@pytest.mark.parametrize("columns", [1, 48])
+def test_cpp_gelu_is_within_pytorch_gelu_rounding(columns):
+    """The epilogue's GELU against PyTorch's fp32 GELU on the same fp32 inputs (an identity weight), in a
+    partial panel (one column) and in whole panels."""
+    x = torch.linspace(-10, 10, 20016).reshape(-1, columns)
+    got = cpp_linear(x, CppPackedWeight(ext, torch.eye(columns)), None, gelu=True)
     exact = F.gelu(x.double())
     torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got, F.gelu(x), rtol=1e-6, atol=1e-6)
@@ -152,13 +155,14 @@ def test_bad_input_is_refused():
         ext.window_attention(q.numpy(), torch.randn(4, 2, 64).bfloat16().view(torch.int16).numpy(),
                              torch.randn(4, 2, 64).numpy(),
                              torch.empty(4, 1, 64).numpy(), 1, 1)  # fmt: skip
-    packed = torch.empty(1, 8, 16).numpy()
+    p = ext.LINEAR_PANEL
+    packed = torch.empty(1, 8, p).numpy()
     with pytest.raises(ValueError, match="packed"):
-        ext.linear_f32(torch.randn(3, 9).numpy(), packed, 16, None, torch.empty(3, 16).numpy(), False, 1)
+        ext.linear_f32(torch.randn(3, 9).numpy(), packed, p, None, torch.empty(3, p).numpy(), False, 1)
     with pytest.raises(ValueError, match="out"):
-        ext.linear_f32(torch.randn(3, 8).numpy(), packed, 16, None, torch.empty(3, 15).numpy(), False, 1)
+        ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, None, torch.empty(3, p - 1).numpy(), False, 1)
     with pytest.raises(ValueError, match="bias"):
-        ext.linear_f32(torch.randn(3, 8).numpy(), packed, 16, torch.randn(15).numpy(), torch.empty(3, 16).numpy(),
+        ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, torch.randn(p - 1).numpy(), torch.empty(3, p).numpy(),
                        False, 1)  # fmt: skip
     with pytest.raises(ValueError, match="out"):
         ext.residual_norm_modulate(torch.randn(2, 1, 8).numpy(), None, None, None, None,

@@ -1,7 +1,7 @@
 """The "torch" engine's ops on the CPU: the same maths as `ops.TorchOps`, arranged for a CPU.
 
 - Matmuls (`capability.planner_matmul`): in fp32 on an AVX2 CPU the extension's register-tiled kernel
-  on weights packed once into 16-column panels (csrc/linear_cpu.cpp), the MLP's GELU applied to each
+  on weights packed once into 24-column panels (csrc/linear_cpu.cpp), the MLP's GELU applied to each
   finished tile; elsewhere oneDNN with weights reordered once into its blocked layout (`pack_weight`),
   bf16 on AMX where the CPU has it; in bf16 the MLP's GELU runs as a oneDNN post-op on the fp32
   accumulator (one pass over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer),
@@ -51,14 +51,16 @@ def keep_freed_memory() -> bool:
 
 
 class CppPackedWeight:
-    """A fp32 Linear weight (out, in) in 16-column panels for the extension's matmul (csrc/linear_cpu.cpp),
-    which it keeps: the weight is only usable by that kernel. The unpacked weight is not kept."""
+    """A fp32 Linear weight (out, in) in panels of `ext.LINEAR_PANEL` columns for the extension's matmul
+    (csrc/linear_cpu.cpp), which it keeps: the weight is only usable by that kernel. The unpacked weight
+    is not kept."""
 
     def __init__(self, ext, w: torch.Tensor):
         self.ext = ext
         self.shape = w.shape
         out_features, in_features = w.shape
-        self.packed = torch.empty(-(-out_features // 16), in_features, 16)
+        panel = ext.LINEAR_PANEL
+        self.packed = torch.empty(-(-out_features // panel), in_features, panel)
         ext.pack_linear_weight(w.detach().contiguous().numpy(), self.packed.numpy())
 
 
