@@ -68,8 +68,7 @@ LEWM_INLINE float gelu_erf_inline(float x) {
   return 0.5f * x * (1.f + std::copysign(erf_abs, x));
 }
 
-// GELU in place on rows x cols values, rows ldc apart (a tile, in L1). Vectorised by the compiler in the
-// caller's ISA (inlined into the AVX2 kernel).
+// GELU in place on rows x cols values, rows ldc apart: the portable path's (the AVX2 kernel uses gelu8).
 LEWM_INLINE void gelu_rows(float* c, int64_t ldc, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = c + r * ldc;
