@@ -5,7 +5,10 @@ Rows: solver x planner backend x dtype x number of environments on one device, p
 stable-worldmodel solver of the same name when it is importable (the public class, a public LeWM
 converted from the same weights, its default batch_size 1), all in one process. Slow rows run fewer
 iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per plan is
-time per iteration x the requested iterations plus the once-per-plan encoding. Predictive sampling
+time per iteration x the requested iterations plus the once-per-plan encoding; each row's 1- and
+k-iteration plans are timed once per round (rounds interleaved across rows, every timing in the JSON as
+`runs_ms`) and the fastest of each is kept. A row whose iteration comes out longer than its whole
+1-iteration plan held a slow spell in every round: it is flagged (`consistent: false`). Predictive sampling
 draws once: its "iteration" is the whole plan. dtypes default to `auto` (bf16 where the hardware runs it
 natively, `lewm_fast.capability`) and fp32; an explicit bf16 row runs only where bf16 is native, elsewhere it
 is skipped and the JSON says so. On the CPU each fast row also reports its own GFLOP/s against the GEMM
@@ -67,7 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["auto", "fp32"], choices=["auto", *DTYPES],
                    help="auto: bf16 where the hardware runs it natively, else fp32 (default: auto, fp32)")  # fmt: skip
     p.add_argument("--budget", type=float, default=6.0, help="seconds of timed work per row and round, at most")
-    p.add_argument("--rounds", type=int, default=2, help="measurements per row (the fastest is kept)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="measurements per row, interleaved (the fastest 1- and k-iteration plans are kept; "
+                        "each round's timings go to the JSON as runs_ms)")  # fmt: skip
     p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
     p.add_argument("--quick", action="store_true", help="E=1 only, a shorter budget")
     p.add_argument("--eager-too", action="store_true", help="on CUDA, also time the fast rows without CUDA graphs")
@@ -110,14 +115,14 @@ class PlanTimer:
         self.plan_1 = make_plan(1)
         if warm:
             self.plan_1()
-        self.one = self._time(self.plan_1)
+        one = self._time(self.plan_1)
         # at least 2 iterations where the plan has them: a plan's fixed work (encoding, its first
         # iteration's allocations: ~1 s at E = 4 on a 2-core CPU) must not count as an iteration's
-        self.k = max(min(2, iters_full), min(iters_full, int(budget / max(self.one, 1e-6))))
+        self.k = max(min(2, iters_full), min(iters_full, int(budget / max(one, 1e-6))))
         self.plan_k = make_plan(self.k) if self.k > 1 else None
         if self.plan_k is not None and warm:
             self.plan_k()
-        self.total = self._time(self.plan_k) if self.plan_k is not None else None
+        self.runs = [(one, self._time(self.plan_k) if self.plan_k is not None else None)]
 
     def _time(self, run) -> float:
         synchronize(self.device)
@@ -127,16 +132,24 @@ class PlanTimer:
         return self.clock() - t0
 
     def measure(self) -> None:
-        self.one = min(self.one, self._time(self.plan_1))
-        if self.plan_k is not None:
-            self.total = min(self.total, self._time(self.plan_k))
+        one = self._time(self.plan_1)
+        self.runs.append((one, self._time(self.plan_k) if self.plan_k is not None else None))
 
     def result(self) -> tuple[float, int, float]:
-        """(seconds per iteration, iterations run, seconds of encoding per plan)."""
+        """(seconds per iteration, iterations run, seconds of encoding per plan), from the fastest
+        1-iteration and the fastest k-iteration plan of all rounds."""
+        one = min(r[0] for r in self.runs)
         if self.plan_k is None:
-            return self.one, 1, self.one
-        per_iter = max((self.total - self.one) / (self.k - 1), 1e-9)
-        return per_iter, self.k, max(self.one - per_iter, 0.0)
+            return one, 1, one
+        per_iter = max((min(r[1] for r in self.runs) - one) / (self.k - 1), 1e-9)
+        return per_iter, self.k, max(one - per_iter, 0.0)
+
+    def consistent(self) -> bool:
+        """False when the fastest k-iteration plan still held a slow spell: an iteration then comes out
+        longer than the whole 1-iteration plan (which holds one iteration plus the encoding). More
+        rounds (--rounds) give every row more chances at a quiet moment."""
+        per_iter, _, _ = self.result()
+        return self.plan_k is None or per_iter <= min(r[0] for r in self.runs)
 
 
 def solver_params(solver: str, args, k: int) -> dict:
@@ -250,7 +263,12 @@ def finish_rows(specs, args, model) -> list[dict]:
     rows = []
     for fields, timer in specs:
         per_iter, k, encode = timer.result()
-        rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3))
+        runs_ms = [[round(t * 1e3, 1) if t is not None else None for t in run] for run in timer.runs]
+        rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
+                         runs_ms=runs_ms, consistent=timer.consistent()))  # fmt: skip
+        if not timer.consistent():
+            print(f"  warning: {fields['solver']} {fields['impl']} E={fields['envs']}: an iteration measured longer "
+                  f"than a 1-iteration plan (a slow spell in every round); run again with more --rounds")  # fmt: skip
     for r in rows:
         iters = 1 if r["solver"] == "ps" else args.iters
         r["ms_per_plan"] = r["ms_per_iter"] * iters + (r["encode_ms"] if iters > 1 else 0.0)
