@@ -135,21 +135,16 @@ class PlanTimer:
         one = self._time(self.plan_1)
         self.runs.append((one, self._time(self.plan_k) if self.plan_k is not None else None))
 
-    def result(self) -> tuple[float, int, float]:
-        """(seconds per iteration, iterations run, seconds of encoding per plan), from the fastest
-        1-iteration and the fastest k-iteration plan of all rounds."""
+    def result(self) -> tuple[float, int, float, bool]:
+        """(seconds per iteration, iterations run, seconds of encoding per plan, consistent), from the
+        fastest 1-iteration and the fastest k-iteration plan of all rounds. Not consistent: the fastest
+        k-iteration plan still held a slow spell, so an iteration comes out longer than the whole
+        1-iteration plan (one iteration plus the encoding); more --rounds give every row more chances."""
         one = min(r[0] for r in self.runs)
         if self.plan_k is None:
-            return one, 1, one
+            return one, 1, one, True
         per_iter = max((min(r[1] for r in self.runs) - one) / (self.k - 1), 1e-9)
-        return per_iter, self.k, max(one - per_iter, 0.0)
-
-    def consistent(self) -> bool:
-        """False when the fastest k-iteration plan still held a slow spell: an iteration then comes out
-        longer than the whole 1-iteration plan (which holds one iteration plus the encoding). More
-        rounds (--rounds) give every row more chances at a quiet moment."""
-        per_iter, _, _ = self.result()
-        return self.plan_k is None or per_iter <= min(r[0] for r in self.runs)
+        return per_iter, self.k, max(one - per_iter, 0.0), per_iter <= one
 
 
 def solver_params(solver: str, args, k: int) -> dict:
@@ -262,11 +257,11 @@ def iteration_flops(cfg, args, solver: str, e: int) -> dict:
 def finish_rows(specs, args, model) -> list[dict]:
     rows = []
     for fields, timer in specs:
-        per_iter, k, encode = timer.result()
+        per_iter, k, encode, consistent = timer.result()
         runs_ms = [[round(t * 1e3, 1) if t is not None else None for t in run] for run in timer.runs]
         rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
-                         runs_ms=runs_ms, consistent=timer.consistent()))  # fmt: skip
-        if not timer.consistent():
+                         runs_ms=runs_ms, consistent=consistent))  # fmt: skip
+        if not consistent:
             print(f"  warning: {fields['solver']} {fields['impl']} E={fields['envs']}: an iteration measured longer "
                   f"than a 1-iteration plan (a slow spell in every round); run again with more --rounds")  # fmt: skip
     for r in rows:
