@@ -17,9 +17,9 @@
 // stays in L1 while it meets every 4-row group). A k block carries on from the partial sums in `out`, so
 // each output is one fp32 sum over k in ascending order, started from the bias.
 //
-// GELU (the MLP's first matmul): applied to each tile's finished sums in registers (gelu8), instead of a
-// separate pass over the (rows, 2048) hidden activations; PyTorch's erf GELU costs ~4 ns per element on
-// the AMD EPYC, ~10% of a whole fp32 rollout (profiled), the epilogue ~1.4 ns.
+// GELU (the MLP's first matmul): applied to each finished tile right after it is stored, while it is in L1
+// (gelu8), instead of a separate pass over the (rows, 2048) hidden activations; PyTorch's erf GELU costs
+// ~4 ns per element on the AMD EPYC, ~10% of a whole fp32 rollout (profiled), the epilogue ~0.7 ns.
 //
 // Elsewhere (no AVX2/FMA, aarch64, other compilers) a portable loop computes the same layout.
 
@@ -109,40 +109,54 @@ void portable_rows(const float* x, int64_t ldx, const float* packed, const float
 #ifdef LEWM_LINEAR_AVX2
 #define LEWM_AVX2 __attribute__((target("avx2,fma")))
 
+// gelu_erf_inline on G vectors of 8 lanes, in place: the same formula and operations (A&S 7.1.26,
+// exp_nonpositive's range reduction and series), so the same bits as the portable path. Each stage runs
+// for all G vectors before the next, so G independent chains advance in step. Why: written one vector
+// after another, each vector's chain of ~30 dependent operations is longer than the out-of-order window
+// overlaps, and the epilogue ran latency-bound (18.7 against 15.3 cycles per vector over 4 x 24 tiles
+// from memory, G = 1 against G = 3 or 4, the AMD EPYC). The kernel applies it to a stored tile, one row
+// (G = 3) at a time: on the 12 accumulators still in registers the stages spilled (73 against 78 GFLOP/s
+// at 150 x (192 -> 2048)); from the stored rows 80.5 against 78 for the previous one-vector epilogue.
+template <int G>
+LEWM_AVX2 LEWM_INLINE void gelu8(__m256* xs) {
+  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
+  __m256 z[G], t[G], poly[G], n[G], r[G], p[G];
+  for (int i = 0; i < G; ++i) z[i] = _mm256_mul_ps(_mm256_andnot_ps(sign, xs[i]), _mm256_set1_ps(0.70710678118654752f));
+  for (int i = 0; i < G; ++i)  // a true division: the same bits as the scalar formula
+    t[i] = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z[i], one));
+  // exp(-z^2), z^2 >= 0, as exp_nonpositive: -z^2 = n ln2 + r
+  for (int i = 0; i < G; ++i) r[i] = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z[i], sign), z[i]), _mm256_set1_ps(-87.f));
+  for (int i = 0; i < G; ++i)
+    n[i] = _mm256_round_ps(_mm256_mul_ps(r[i], _mm256_set1_ps(1.44269504088896341f)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(0.693145751953125f), r[i]);
+  for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(1.42860682030941723212e-6f), r[i]);
+  // the A&S polynomial in t and exp's series in r, interleaved
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t[i], _mm256_set1_ps(-1.453152027f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.f / 5040), r[i], _mm256_set1_ps(1.f / 720));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(1.421413741f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 120));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(-0.284496736f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 24));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(0.254829592f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 6));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_mul_ps(poly[i], t[i]);
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(0.5f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], one);
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], one);
+  for (int i = 0; i < G; ++i) {
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n[i]), _mm256_set1_epi32(127)), 23);
+    const __m256 erf_abs = _mm256_fnmadd_ps(poly[i], _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits)), one);
+    const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, xs[i]));  // copysign(erf_abs, x)
+    xs[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), xs[i]), _mm256_add_ps(one, erf));
+  }
+}
+
 // gelu_erf_inline on 8 lanes: the same formula and operations (A&S 7.1.26, exp_nonpositive's range
 // reduction and series), so the same bits as the portable path and as this kernel before it. Applied to a tile's 12 accumulators at once, in
 // registers: 12 independent chains keep the FMA pipes busy, where the compiler's vectorised gelu_rows,
 // applied to the stored tile, ran one row's vectors at a time, latency-bound (2.1-2.6 ns per element
 // against 1.3-1.6 for this, interleaved medians at the MLP's 192 -> 2048 shape).
-LEWM_AVX2 LEWM_INLINE __m256 gelu8(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
-  const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.70710678118654752f));
-  const __m256 d = _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one);
-  const __m256 t = _mm256_div_ps(one, d);  // a true division: the same bits as the scalar formula
-  __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-  poly = _mm256_mul_ps(poly, t);
-  // exp(-z^2), z^2 >= 0, as exp_nonpositive
-  const __m256 e = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z, sign), z), _mm256_set1_ps(-87.f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(e, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), e);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723212e-6f), r);
-  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.f / 5040), r, _mm256_set1_ps(1.f / 720));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, one);
-  p = _mm256_fmadd_ps(p, r, one);
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 erf_abs = _mm256_fnmadd_ps(poly, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)), one);
-  const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, x));  // copysign(erf_abs, x)
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
-}
-
 // R x 24 outputs at c (row stride ldc) += a (kc, 4: packed rows, R used) @ b (kc, 24); the sums start
 // from c (carry), the bias, or zero; GELU on the finished sums before they are stored if `gelu`.
 template <int R>
@@ -167,16 +181,18 @@ LEWM_AVX2 void tile(const float* a, const float* b, int64_t kc, float* c, int64_
       for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
     }
   }
-  if (gelu) {
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 3
-      for (int v = 0; v < V; ++v) acc[r][v] = gelu8(acc[r][v]);
-  }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+  if (gelu) {  // on the stored tile, a row at a time: 12 live accumulators leave gelu8 no registers
+    for (int r = 0; r < R; ++r) {
+      __m256 row[V];
+      for (int v = 0; v < V; ++v) row[v] = _mm256_loadu_ps(c + r * ldc + 8 * v);
+      gelu8<V>(row);
+      for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, row[v]);
+    }
+  }
 }
 
 LEWM_AVX2 void tile_rows(int64_t rows, const float* a, const float* b, int64_t kc, float* c, int64_t ldc, bool carry,
@@ -220,6 +236,30 @@ LEWM_AVX2 void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t mc, in
   }
 }
 
+// The weight block the panel after p reads (the next panel's, or the next k block's first panel), fetched
+// into L2 a few 64-byte lines per tile while panel p runs. Why: a panel block is contiguous, but the next
+// one starts K x 24 floats further on when K is split, and the hardware prefetcher, which learns within a
+// 4 KB page, starts each panel on misses to L3 or memory (a rollout reads ~40 MB of weights per step, more
+// than the L3 keeps). Measured in one 150-candidate rollout chunk on one thread of the AMD EPYC, A/B in
+// one process: the matmuls 307 -> 297 ms, the chunk 341 -> 334 ms (medians of 12).
+struct NextPanel {
+  const char* at;
+  int64_t lines, per_tile;
+  LEWM_AVX2 void fetch(int64_t tile) const {
+    for (int64_t l = tile * per_tile, end = std::min(lines, l + per_tile); l < end; ++l)
+      _mm_prefetch(at + 64 * l, _MM_HINT_T1);
+  }
+};
+
+LEWM_INLINE NextPanel next_panel(const float* packed, int64_t p, int64_t panels, int64_t k0, int64_t kc, int64_t K,
+                                 int64_t tiles) {
+  const bool more_panels = p + 1 < panels;
+  if (!more_panels && k0 + kc >= K) return {nullptr, 0, 0};
+  const float* at = more_panels ? packed + ((p + 1) * K + k0) * kNR : packed + (k0 + kc) * kNR;
+  const int64_t lines = (more_panels ? kc : depth_block(k0 + kc, K)) * kNR * sizeof(float) / 64;
+  return {reinterpret_cast<const char*>(at), lines, (lines + tiles - 1) / tiles};
+}
+
 // One row block of out: rows [mb, mb + mc), mc <= kRowBlock.
 LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, const float* bias, float* out,
                           int64_t ldo, int64_t mb, int64_t mc, int64_t N, int64_t K, bool gelu) {
@@ -233,11 +273,13 @@ LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, cons
     pack_rows(x, ldx, mb, mc, k0, kc, rows_buf.data());
     for (int64_t p = 0; p < panels; ++p) {
       const float* b = packed + (p * K + k0) * kNR;
+      const NextPanel next = next_panel(packed, p, panels, k0, kc, K, (mc + kMR - 1) / kMR);
       const float* pb = carry ? nullptr : panel_bias(bias, p, N, pad);
       const int64_t cols = std::min(kNR, N - p * kNR);
       for (int64_t g = 0; g < mc; g += kMR) {
         const int64_t rows = std::min(kMR, mc - g);
         float* c = out + (mb + g) * ldo + p * kNR;
+        next.fetch(g / kMR);
         if (cols == kNR) {
           tile_rows(rows, rows_buf.data() + g * kc, b, kc, c, ldo, carry, pb, gelu && last);
           continue;
