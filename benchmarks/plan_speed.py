@@ -290,7 +290,7 @@ def cpu_ceiling(model, args, dname: str, e: int) -> dict:
     """The GEMM rate (_common.gemm_ceiling) at the matmul shapes of E environments' chunks, on the
     planner's threads, with the run's clock; measured once per (dtype, chunk size)."""
     threads = capability.planner_threads(e * args.samples)
-    lo, hi = capability.planner_chunks(e * args.samples, threads)[0]
+    lo, hi = capability.planner_chunks(e * args.samples, threads, capability.planner_chunk_rows(DTYPES[dname]))[0]
     key = (dname, hi - lo, threads)
     if key not in _CEILINGS:
         _CEILINGS[key] = gemm_ceiling(model, DTYPES[dname], hi - lo, threads, args.horizon, args.history,

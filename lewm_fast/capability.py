@@ -199,11 +199,23 @@ def planner_gelu(dtype: torch.dtype) -> str:
 # Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (measured on
 # an AMD EPYC (AVX2): oneDNN fp32 at 75 rows ~90% of its rate at 300, at 25 rows ~70%).
 MIN_ROWS_PER_THREAD = 128
-# The largest chunk of candidates one worker rolls out at once. More chunks than threads let the other
-# workers catch up with one that a busy core slowed down (E = 16, S = 300 on 2 threads: 6 chunks of 800);
-# per candidate, one thread's CPU time was the same from 600 to 4,800 candidates per chunk on the AMD
-# EPYC, 4% more at 300 and 3-13% more at 150 (per-op overheads; two measurements).
-MAX_CHUNK_ROWS = 1024
+# The largest chunk of candidates one worker rolls out at once, by the planner's matmul. More chunks than
+# threads let the other workers catch up with one that a busy core slowed down.
+# - oneDNN / F.linear (E = 16, S = 300 on 2 threads: 6 chunks of 800): per candidate, one thread's CPU
+#   time was the same from 600 to 4,800 candidates per chunk on the AMD EPYC, 4% more at 300 and 3-13%
+#   more at 150 (per-op overheads; two measurements).
+# - the extension's fp32 matmul ("cpp", few per-op overheads): one thread alone rolls out 150 to 800
+#   candidates per chunk at the same cost per candidate (within 1%), but two threads side by side slow
+#   each other less with small chunks (each chunk's AdaLN modulations, 0.14 MB per candidate, and its
+#   activations share the L3 with the other's): E = 16 on 2 threads of the AMD EPYC, one rollout, A/B in
+#   one process (min of 3): chunks of <= 1024 / 600 / 300 / 200 / 150 / 100 / 64 candidates 5.94 / 5.57
+#   / 5.39 / 5.35 / 5.31 / 5.38 / 5.54 s; E = 4: <= 1024 / 300 / 150 1.45 / 1.35 / 1.36 s.
+MAX_CHUNK_ROWS = {"cpp": 160, "onednn": 1024, "torch": 1024}
+
+
+def planner_chunk_rows(dtype: torch.dtype) -> int:
+    """The largest chunk of candidates per worker for a planner in `dtype` (MAX_CHUNK_ROWS of its matmul)."""
+    return MAX_CHUNK_ROWS[planner_matmul(dtype)]
 
 
 def planner_threads(rows: int) -> int:
@@ -212,12 +224,11 @@ def planner_threads(rows: int) -> int:
     return max(1, min(torch.get_num_threads(), rows // MIN_ROWS_PER_THREAD))
 
 
-def planner_chunks(rows: int, threads: int, max_rows: int | None = None) -> list[tuple[int, int]]:
+def planner_chunks(rows: int, threads: int, max_rows: int) -> list[tuple[int, int]]:
     """How `threads` workers split `rows` candidates: (start, end) of equal chunks, at least one per
     thread (a quiet machine finishes them together), more when a chunk would exceed `max_rows`
-    (default MAX_CHUNK_ROWS; 0: no limit), their count a multiple of the thread count."""
+    (`planner_chunk_rows`; 0: no limit), their count a multiple of the thread count."""
     threads = max(1, min(threads, rows))
-    max_rows = MAX_CHUNK_ROWS if max_rows is None else max_rows
     count = threads
     if max_rows > 0:
         count = max(count, -(-rows // max_rows))
@@ -250,6 +261,7 @@ def cpu_choices() -> dict:
         "gelu": {str(d).removeprefix("torch."): planner_gelu(d) for d in (torch.float32, torch.bfloat16)},
         "kernels": ext.kernel_isa() if ext is not None and hasattr(ext, "kernel_isa") else None,
         "planner_threads": torch.get_num_threads(),
-        "planner_chunks": f"one per thread (>= {MIN_ROWS_PER_THREAD} candidates each), <= {MAX_CHUNK_ROWS} candidates",
+        "planner_chunks": f"one per thread (>= {MIN_ROWS_PER_THREAD} candidates each), "
+        f"<= {planner_chunk_rows(torch.float32)} (fp32) / {planner_chunk_rows(torch.bfloat16)} (bf16) candidates",
         "train_amp_auto": "probe bf16 against fp32" if amp_needs_probe("auto", "cpu") else "fp32 (bf16 is emulated)",
     }  # fmt: skip

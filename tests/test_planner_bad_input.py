@@ -113,7 +113,7 @@ def test_bad_backend_and_knobs_are_refused(model, monkeypatch):
         with pytest.raises(ValueError, match=var):
             plan_settings()
         monkeypatch.delenv(var)
-    assert plan_settings().chunk_rows == 1024
+    assert plan_settings().chunk_rows is None  # the capability's choice (`capability.planner_chunk_rows`)
 
 
 def test_backend_registry():

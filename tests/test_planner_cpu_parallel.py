@@ -13,6 +13,7 @@ from helpers import tiny_model
 import lewm_fast as lf
 from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
+from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
 
 
@@ -34,7 +35,7 @@ def threads():
 
 
 def packed_and_ops(model, dtype=torch.float32):
-    ops = lf.planning.engine.CpuOps(dtype)
+    ops = CpuOps(dtype)
     return PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight), ops
 
 
@@ -58,6 +59,25 @@ def test_chunks_equal_one_batch(model, threads, dtype, e, s, h, horizon, max_row
     assert got.shape == (e, s) and got.dtype == torch.float32
     # rows are independent: only the matmul blocking of a different row count may round differently
     torch.testing.assert_close(got, whole, rtol=1e-6 if dtype == torch.float32 else 1e-2, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_limit_by_default_follows_the_matmul(model, threads, monkeypatch, dtype):
+    """Without max_rows a rollout is cut as `capability.planner_chunk_rows` says for the packed dtype's
+    matmul (the fp32 C++ matmul and oneDNN prefer different chunk sizes)."""
+    packed, ops = packed_and_ops(model, dtype)
+    limit = {"cpp": 7, "onednn": 9, "torch": 11}
+    monkeypatch.setattr(capability, "MAX_CHUNK_ROWS", limit)
+    sizes = []
+    real = cpu_parallel._rollout_cost
+    monkeypatch.setattr(
+        cpu_parallel, "_rollout_cost", lambda p, o, h, g, c: sizes.append(c.shape[0]) or real(p, o, h, g, c)
+    )
+    threads(2)
+    with torch.inference_mode():
+        cpu_parallel.rollout_cost(packed, ops, torch.randn(2, 1, 32), torch.randn(2, 32), torch.randn(2, 30, 5, 10))
+    assert max(sizes) <= limit[capability.planner_matmul(dtype)] < 60 and sum(sizes) == 60
+    assert max(sizes) > limit[capability.planner_matmul(dtype)] - 2  # equal chunks, as few as fit
 
 
 def test_plans_do_not_depend_on_the_thread_count(model, threads):

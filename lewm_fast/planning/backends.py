@@ -17,24 +17,22 @@ from dataclasses import dataclass
 
 import torch
 
-from lewm_fast import capability
 from lewm_fast._checks import check_choice
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
 # Environment knobs of the CPU fast path, with their defaults.
 THREADS_VAR, CHUNK_ROWS_VAR, COMPILE_VAR = "LEWM_PLAN_THREADS", "LEWM_PLAN_CHUNK_ROWS", "LEWM_PLAN_COMPILE"
-DEFAULT_CHUNK_ROWS = capability.MAX_CHUNK_ROWS
 
 
 @dataclass(frozen=True)
 class PlanSettings:
     """threads: CPU threads of a solve (None: `capability.planner_threads`); chunk_rows: roll out in
-    chunks of whole environments of at most this many candidates (0: one batch); compile: TorchInductor
-    for the CPU elementwise chains."""
+    chunks of at most this many candidates (0: one per thread; None: `capability.planner_chunk_rows`);
+    compile: TorchInductor for the CPU elementwise chains."""
 
     threads: int | None = None
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_rows: int | None = None
     compile: bool = False
 
 
@@ -58,7 +56,7 @@ def plan_settings() -> PlanSettings:
         raise ValueError(f"{COMPILE_VAR}: expected 0 or 1, got {compile_raw!r}")
     return PlanSettings(
         threads=_int_var(THREADS_VAR, None, 1),
-        chunk_rows=_int_var(CHUNK_ROWS_VAR, DEFAULT_CHUNK_ROWS, 0),
+        chunk_rows=_int_var(CHUNK_ROWS_VAR, None, 0),
         compile=compile_raw == "1",
     )
 

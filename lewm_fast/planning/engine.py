@@ -170,7 +170,7 @@ class FastEngine:
         self.nvtx = self.device.type == "cuda"
         self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
         # CPU: roll out in chunks of at most this many candidates over worker threads (LEWM_PLAN_CHUNK_ROWS,
-        # 0 = no limit)
+        # 0 = one per thread; None = as many as suit the matmul: `capability.planner_chunk_rows`)
         self.chunk_rows = self.settings.chunk_rows if self.device.type == "cpu" else 0
         self._solves: OrderedDict[tuple[int, int], _Solve] = OrderedDict()
         self._grad_packed: PackedPredictor | None = None
