@@ -1,0 +1,154 @@
+"""Where one CPU rollout chunk's time goes: each op of the planner's CPU op set timed in place.
+
+    python benchmarks/rollout_profile.py                 # published size, 150 candidates, fp32, 1 thread
+    python benchmarks/rollout_profile.py --rows 800 --dtype bf16 --repeats 5
+
+Runs the fast rollout (`rollout.rollout_cost`) of one chunk of candidates on one thread, as a planner's
+chunk worker does, with every method of the op set (`CpuOps`) wrapped by a timer, and keeps the fastest
+of `--repeats` rollouts. Matmuls are reported by shape (rows x in -> out, with or without the GELU
+epilogue) with their GFLOP/s in place; beside them, each shape timed alone on a warm copy of its input
+(the GEMM ceiling of `_common.gemm_ceiling`), so the gap between a matmul in a rollout and the same
+matmul alone shows. The window attention's GFLOP/s counts its scores and weighted sum as
+`planning/flops.py` does. Everything not inside an op (Python, views, allocation) is "outside the ops";
+nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import gemm_ceiling, print_table, write_result  # noqa: E402
+
+import lewm_fast as lf  # noqa: E402
+from lewm_fast.planning.cpu_ops import CpuOps  # noqa: E402
+from lewm_fast.planning.rollout import PackedPredictor, rollout_cost  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+OPS = ("linear", "linear_gelu", "window_attention", "norm_modulate", "layer_norm", "linear_join_norm",
+       "linear_gate_residual")  # fmt: skip
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=150, help="candidates in the chunk (150: E = 1 on 2 threads)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=8, help="rollouts timed; the fastest is reported")
+    p.add_argument("--alone-seconds", type=float, default=0.5, help="timing of each matmul shape alone")
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    return p.parse_args(argv)
+
+
+class OpTimer:
+    """Wraps an op set's methods; `spent[key]` is the time inside each op less the ops it called."""
+
+    def __init__(self, ops):
+        self.spent: dict[str, float] = defaultdict(float)
+        self.flops: dict[str, float] = defaultdict(float)
+        self._stack: list[float] = []  # time spent in nested ops, per open op
+        for name in OPS:
+            setattr(ops, name, self._wrap(name, getattr(ops, name)))
+
+    def _wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            self._stack.append(0.0)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            elapsed = time.perf_counter() - t0
+            nested = self._stack.pop()
+            key = name
+            if name in ("linear", "linear_gelu"):
+                x, w = args[0], args[1]
+                k, n = w.shape[1], w.shape[0]
+                key = f"{name} {x.numel() // k} x {k} -> {n}"
+                self.flops[key] += 2.0 * (x.numel() // k) * k * n
+            elif name == "window_attention":  # scores and weighted sum, counted as planning/flops.py does
+                q, k = args[0], args[1]
+                self.flops[key] += 2.0 * 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2]
+            self.spent[key] += elapsed - nested
+            if self._stack:
+                self._stack[-1] += elapsed
+            return out
+
+        return timed
+
+
+def profile(args) -> dict:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = lf.LeWM(lf.LeWMConfig()).eval()
+    dtype = DTYPES[args.dtype]
+    ops = CpuOps(dtype, rows_hint=args.rows)
+    packed = PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight)
+    d, a = model.cfg.embed_dim, model.cfg.action_block_dim
+    hist, goal = torch.randn(1, 1, d), torch.randn(1, d)
+    cand = torch.randn(1, args.rows, args.horizon, a)
+    best = None
+    with torch.inference_mode():
+        rollout_cost(packed, ops, hist, goal, cand)  # warm: allocations, first-touch pages
+        for _ in range(args.repeats):
+            timer = OpTimer(ops)
+            t0 = time.perf_counter()
+            rollout_cost(packed, ops, hist, goal, cand)
+            total = time.perf_counter() - t0
+            if best is None or total < best[0]:
+                best = (total, dict(timer.spent), dict(timer.flops))
+            for name in OPS:  # unwrap (the class's methods again) for the next round
+                delattr(ops, name)
+    total, spent, flops = best
+    alone = gemm_ceiling(model, dtype, args.rows, threads=1, horizon=args.horizon, seconds=args.alone_seconds)
+    alone_rate = {f"{_rows(s)} x {s['w'][1]} -> {s['w'][0]}": s["gflops"] for s in alone["shapes"]}
+    matmul_flops = {k: f for k, f in flops.items() if k.startswith("linear")}
+    rows = []
+    for key, s in sorted(spent.items(), key=lambda kv: -kv[1]):
+        row = {"op": key, "ms": s * 1e3, "share_pct": 100 * s / total}
+        if key in flops:
+            row["gflops"] = flops[key] / s / 1e9
+        if key in matmul_flops:
+            row["alone_gflops"] = alone_rate.get(key.split(" ", 1)[1])
+        rows.append(row)
+    outside = total - sum(spent.values())
+    rows.append({"op": "outside the ops", "ms": outside * 1e3, "share_pct": 100 * outside / total})
+    return {
+        "rows": args.rows,
+        "dtype": args.dtype,
+        "matmul": ops.matmul,
+        "total_ms": total * 1e3,
+        "gflops": sum(flops.values()) / total / 1e9,
+        "matmul_gflops_in_place": sum(matmul_flops.values()) / sum(spent[k] for k in matmul_flops) / 1e9,
+        "matmul_gflops_alone": alone["per_thread_gflops"],
+        "ops": rows,
+    }
+
+
+def _rows(shape: dict) -> int:
+    """Rows of a recorded matmul input (its leading dims flattened)."""
+    n = 1
+    for v in shape["x"][:-1]:
+        n *= v
+    return n
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    result = profile(args)
+    r = result
+    print(f"one chunk of {r['rows']} candidates, {r['dtype']} ({r['matmul']} matmul), 1 thread: {r['total_ms']:.1f} "
+          f"ms, {r['gflops']:.1f} GFLOP/s overall; matmuls {r['matmul_gflops_in_place']:.1f} GFLOP/s in place, "
+          f"{r['matmul_gflops_alone']:.1f} alone")  # fmt: skip
+    print_table(r["ops"], [("op", "op"), ("ms", "ms"), ("share_pct", "%"), ("gflops", "GFLOP/s"),
+                                ("alone_gflops", "alone")])  # fmt: skip
+    path = write_result("rollout_profile", r, torch.device("cpu"), Path(args.out) if args.out else None)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

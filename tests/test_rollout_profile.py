@@ -1,0 +1,44 @@
+"""benchmarks/rollout_profile.py accounts for a chunk's time and work: the op times and the time outside
+the ops add up to the rollout, and the work it saw (matmuls and attention) is the work `planning.flops`
+counts for the fast rollout (published-size model, a small chunk)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import rollout_profile  # noqa: E402
+
+from lewm_fast import LeWMConfig  # noqa: E402
+from lewm_fast.planning.flops import fast_iteration_flops  # noqa: E402
+
+
+@pytest.fixture
+def threads():
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def test_profile_adds_up_to_the_rollout_and_its_counted_work(tmp_path, threads):
+    rows = 6
+    assert (
+        rollout_profile.main(["--rows", str(rows), "--repeats", "2", "--alone-seconds", "0.02", "--out", str(tmp_path)])
+        == 0
+    )
+    (path,) = tmp_path.glob("rollout_profile-*.json")
+    result = json.loads(path.read_text())
+    ops = result["ops"]
+    assert ops[-1]["op"] == "outside the ops" and ops[-1]["ms"] >= 0
+    assert sum(op["ms"] for op in ops) == pytest.approx(result["total_ms"], rel=1e-9)
+    counting = [op for op in ops if "gflops" in op]
+    assert {op["op"].split(" ", 1)[0] for op in counting} == {"linear", "linear_gelu", "window_attention"}
+    seen = sum(op["gflops"] * op["ms"] * 1e6 for op in counting)  # FLOP = GFLOP/s x ms x 1e6
+    counted = fast_iteration_flops(LeWMConfig(), rows, horizon=5, skip_unread_queries=True)
+    assert seen == pytest.approx(counted, rel=1e-9)
+    matmuls = [op for op in counting if op["op"].startswith("linear")]
+    assert all(op["alone_gflops"] is not None for op in matmuls)  # every matmul shape also timed alone
