@@ -181,7 +181,7 @@ def planner_matmul(dtype: torch.dtype) -> str:
 
 def planner_gelu(dtype: torch.dtype) -> str:
     """Where the planner's MLP GELU runs:
-    - "epilogue" with the "cpp" matmul (fp32 on AVX2): on each tile's finished sums, in registers;
+    - "epilogue" with the "cpp" matmul (fp32 on AVX2): on each finished tile, right after it is stored;
       PyTorch's erf GELU as a separate pass costs ~4 ns per element on an AMD EPYC (AVX2), ~10% of a
       whole fp32 rollout (profiled); its erf is Abramowitz & Stegun 7.1.26, PyTorch's formula (|error|
       < 1.5e-7), so the values agree within 1e-6 (tested);
