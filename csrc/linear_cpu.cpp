@@ -152,13 +152,8 @@ LEWM_AVX2 LEWM_INLINE void gelu8(__m256* xs) {
   }
 }
 
-// gelu_erf_inline on 8 lanes: the same formula and operations (A&S 7.1.26, exp_nonpositive's range
-// reduction and series), so the same bits as the portable path and as this kernel before it. Applied to a tile's 12 accumulators at once, in
-// registers: 12 independent chains keep the FMA pipes busy, where the compiler's vectorised gelu_rows,
-// applied to the stored tile, ran one row's vectors at a time, latency-bound (2.1-2.6 ns per element
-// against 1.3-1.6 for this, interleaved medians at the MLP's 192 -> 2048 shape).
 // R x 24 outputs at c (row stride ldc) += a (kc, 4: packed rows, R used) @ b (kc, 24); the sums start
-// from c (carry), the bias, or zero; GELU on the finished sums before they are stored if `gelu`.
+// from c (carry), the bias, or zero; GELU on the finished sums once they are stored if `gelu`.
 template <int R>
 LEWM_AVX2 void tile(const float* a, const float* b, int64_t kc, float* c, int64_t ldc, bool carry,
                     const float* bias, bool gelu) {

@@ -15,8 +15,8 @@ void pack_linear_weight(const float* w, int64_t N, int64_t K, float* packed);
 // out (M, N) <- x (M, K) @ W^T + bias, then GELU if `gelu`; W given packed. Row strides ldx, ldo
 // (elements; the last axes are contiguous); bias (N) or null. Blocks of rows are split over num_threads;
 // each output element is one fp32 sum over k in order (ascending k, from the bias), so the result does
-// not depend on the threads. The GELU is the exact (erf) one, applied to each 4 x 24 tile in registers
-// before it is stored (gelu_erf in linear_cpu.cpp).
+// not depend on the threads. The GELU is the exact (erf) one, applied to each 4 x 24 tile right after it
+// is stored, while it is in L1 (gelu_erf in linear_cpu.cpp).
 void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
                 int64_t M, int64_t N, int64_t K, bool gelu, int num_threads);
 
