@@ -16,6 +16,7 @@ nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections import defaultdict
@@ -46,6 +47,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def shape_key(rows: int, k: int, n: int) -> str:
+    """How a matmul shape is named in the table: rows x in -> out."""
+    return f"{rows} x {k} -> {n}"
+
+
 class OpTimer:
     """Wraps an op set's methods; `spent[key]` is the time inside each op less the ops it called."""
 
@@ -67,7 +73,7 @@ class OpTimer:
             if name in ("linear", "linear_gelu"):
                 x, w = args[0], args[1]
                 k, n = w.shape[1], w.shape[0]
-                key = f"{name} {x.numel() // k} x {k} -> {n}"
+                key = f"{name} {shape_key(x.numel() // k, k, n)}"
                 self.flops[key] += 2.0 * (x.numel() // k) * k * n
             elif name == "window_attention":  # scores and weighted sum, counted as planning/flops.py does
                 q, k = args[0], args[1]
@@ -81,7 +87,16 @@ class OpTimer:
 
 
 def profile(args) -> dict:
+    """The table for one chunk, on one thread (torch's thread count is restored after)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _profile(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _profile(args) -> dict:
     torch.manual_seed(0)
     model = lf.LeWM(lf.LeWMConfig()).eval()
     dtype = DTYPES[args.dtype]
@@ -104,7 +119,7 @@ def profile(args) -> dict:
                 delattr(ops, name)
     total, spent, flops = best
     alone = gemm_ceiling(model, dtype, args.rows, threads=1, horizon=args.horizon, seconds=args.alone_seconds)
-    alone_rate = {f"{_rows(s)} x {s['w'][1]} -> {s['w'][0]}": s["gflops"] for s in alone["shapes"]}
+    alone_rate = {shape_key(math.prod(s["x"][:-1]), s["w"][1], s["w"][0]): s["gflops"] for s in alone["shapes"]}
     matmul_flops = {k: f for k, f in flops.items() if k.startswith("linear")}
     rows = []
     for key, s in sorted(spent.items(), key=lambda kv: -kv[1]):
@@ -126,14 +141,6 @@ def profile(args) -> dict:
         "matmul_gflops_alone": alone["per_thread_gflops"],
         "ops": rows,
     }
-
-
-def _rows(shape: dict) -> int:
-    """Rows of a recorded matmul input (its leading dims flattened)."""
-    n = 1
-    for v in shape["x"][:-1]:
-        n *= v
-    return n
 
 
 def main(argv=None) -> int:

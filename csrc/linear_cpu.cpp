@@ -121,18 +121,21 @@ template <int G>
 LEWM_AVX2 LEWM_INLINE void gelu8(__m256* xs) {
   const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
   __m256 z[G], t[G], poly[G], n[G], r[G], p[G];
-  for (int i = 0; i < G; ++i) z[i] = _mm256_mul_ps(_mm256_andnot_ps(sign, xs[i]), _mm256_set1_ps(0.70710678118654752f));
+  for (int i = 0; i < G; ++i)
+    z[i] = _mm256_mul_ps(_mm256_andnot_ps(sign, xs[i]), _mm256_set1_ps(0.70710678118654752f));
   for (int i = 0; i < G; ++i)  // a true division: the same bits as the scalar formula
     t[i] = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z[i], one));
   // exp(-z^2), z^2 >= 0, as exp_nonpositive: -z^2 = n ln2 + r
-  for (int i = 0; i < G; ++i) r[i] = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z[i], sign), z[i]), _mm256_set1_ps(-87.f));
+  for (int i = 0; i < G; ++i)
+    r[i] = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z[i], sign), z[i]), _mm256_set1_ps(-87.f));
   for (int i = 0; i < G; ++i)
     n[i] = _mm256_round_ps(_mm256_mul_ps(r[i], _mm256_set1_ps(1.44269504088896341f)),
                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(0.693145751953125f), r[i]);
   for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(1.42860682030941723212e-6f), r[i]);
   // the A&S polynomial in t and exp's series in r, interleaved
-  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t[i], _mm256_set1_ps(-1.453152027f));
+  for (int i = 0; i < G; ++i)
+    poly[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t[i], _mm256_set1_ps(-1.453152027f));
   for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.f / 5040), r[i], _mm256_set1_ps(1.f / 720));
   for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(1.421413741f));
   for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 120));

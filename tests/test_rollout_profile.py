@@ -17,19 +17,11 @@ from lewm_fast import LeWMConfig  # noqa: E402
 from lewm_fast.planning.flops import fast_iteration_flops  # noqa: E402
 
 
-@pytest.fixture
-def threads():
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)
-
-
-def test_profile_adds_up_to_the_rollout_and_its_counted_work(tmp_path, threads):
-    rows = 6
-    assert (
-        rollout_profile.main(["--rows", str(rows), "--repeats", "2", "--alone-seconds", "0.02", "--out", str(tmp_path)])
-        == 0
-    )
+def test_profile_adds_up_to_the_rollout_and_its_counted_work(tmp_path):
+    rows, threads = 6, torch.get_num_threads()
+    argv = ["--rows", str(rows), "--repeats", "2", "--alone-seconds", "0.02", "--out", str(tmp_path)]
+    assert rollout_profile.main(argv) == 0
+    assert torch.get_num_threads() == threads  # the profile's one thread is given back
     (path,) = tmp_path.glob("rollout_profile-*.json")
     result = json.loads(path.read_text())
     ops = result["ops"]
