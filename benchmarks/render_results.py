@@ -52,14 +52,16 @@ def _cell(v) -> str:
 
 
 def latest_files(results: Path) -> list[Path]:
-    """The newest results file of each (benchmark, device) pair; GPU reports are not tables here."""
+    """The newest results file of each (benchmark, device) pair that holds a table (a list of row dicts);
+    GPU reports and profiles (`rollout_profile`: `rows` is a candidate count) are not tables here."""
     newest: dict[tuple[str, str], tuple[str, Path]] = {}
     for path in sorted(results.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if not data.get("rows"):
+        rows = data.get("rows")
+        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
             continue
         env = data.get("environment", {})
         key = (data.get("benchmark", path.stem), env.get("device", "?"))

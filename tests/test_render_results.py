@@ -1,0 +1,33 @@
+"""benchmarks/render_results.py: the README's rendered tables come from the newest table of each benchmark
+and device, files that hold no table (profiles, reports) are passed over instead of breaking the render,
+and the README in the repository is up to date with benchmarks/results/."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import render_results  # noqa: E402
+
+
+def _write(folder: Path, name: str, benchmark: str, date: str, rows) -> Path:
+    path = folder / name
+    env = {"device": "AMD EPYC (2 threads)", "torch": "2.13.0", "date": date}
+    path.write_text(json.dumps({"benchmark": benchmark, "environment": env, "rows": rows}))
+    return path
+
+
+def test_newest_table_per_benchmark_and_profiles_passed_over(tmp_path):
+    _write(tmp_path, "a-old.json", "plan_speed", "2026-12-01T10:00:00", [{"solver": "cem", "x_public": 2.0}])
+    newest = _write(tmp_path, "a-new.json", "plan_speed", "2026-12-03T10:00:00", [{"solver": "cem", "x_public": 2.3}])
+    _write(tmp_path, "profile.json", "rollout_profile", "2026-12-04T10:00:00", 150)  # a count, not a table
+    _write(tmp_path, "empty.json", "gpu_report", "2026-12-04T10:00:00", [])
+    (tmp_path / "broken.json").write_text("{not json")
+    assert render_results.latest_files(tmp_path) == [newest]
+    text = render_results.render(tmp_path)
+    assert "a-new.json" in text and "| cem |" in text and "2.3" in text and "profile.json" not in text
+
+
+def test_readme_results_are_rendered_from_the_results_folder():
+    assert render_results.main(["--check"]) == 0, "run: python benchmarks/render_results.py"
