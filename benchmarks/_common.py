@@ -170,17 +170,24 @@ def gemm_ceiling(
     ops = CpuOps(dtype)
     packed = PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight)
     calls: dict[tuple, list] = {}
+    depth = [0]  # a matmul op that calls another (linear_planes without the C++ matmul) is one matmul
 
     def recording(name, fn):
         def record(x, w, b, *rest):
-            out = fn(x, w, b, *rest)
-            key = (name, tuple(x.shape), tuple(w.shape))
-            calls.setdefault(key, [0, (x, w, b)])[0] += 1
+            depth[0] += 1
+            try:
+                out = fn(x, w, b, *rest)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:
+                key = (name, tuple(x.shape), tuple(w.shape))
+                calls.setdefault(key, [0, (x, w, b)])[0] += 1
             return out
 
         return record
 
-    ops.linear, ops.linear_gelu = recording("linear", ops.linear), recording("linear_gelu", ops.linear_gelu)
+    for name in ("linear", "linear_gelu", "linear_planes"):
+        setattr(ops, name, recording(name, getattr(ops, name)))
     d, a = model.cfg.embed_dim, model.cfg.action_block_dim
     with torch.inference_mode():
         rollout_cost(packed, ops, torch.randn(1, history, d), torch.randn(1, d), torch.randn(1, rows, horizon, a))

@@ -32,8 +32,9 @@ from lewm_fast.planning.cpu_ops import CpuOps  # noqa: E402
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-OPS = ("linear", "linear_gelu", "window_attention", "norm_modulate", "layer_norm", "linear_join_norm",
-       "linear_gate_residual")  # fmt: skip
+OPS = ("linear", "linear_gelu", "linear_planes", "window_attention", "norm_modulate", "layer_norm",
+       "linear_join_norm", "linear_gate_residual")  # fmt: skip
+MATMULS = ("linear", "linear_gelu", "linear_planes")
 
 
 def parse_args(argv=None):
@@ -58,29 +59,32 @@ class OpTimer:
     def __init__(self, ops):
         self.spent: dict[str, float] = defaultdict(float)
         self.flops: dict[str, float] = defaultdict(float)
-        self._stack: list[float] = []  # time spent in nested ops, per open op
+        self._stack: list[list[float]] = []  # [time, work] of the nested ops, per open op
         for name in OPS:
             setattr(ops, name, self._wrap(name, getattr(ops, name)))
 
     def _wrap(self, name, fn):
         def timed(*args, **kwargs):
-            self._stack.append(0.0)
+            self._stack.append([0.0, 0.0])
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
             elapsed = time.perf_counter() - t0
-            nested = self._stack.pop()
-            key = name
-            if name in ("linear", "linear_gelu"):
+            nested, nested_work = self._stack.pop()
+            key, work = name, 0.0
+            if name in MATMULS:
                 x, w = args[0], args[1]
                 k, n = w.shape[1], w.shape[0]
                 key = f"{name} {shape_key(x.numel() // k, k, n)}"
-                self.flops[key] += 2.0 * (x.numel() // k) * k * n
+                work = 2.0 * (x.numel() // k) * k * n - nested_work  # a matmul it called counts its own
             elif name == "window_attention":  # scores and weighted sum, counted as planning/flops.py does
                 q, k = args[0], args[1]
-                self.flops[key] += 2.0 * 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2]
+                work = 2.0 * 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2]
+            if work:
+                self.flops[key] += work
             self.spent[key] += elapsed - nested
             if self._stack:
-                self._stack[-1] += elapsed
+                self._stack[-1][0] += elapsed
+                self._stack[-1][1] += work + nested_work
             return out
 
         return timed
@@ -120,7 +124,7 @@ def _profile(args) -> dict:
     total, spent, flops = best
     alone = gemm_ceiling(model, dtype, args.rows, threads=1, horizon=args.horizon, seconds=args.alone_seconds)
     alone_rate = {shape_key(math.prod(s["x"][:-1]), s["w"][1], s["w"][0]): s["gflops"] for s in alone["shapes"]}
-    matmul_flops = {k: f for k, f in flops.items() if k.startswith("linear")}
+    matmul_flops = {k: f for k, f in flops.items() if k.split(" ", 1)[0] in MATMULS}
     rows = []
     for key, s in sorted(spent.items(), key=lambda kv: -kv[1]):
         row = {"op": key, "ms": s * 1e3, "share_pct": 100 * s / total}

@@ -77,6 +77,14 @@ LEWM_INLINE void gelu_rows(float* c, int64_t ldc, int64_t rows, int64_t cols) {
   }
 }
 
+// Where output panel p's first column lives: the output is `planes` of plane_cols columns each (one plane
+// when plane_cols == N), plane_stride elements apart; plane_cols is a multiple of kNR, so a panel never
+// straddles two planes.
+struct OutPlanes {
+  int64_t cols, stride;
+  LEWM_INLINE int64_t panel_offset(int64_t p) const { return (p * kNR / cols) * stride + p * kNR % cols; }
+};
+
 // The bias of panel p (16 values, zero-padded past N), or null.
 LEWM_INLINE const float* panel_bias(const float* bias, int64_t p, int64_t N, float* pad) {
   if (bias == nullptr) return nullptr;
@@ -86,7 +94,7 @@ LEWM_INLINE const float* panel_bias(const float* bias, int64_t p, int64_t N, flo
 }
 
 void portable_rows(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
-                   int64_t m0, int64_t m1, int64_t N, int64_t K, bool gelu) {
+                   OutPlanes planes, int64_t m0, int64_t m1, int64_t N, int64_t K, bool gelu) {
   const int64_t panels = (N + kNR - 1) / kNR;
   float acc[kNR], pad[kNR];
   for (int64_t m = m0; m < m1; ++m) {
@@ -101,7 +109,7 @@ void portable_rows(const float* x, int64_t ldx, const float* packed, const float
       }
       const int64_t cols = std::min(kNR, N - p * kNR);
       if (gelu) gelu_rows(acc, kNR, 1, cols);
-      std::memcpy(out + m * ldo + p * kNR, acc, cols * sizeof(float));
+      std::memcpy(out + m * ldo + planes.panel_offset(p), acc, cols * sizeof(float));
     }
   }
 }
@@ -260,7 +268,7 @@ LEWM_INLINE NextPanel next_panel(const float* packed, int64_t p, int64_t panels,
 
 // One row block of out: rows [mb, mb + mc), mc <= kRowBlock.
 LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, const float* bias, float* out,
-                          int64_t ldo, int64_t mb, int64_t mc, int64_t N, int64_t K, bool gelu) {
+                          int64_t ldo, OutPlanes planes, int64_t mb, int64_t mc, int64_t N, int64_t K, bool gelu) {
   thread_local std::vector<float> rows_buf;
   rows_buf.resize(kRowBlock * (kDepthBlock + kDepthBlock / 2));
   const int64_t panels = (N + kNR - 1) / kNR;
@@ -276,7 +284,7 @@ LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, cons
       const int64_t cols = std::min(kNR, N - p * kNR);
       for (int64_t g = 0; g < mc; g += kMR) {
         const int64_t rows = std::min(kMR, mc - g);
-        float* c = out + (mb + g) * ldo + p * kNR;
+        float* c = out + (mb + g) * ldo + planes.panel_offset(p);
         next.fetch(g / kMR);
         if (cols == kNR) {
           tile_rows(rows, rows_buf.data() + g * kc, b, kc, c, ldo, carry, pb, gelu && last);
@@ -318,8 +326,9 @@ bool linear_f32_native() {
 float gelu_erf(float x) { return gelu_erf_inline(x); }
 
 void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
-                int64_t M, int64_t N, int64_t K, bool gelu, int num_threads) {
+                int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols, int64_t plane_stride) {
   const bool native = linear_f32_native();
+  const OutPlanes planes = plane_cols > 0 ? OutPlanes{plane_cols, plane_stride} : OutPlanes{N, 0};
   const int64_t block = row_block(std::max<int64_t>(M, 1)), blocks = (M + block - 1) / block;
   num_threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, blocks)));
 #pragma omp parallel for schedule(static) num_threads(num_threads)
@@ -327,12 +336,12 @@ void linear_f32(const float* x, int64_t ldx, const float* packed, const float* b
     const int64_t m0 = blk * block, m1 = std::min(M, m0 + block);
 #ifdef LEWM_LINEAR_AVX2
     if (native) {
-      avx2_block(x, ldx, packed, bias, out, ldo, m0, m1 - m0, N, K, gelu);
+      avx2_block(x, ldx, packed, bias, out, ldo, planes, m0, m1 - m0, N, K, gelu);
       continue;
     }
 #endif
     (void)native;
-    portable_rows(x, ldx, packed, bias, out, ldo, m0, m1, N, K, gelu);
+    portable_rows(x, ldx, packed, bias, out, ldo, planes, m0, m1, N, K, gelu);
   }
 }
 

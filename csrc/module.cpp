@@ -157,7 +157,22 @@ void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::
   const int64_t M = X.n0, K = X.n1;
   if (K < 1 || n_out < 1) throw std::invalid_argument("x, n_out: expected at least one input and one output column");
   expect_shape(packed, "packed", {(n_out + lewm::kLinearPanel - 1) / lewm::kLinearPanel, K, lewm::kLinearPanel});
-  const auto O = rows2(out, "out");
+  // out (M, n_out), or (planes, M, plane_cols) with planes * plane_cols == n_out (linear_cpu.h)
+  int64_t plane_cols = 0, plane_stride = 0;
+  Rows2 O;
+  if (out.ndim() == 3) {
+    if (out.strides(0) % 4 || out.strides(0) < 0 || n_out % lewm::kLinearPanel ||
+        out.shape(0) * out.shape(2) != n_out || out.shape(2) % lewm::kLinearPanel)
+      throw std::invalid_argument("out: expected (planes, M, plane_cols) float32 planes, plane_cols a multiple of " +
+                                  std::to_string(lewm::kLinearPanel) + " and planes * plane_cols == n_out");
+    plane_cols = out.shape(2), plane_stride = out.strides(0) / 4;
+    O = rows2(out.attr("__getitem__")(0).cast<py::array>(), "out");
+    O.n1 = n_out;
+    if (out.shape(0) > 1 && plane_stride < (M - 1) * O.s0 + plane_cols)
+      throw std::invalid_argument("out: planes overlap (plane stride below the rows of a plane)");
+  } else {
+    O = rows2(out, "out");
+  }
   if (O.n0 != M || O.n1 != n_out || !out.writeable())
     throw std::invalid_argument("out: expected a writeable (M, n_out) float32 array matching x (M, K)");
   const float* bp = nullptr;
@@ -169,7 +184,7 @@ void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::
   const float* pp = packed.data();
   float* op = static_cast<float*>(out.mutable_data());
   py::gil_scoped_release release;
-  lewm::linear_f32(X.data, X.s0, pp, bp, op, O.s0, M, n_out, K, gelu, num_threads);
+  lewm::linear_f32(X.data, X.s0, pp, bp, op, O.s0, M, n_out, K, gelu, num_threads, plane_cols, plane_stride);
 }
 
 }  // namespace
@@ -192,7 +207,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("linear_f32", &linear_f32, py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("n_out"),
         py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("gelu"), py::arg("num_threads"),
         "out (M, n_out) <- x (M, K) @ W^T + bias, then the erf GELU if `gelu`; W packed by pack_linear_weight; "
-        "float32, rows may be strided");
+        "float32, rows may be strided; out may be (planes, M, plane_cols) planes of the columns");
   m.def("linear_f32_native", &lewm::linear_f32_native,
         "whether linear_f32 runs its AVX2 + FMA kernel on this CPU (else a portable loop)");
   m.def("kernel_isa", &lewm::kernel_isa, "the instruction set of the kernels' clone the loader picked on this CPU");

@@ -20,6 +20,7 @@ from lewm_fast.planning.cpu_ops import (
     CppPackedWeight,
     CpuOps,
     cpp_linear,
+    cpp_linear_planes,
     cpp_residual_norm_modulate,
     cpp_window_attention,
 )  # fmt: skip
@@ -129,6 +130,34 @@ def test_cpp_gelu_is_within_pytorch_gelu_rounding(columns):
     torch.testing.assert_close(got, F.gelu(x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "rows, k, planes, plane_cols", [(750, 192, 36, 192), (13, 40, 3, 48), (1, 7, 1, 24), (5, 9, 4, 24)]
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpp_linear_planes_are_the_same_sums_in_planes(rows, k, planes, plane_cols, threads):
+    """The AdaLN modulations' layout (cpu_ops.cpp_linear_planes, CpuOps.linear_planes): plane c holds
+    columns c * plane_cols ... of every row, bit for bit the row-major matmul's values."""
+    x, w, b = torch.randn(rows, k), torch.randn(planes * plane_cols, k), torch.randn(planes * plane_cols)
+    packed = CppPackedWeight(ext, w)
+    torch.set_num_threads(threads)
+    try:
+        got = cpp_linear_planes(x, packed, b, plane_cols)
+        want = cpp_linear(x, packed, b).view(rows, planes, plane_cols).transpose(0, 1)
+    finally:
+        torch.set_num_threads(2)
+    assert got.shape == (planes, rows, plane_cols) and got.is_contiguous()
+    assert torch.equal(got, want)
+    assert torch.equal(CpuOps(torch.float32).linear_planes(x, packed, b, plane_cols), want)
+
+
+def test_planes_the_cpp_matmul_cannot_write_are_a_view():
+    """A plane width that is not whole panels (16 of 24 columns): the row-major result, viewed as planes."""
+    x, w, b = torch.randn(5, 9), torch.randn(48, 9), torch.randn(48)
+    packed = CppPackedWeight(ext, w)
+    got = CpuOps(torch.float32).linear_planes(x, packed, b, 16)
+    assert got.shape == (3, 5, 16) and torch.equal(got, cpp_linear(x, packed, b).view(5, 3, 16).transpose(0, 1))
+
+
 def test_cpp_linear_does_not_depend_on_threads():
     x, w, b = torch.randn(700, 300), torch.randn(40, 300), torch.randn(40)
     packed = CppPackedWeight(ext, w).packed.numpy()
@@ -161,6 +190,11 @@ def test_bad_input_is_refused():
         ext.linear_f32(torch.randn(3, 9).numpy(), packed, p, None, torch.empty(3, p).numpy(), False, 1)
     with pytest.raises(ValueError, match="out"):
         ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, None, torch.empty(3, p - 1).numpy(), False, 1)
+    with pytest.raises(ValueError, match="planes"):  # planes of 12 columns: not whole panels
+        ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, None, torch.empty(2, 3, p // 2).numpy(), False, 1)
+    with pytest.raises(ValueError, match="overlap"):  # two planes of p columns over each other's rows
+        ext.linear_f32(torch.randn(3, 8).numpy(), torch.empty(2, 8, p).numpy(), 2 * p, None,
+                       torch.empty(2, 3, p).as_strided((2, 3, p), (p, p, 1)).numpy(), False, 1)  # fmt: skip
     with pytest.raises(ValueError, match="bias"):
         ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, torch.randn(p - 1).numpy(), torch.empty(3, p).numpy(),
                        False, 1)  # fmt: skip

@@ -180,13 +180,21 @@ void check_charfn(Rng& g, int64_t T, int64_t N, int64_t M, int64_t K) {
       }
 }
 
-// ---- the fp32 matmul: out = x @ W^T + bias, W packed; x rows ldx apart ----
-void check_linear(Rng& g, int64_t M, int64_t N, int64_t K, int64_t ldx, bool bias, bool gelu, int threads) {
+// ---- the fp32 matmul: out = x @ W^T + bias, W packed; x rows ldx apart; with plane_cols > 0 the
+// columns in planes of plane_cols, each plane M * plane_cols + 5 floats after the one before (a gap the
+// kernel must leave alone) ----
+void check_linear(Rng& g, int64_t M, int64_t N, int64_t K, int64_t ldx, bool bias, bool gelu, int threads,
+                  int64_t plane_cols = 0) {
   auto x = randn(g, M * ldx), w = randn(g, N * K), b = randn(g, N);
   std::vector<float> packed(((N + lewm::kLinearPanel - 1) / lewm::kLinearPanel) * K * lewm::kLinearPanel);
   lewm::pack_linear_weight(w.data(), N, K, packed.data());
-  std::vector<float> out(M * N);
-  lewm::linear_f32(x.data(), ldx, packed.data(), bias ? b.data() : nullptr, out.data(), N, M, N, K, gelu, threads);
+  const int64_t cols = plane_cols > 0 ? plane_cols : N, stride = M * cols + 5;
+  auto at = [&](int64_t m, int64_t n) { return (n / cols) * stride + m * cols + n % cols; };
+  std::vector<float> out((N / cols) * stride, -7.f);  // -7: the gaps' sentinel
+  lewm::linear_f32(x.data(), ldx, packed.data(), bias ? b.data() : nullptr, out.data(), cols, M, N, K, gelu, threads,
+                   plane_cols, stride);
+  for (int64_t p = 0; p < N / cols; ++p)
+    for (int64_t i = 0; i < 5; ++i) expect("linear_f32 plane gap", out[p * stride + M * cols + i], -7.0, 0.0, 0.0);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       double want = bias ? b[n] : 0.0, mag = std::fabs(want);
@@ -197,7 +205,7 @@ void check_linear(Rng& g, int64_t M, int64_t N, int64_t K, int64_t ldx, bool bia
       // fp32 sums: ~sqrt(K) roundings of the magnitude (GELU's slope is at most 1.13); erf within 1.5e-7
       const double tol = 1.2e-6 * std::sqrt(double(K)) * mag + 1e-6;
       if (gelu) want = 0.5 * want * (1.0 + std::erf(want / std::sqrt(2.0)));
-      expect(gelu ? "linear_f32 gelu" : "linear_f32", out[m * N + n], want, 0.0, tol + (gelu ? 1e-7 * std::fabs(want) : 0.0));
+      expect(gelu ? "linear_f32 gelu" : "linear_f32", out[at(m, n)], want, 0.0, tol + (gelu ? 1e-7 * std::fabs(want) : 0.0));
     }
 }
 
@@ -221,6 +229,7 @@ int main() {
   check_linear(g, 7, 5, 3, 3, false, false, 1);
   check_linear(g, 13, 33, 400, 405, true, true, 1);
   check_linear(g, 10, 48, 192, 192, true, true, 1);  // GELU in whole panels (the register epilogue)
+  check_linear(g, 13, 144, 40, 40, true, false, 2, 48);  // column planes (the AdaLN modulations' layout)
   for (int i = -4000; i <= 4000; ++i) {  // GELU alone over [-8, 8]
     const double x = i / 500.0;
     expect("gelu_erf", lewm::gelu_erf(static_cast<float>(x)), 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))), 1e-6, 1e-6);
