@@ -85,7 +85,7 @@ struct OutPlanes {
   LEWM_INLINE int64_t panel_offset(int64_t p) const { return (p * kNR / cols) * stride + p * kNR % cols; }
 };
 
-// The bias of panel p (16 values, zero-padded past N), or null.
+// The bias of panel p (kNR values, zero-padded past N), or null.
 LEWM_INLINE const float* panel_bias(const float* bias, int64_t p, int64_t N, float* pad) {
   if (bias == nullptr) return nullptr;
   if ((p + 1) * kNR <= N) return bias + p * kNR;
@@ -326,7 +326,8 @@ bool linear_f32_native() {
 float gelu_erf(float x) { return gelu_erf_inline(x); }
 
 void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
-                int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols, int64_t plane_stride) {
+                int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols,
+                int64_t plane_stride) {
   const bool native = linear_f32_native();
   const OutPlanes planes = plane_cols > 0 ? OutPlanes{plane_cols, plane_stride} : OutPlanes{N, 0};
   const int64_t block = row_block(std::max<int64_t>(M, 1)), blocks = (M + block - 1) / block;

@@ -16,10 +16,10 @@ void pack_linear_weight(const float* w, int64_t N, int64_t K, float* packed);
 // (elements; the last axes are contiguous); bias (N) or null. With plane_cols > 0 (a multiple of
 // kLinearPanel that divides N) the output is N / plane_cols planes (M, plane_cols), plane_stride elements
 // apart: column j of row m at out[(j / plane_cols) * plane_stride + m * ldo + j % plane_cols] (the
-// planner's AdaLN modulations, so that one (shift, scale) plane is read row after row). Blocks of rows are split over num_threads;
-// each output element is one fp32 sum over k in order (ascending k, from the bias), so the result does
-// not depend on the threads. The GELU is the exact (erf) one, applied to each 4 x 24 tile right after it
-// is stored, while it is in L1 (gelu_erf in linear_cpu.cpp).
+// planner's AdaLN modulations, so that a (shift, scale) plane is read row after row). Blocks of rows
+// are split over num_threads; each output element is one fp32 sum over k in order (ascending k, from the
+// bias), so the result does not depend on the threads. The GELU is the exact (erf) one, applied to each
+// 4 x 24 tile right after it is stored, while it is in L1 (gelu_erf in linear_cpu.cpp).
 void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
                 int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols = 0,
                 int64_t plane_stride = 0);

@@ -229,7 +229,7 @@ int main() {
   check_linear(g, 7, 5, 3, 3, false, false, 1);
   check_linear(g, 13, 33, 400, 405, true, true, 1);
   check_linear(g, 10, 48, 192, 192, true, true, 1);  // GELU in whole panels (the register epilogue)
-  check_linear(g, 13, 144, 40, 40, true, false, 2, 48);  // column planes (the AdaLN modulations' layout)
+  check_linear(g, 13, 144, 40, 40, true, false, 2, 48);  // column planes (the AdaLN modulations')
   for (int i = -4000; i <= 4000; ++i) {  // GELU alone over [-8, 8]
     const double x = i / 500.0;
     expect("gelu_erf", lewm::gelu_erf(static_cast<float>(x)), 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))), 1e-6, 1e-6);
