@@ -20,7 +20,6 @@ from lewm_fast.planning.cpu_ops import (
     CppPackedWeight,
     CpuOps,
     cpp_linear,
-    cpp_linear_planes,
     cpp_residual_norm_modulate,
     cpp_window_attention,
 )  # fmt: skip
@@ -135,13 +134,13 @@ def test_cpp_gelu_is_within_pytorch_gelu_rounding(columns):
 )
 @pytest.mark.parametrize("threads", [1, 2])
 def test_cpp_linear_planes_are_the_same_sums_in_planes(rows, k, planes, plane_cols, threads):
-    """The AdaLN modulations' layout (cpu_ops.cpp_linear_planes, CpuOps.linear_planes): plane c holds
+    """The AdaLN modulations' layout (cpu_ops.cpp_linear with plane_cols, CpuOps.linear_planes): plane c holds
     columns c * plane_cols ... of every row, bit for bit the row-major matmul's values."""
     x, w, b = torch.randn(rows, k), torch.randn(planes * plane_cols, k), torch.randn(planes * plane_cols)
     packed = CppPackedWeight(ext, w)
     torch.set_num_threads(threads)
     try:
-        got = cpp_linear_planes(x, packed, b, plane_cols)
+        got = cpp_linear(x, packed, b, plane_cols=plane_cols)
         want = cpp_linear(x, packed, b).view(rows, planes, plane_cols).transpose(0, 1)
     finally:
         torch.set_num_threads(2)

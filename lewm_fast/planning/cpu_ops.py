@@ -64,34 +64,26 @@ class CppPackedWeight:
         ext.pack_linear_weight(w.detach().contiguous().numpy(), self.packed.numpy())
 
 
-def _cpp_rows(x: torch.Tensor, w: CppPackedWeight) -> torch.Tensor:
-    """x (..., K) fp32 as (M, K) rows the extension's matmul reads (a copy only if they are not rows)."""
+def cpp_linear(
+    x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False, plane_cols: int | None = None
+) -> torch.Tensor:
+    """x @ w.T + b by the extension's fp32 matmul, then the erf GELU on each finished tile if `gelu`.
+    x (..., K) fp32 (rows may be strided) -> (..., N); with `plane_cols` (a multiple of the weight panel
+    dividing N) x (M, K) -> (N / plane_cols, M, plane_cols) planes of the columns, the same sums."""
     n_out, k = w.shape
     if x.shape[-1] != k or x.dtype != torch.float32:  # RuntimeError, as F.linear raises for its mismatches
         raise RuntimeError(f"linear: expected x (..., {k}) float32 for a ({n_out}, {k}) weight, got "
                            f"{tuple(x.shape)} {x.dtype}")  # fmt: skip
     rows = x.reshape(-1, k)
-    return rows.contiguous() if rows.stride(-1) != 1 or rows.stride(0) < k else rows
-
-
-def cpp_linear(x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
-    """x @ w.T + b by the extension's fp32 matmul, then the erf GELU on each finished tile if `gelu`.
-    x (..., K) fp32 (rows may be strided) -> (..., N)."""
-    rows, n_out = _cpp_rows(x, w), w.shape[0]
-    out = torch.empty(*x.shape[:-1], n_out)
-    w.ext.linear_f32(rows.numpy(), w.packed.numpy(), n_out, None if b is None else b.numpy(),
-                   out.view(-1, n_out).numpy(), gelu, torch.get_num_threads())  # fmt: skip
-    return out
-
-
-def cpp_linear_planes(x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, plane_cols: int) -> torch.Tensor:
-    """x @ w.T + b with its columns written as planes: x (M, K) -> (N / plane_cols, M, plane_cols), plane
-    c holding columns c * plane_cols ... (c + 1) * plane_cols - 1 of every row; the same sums as
-    `cpp_linear`, in another layout (plane_cols: a multiple of the weight panel, dividing N)."""
-    rows, n_out = _cpp_rows(x, w), w.shape[0]
-    out = torch.empty(n_out // plane_cols, rows.shape[0], plane_cols)
-    w.ext.linear_f32(rows.numpy(), w.packed.numpy(), n_out, None if b is None else b.numpy(), out.numpy(), False,
-                     torch.get_num_threads())  # fmt: skip
+    if rows.stride(-1) != 1 or rows.stride(0) < k:
+        rows = rows.contiguous()
+    if plane_cols is None:
+        out = torch.empty(*x.shape[:-1], n_out)
+        out_rows = out.view(-1, n_out)
+    else:
+        out = out_rows = torch.empty(n_out // plane_cols, rows.shape[0], plane_cols)
+    w.ext.linear_f32(rows.numpy(), w.packed.numpy(), n_out, None if b is None else b.numpy(), out_rows.numpy(),
+                     gelu, torch.get_num_threads())  # fmt: skip
     return out
 
 
@@ -223,13 +215,11 @@ class CpuOps(ops.TorchOps):
         return F.linear(x, w, b)
 
     def linear_planes(self, x: torch.Tensor, w, b: torch.Tensor, plane_cols: int) -> torch.Tensor:
-        """x @ w.T + b as column planes: x (M, K) -> (N / plane_cols, M, plane_cols), plane c = columns
-        c * plane_cols ... of every row. The C++ matmul writes the planes themselves (plane_cols a multiple
-        of its panel), so that a plane's rows follow each other in memory; otherwise a strided view."""
+        """`TorchOps.linear_planes`; the C++ matmul writes the planes themselves (plane_cols a multiple of its
+        panel), so that a plane's rows follow each other in memory."""
         if isinstance(w, CppPackedWeight) and plane_cols % w.ext.LINEAR_PANEL == 0:
-            return cpp_linear_planes(x, w, b, plane_cols)
-        out = self.linear(x, w, b)
-        return out.view(out.shape[0], -1, plane_cols).transpose(0, 1)
+            return cpp_linear(x, w, b, plane_cols=plane_cols)
+        return super().linear_planes(x, w, b, plane_cols)
 
     def linear_gelu(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
         if isinstance(w, CppPackedWeight):

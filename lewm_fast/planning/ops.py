@@ -163,6 +163,13 @@ class TorchOps:
     def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
         return linear_join_norm(h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype, ops=self)
 
+    def linear_planes(self, x: torch.Tensor, w, b: torch.Tensor, plane_cols: int) -> torch.Tensor:
+        """x @ w.T + b as column planes: x (M, K) -> (N / plane_cols, M, plane_cols), plane c = columns
+        c * plane_cols ... of every row. Here a strided view of the row-major result; an op set whose
+        matmul can write the planes themselves (the CPU's) does, so that a plane's rows are contiguous."""
+        out = self.linear(x, w, b)
+        return out.view(out.shape[0], -1, plane_cols).transpose(0, 1)
+
 
 class TritonOps(TorchOps):
     """The fused Triton kernels of `kernels/` (GPU, or the CPU under TRITON_INTERPRET=1). Plain

@@ -160,27 +160,17 @@ def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch
     """Every block's AdaLN modulation for every frame of every candidate.
 
     cand (E, S, T, A) -> (N = E*S, T, depth, 6, D) in the packed dtype: [..., l, 0:6] are block l's
-    shift1, scale1, gate1, shift2, scale2, gate2 (the public chunk order). A view, whose memory layout is
-    the op set's: row-major, or planes where the op set has `linear_planes` (the CPU's).
+    shift1, scale1, gate1, shift2, scale2, gate2 (the public chunk order). A view of the op set's
+    `linear_planes`: on the CPU one contiguous (N, D) plane per (block, chunk, frame), so that a norm chain
+    reads the (shift, scale) of consecutive rows from consecutive memory, not one 4 KB page per row
+    (README "Planner"); rows are ordered frame by frame for that.
     """
     e, s, t, a = cand.shape
-    n, depth = e * s, len(packed.blocks)
-    if not hasattr(ops, "linear_planes"):
-        c = _action_embedding(packed, ops, cand.reshape(n * t, a))
-        return ops.linear(nn.functional.silu(c), packed.w_mod, packed.b_mod).view(n, t, depth, 6, -1)
-    # Rows frame by frame and one (N, D) plane per (block, chunk, frame): a norm chain then reads the
-    # (shift, scale) of consecutive rows from consecutive memory, not one 4 KB page per row (the CPU's
-    # chains, README "Planner").
-    c = _action_embedding(packed, ops, cand.reshape(n, t, a).transpose(0, 1).reshape(t * n, a))
-    d = packed.w_mod.shape[0] // (depth * 6)
+    n, depth, d = e * s, len(packed.blocks), packed.cfg.pred_hidden_dim
+    x = cand.reshape(n, t, a).transpose(0, 1).reshape(t * n, a).to(packed.dtype)
+    c = ops.linear(nn.functional.silu(ops.linear(x, packed.w_act1, packed.b_act1)), packed.w_act2, packed.b_act2)
     planes = ops.linear_planes(nn.functional.silu(c), packed.w_mod, packed.b_mod, d)  # (depth * 6, t * n, d)
     return planes.view(depth, 6, t, n, d).permute(3, 2, 0, 1, 4)
-
-
-def _action_embedding(packed: PackedPredictor, ops, x: torch.Tensor) -> torch.Tensor:
-    """The action encoder (its Conv1d folded into the first Linear): (M, A) action blocks -> (M, D)."""
-    x = x.to(packed.dtype)
-    return ops.linear(nn.functional.silu(ops.linear(x, packed.w_act1, packed.b_act1)), packed.w_act2, packed.b_act2)
 
 
 class WindowKV:
