@@ -1,4 +1,4 @@
-"""Build hook: packages (with `kernels/` installed as `lewm_fast.kernels`) and the optional C++
+"""Build hook: the package and the optional C++
 extension `lewm_fast._C` from `csrc/` (pybind11 + OpenMP, no torch headers, so it builds in seconds
 and without torch in the build environment).
 
@@ -31,7 +31,6 @@ if sources and os.environ.get("LEWM_FAST_NO_EXT") != "1":
     )
 
 setup(
-    packages=find_packages(include=["lewm_fast", "lewm_fast.*"]) + ["lewm_fast.kernels"],
-    package_dir={"lewm_fast.kernels": "kernels"},
+    packages=find_packages(include=["lewm_fast", "lewm_fast.*"]),
     ext_modules=ext_modules,
 )

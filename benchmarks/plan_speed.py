@@ -15,7 +15,7 @@ is skipped and the JSON says so. On the CPU each fast row also reports its own G
 ceiling measured at its chunk shapes (`% GEMM ceiling`); `--neighbours N` runs N CPU-bound neighbour
 processes beside the whole measurement (a busy machine).
 
-Work is counted two ways (lewm_fast/planning/flops.py): `TFLOP/s public` divides the public rollout's
+Work is counted two ways (benchmarks/flops.py): `TFLOP/s public` divides the public rollout's
 matmul work by the time (the same numerator for every row: a speed), `TFLOP/s own` divides the work
 the row's solver actually does (the fast engines skip ~1/3 of it: K/V reuse, newest-token-only); the
 gradient solver's work is counted as 3x the forward's (forward + backward). `GFLOP/s` is `TFLOP/s public`
@@ -42,11 +42,11 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import busy_neighbours, device_name, gemm_ceiling, print_table, public_lewm, synchronize, write_result  # noqa: E402
+from flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast import capability  # noqa: E402
 from lewm_fast.planning import available_backends, available_optimizers  # noqa: E402
-from lewm_fast.planning.flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 from lewm_fast.planning.optimizers import optimizer_class  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

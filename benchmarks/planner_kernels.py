@@ -49,9 +49,10 @@ def static_report() -> list[dict]:
     import tempfile
 
     import triton
-    from lewm_fast.kernels import elite_update, linear_epilogue, mppi_update, norm_modulate, window_attention
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    from lewm_fast.kernels import elite_update, linear_epilogue, mppi_update, norm_modulate, window_attention
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("--static compiles the kernels: unset TRITON_INTERPRET")

@@ -9,7 +9,7 @@ of `--repeats` rollouts. Matmuls are reported by shape (rows x in -> out, with o
 epilogue) with their GFLOP/s in place; beside them, each shape timed alone on a warm copy of its input
 (the GEMM ceiling of `_common.gemm_ceiling`), so the gap between a matmul in a rollout and the same
 matmul alone shows. The window attention's GFLOP/s counts its scores and weighted sum as
-`planning/flops.py` does. Everything not inside an op (Python, views, allocation) is "outside the ops";
+`benchmarks/flops.py` does. Everything not inside an op (Python, views, allocation) is "outside the ops";
 nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op.
 """
 
@@ -76,7 +76,7 @@ class OpTimer:
                 k, n = w.shape[1], w.shape[0]
                 key = f"{name} {shape_key(x.numel() // k, k, n)}"
                 work = 2.0 * (x.numel() // k) * k * n - nested_work  # a matmul it called counts its own
-            elif name == "window_attention":  # scores and weighted sum, counted as planning/flops.py does
+            elif name == "window_attention":  # scores and weighted sum, counted as benchmarks/flops.py does
                 q, k = args[0], args[1]
                 work = 2.0 * 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2]
             if work:

@@ -195,7 +195,7 @@ class _CppOps:
 
 
 class _TritonOps:
-    """Triton kernels (kernels/sigreg.py): Z is never stored; the backward recomputes it."""
+    """Triton kernels (lewm_fast/kernels/sigreg.py): Z is never stored; the backward recomputes it."""
 
     @staticmethod
     def sums(x, a, t, dt):

@@ -4,10 +4,14 @@ skipped without one; the public-code fixture is found beside the checkout when i
 import fnmatch
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# Tests of the benchmark scripts import them (and benchmarks/flops.py) by name.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

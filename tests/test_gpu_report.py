@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_report  # noqa: E402
 from gpu_report import Mode, Stage  # noqa: E402
 

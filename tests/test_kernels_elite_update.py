@@ -1,4 +1,4 @@
-"""kernels/elite_update.py (top-k of S costs, mean and unbiased std of the elites, mean elite cost) against
+"""lewm_fast/kernels/elite_update.py (top-k of S costs, mean and unbiased std of the elites, mean elite cost) against
 the reference (torch.topk + gather + mean + std): S not a power of two, topk = 2 and topk = S, many
 environments, wide candidates (several column blocks). Runs under TRITON_INTERPRET=1 without a GPU.
 """

@@ -1,4 +1,4 @@
-"""kernels/linear_epilogue.py (GEMM + bias + GELU; GEMM + bias, then gate * . + residual) against the
+"""lewm_fast/kernels/linear_epilogue.py (GEMM + bias + GELU; GEMM + bias, then gate * . + residual) against the
 references in lewm_fast.planning.ops: fp32 (IEEE dot, 1e-5) and bf16, row counts that are not multiples
 of the tile, strided gate/residual views. Runs under TRITON_INTERPRET=1 without a GPU. bf16: the kernel
 applies its epilogue to the fp32 accumulator and rounds once, so it is at least as close to the fp32

@@ -1,4 +1,4 @@
-"""kernels/mppi_update.py (top-k or all S costs, softmax weights, weighted mean) against the reference
+"""lewm_fast/kernels/mppi_update.py (top-k or all S costs, softmax weights, weighted mean) against the reference
 `ops.mppi_update` (torch.topk + gather + softmax + sum): S not a power of two, topk 1, topk = S, no
 top-k (every sample weighted, in row tiles), wide candidates. Runs under TRITON_INTERPRET=1 without a GPU.
 """

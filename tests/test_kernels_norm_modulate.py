@@ -1,4 +1,4 @@
-"""kernels/norm_modulate.py against its reference (lewm_fast.planning.ops): fp32 and bf16 outputs, strided
+"""lewm_fast/kernels/norm_modulate.py against its reference (lewm_fast.planning.ops): fp32 and bf16 outputs, strided
 modulation views, awkward widths and row counts. Runs under TRITON_INTERPRET=1 without a GPU.
 
 Tolerance rule: fp32 outputs match the reference to 1e-5; bf16 outputs are the fp32 result rounded once,

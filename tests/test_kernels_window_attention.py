@@ -1,4 +1,4 @@
-"""kernels/window_attention.py against its reference (lewm_fast.planning.ops.window_attention) and against
+"""lewm_fast/kernels/window_attention.py against its reference (lewm_fast.planning.ops.window_attention) and against
 plain causal SDPA: every window shape the rollout uses (n == 1 or n == L, L <= num_frames), strided
 q/k/v views, odd head counts. Runs under TRITON_INTERPRET=1 without a GPU.
 """

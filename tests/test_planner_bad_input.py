@@ -11,8 +11,8 @@ from helpers import tiny_model
 
 import lewm_fast as lf
 from lewm_fast.planning import available_backends, resolve_backend
-from lewm_fast.planning.backends import plan_settings
 from lewm_fast.planning.engine import MAX_SOLVE_SHAPES
+from lewm_fast.planning.settings import plan_settings
 
 
 @pytest.fixture(scope="module")

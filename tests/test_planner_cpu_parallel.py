@@ -186,8 +186,8 @@ def test_cpu_rollout_without_unread_queries_equals_the_reference(changes, h, hor
 @pytest.mark.parametrize("skip", [False, True])
 @pytest.mark.parametrize("h, horizon", [(1, 5), (2, 4), (3, 5), (4, 6)])
 def test_counted_work_is_the_work_done(model, skip, h, horizon):
-    """planning/flops.py counts what the rollout computes: its matmuls (recorded) and attention."""
-    from lewm_fast.planning.flops import fast_iteration_flops
+    """benchmarks/flops.py counts what the rollout computes: its matmuls (recorded) and attention."""
+    from flops import fast_iteration_flops
 
     packed, ops = packed_and_ops(model)
     ops.skip_unread_queries = skip

@@ -3,11 +3,9 @@ and device, files that hold no table (profiles, reports) are passed over instead
 and the README in the repository is up to date with benchmarks/results/."""
 
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import render_results  # noqa: E402
 
 

@@ -1,20 +1,18 @@
 """benchmarks/rollout_profile.py accounts for a chunk's time and work: the op times and the time outside
-the ops add up to the rollout, and the work it saw (matmuls and attention) is the work `planning.flops`
+the ops add up to the rollout, and the work it saw (matmuls and attention) is the work `benchmarks/flops.py`
 counts for the fast rollout (published-size model, a small chunk)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import rollout_profile  # noqa: E402
+from flops import fast_iteration_flops  # noqa: E402
 
 from lewm_fast import LeWMConfig  # noqa: E402
-from lewm_fast.planning.flops import fast_iteration_flops  # noqa: E402
 
 
 def test_profile_adds_up_to_the_rollout_and_its_counted_work(tmp_path):

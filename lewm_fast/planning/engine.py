@@ -7,7 +7,7 @@ A sampling solve (all iterations) is a fixed sequence of device work, whatever t
   `torch.Generator` on the device; graph-safe: the generator is registered with the CUDA graph, so every
   replay advances it exactly as an eager call would);
 - cost = the rollout on the device; the optimizer's update through the op set (`opt.fast_update`: the
-  fused Triton kernels of kernels/ on CUDA); no host sync anywhere inside a solve.
+  fused Triton kernels of lewm_fast/kernels/ on CUDA); no host sync anywhere inside a solve.
 Inputs and outputs live in static buffers per solve shape (E, H), kept in a small LRU cache
 (`MAX_SOLVE_SHAPES`). On CUDA with `cuda_graph=True` the whole solve is captured once per shape (after a
 warm-up on a side stream that compiles the Triton kernels) and replayed per call; `cuda_graph=False`
@@ -32,7 +32,6 @@ import torch
 
 from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
-from lewm_fast.planning.backends import plan_settings
 from lewm_fast.planning.cpu_ops import CpuOps
 from lewm_fast.planning.encoder import PackedEncoder
 from lewm_fast.planning.ops import TorchOps, TritonOps
@@ -40,6 +39,7 @@ from lewm_fast.planning.optimizers import solve_chunks
 from lewm_fast.planning.plan_result import PlanResult
 from lewm_fast.planning.reference import encode_reference
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
+from lewm_fast.planning.settings import plan_settings
 
 MAX_SOLVE_SHAPES = 4  # solve shapes (E, H) whose buffers (and CUDA graphs) a planner keeps
 

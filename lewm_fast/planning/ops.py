@@ -1,5 +1,5 @@
 """The fused operations of the fast rollout, as plain PyTorch: the specification of each Triton kernel
-in `kernels/` and the ops of the "torch" engine (the CPU fast path).
+in `lewm_fast/kernels/` and the ops of the "torch" engine (the CPU fast path).
 
 Every op names its shapes. `R` is a number of rows (tokens), `D` the residual width, `I` = heads x
 dim_head, `F` a hidden width. The residual stream is fp32; matmul inputs and outputs are in the
@@ -172,7 +172,7 @@ class TorchOps:
 
 
 class TritonOps(TorchOps):
-    """The fused Triton kernels of `kernels/` (GPU, or the CPU under TRITON_INTERPRET=1). Plain
+    """The fused Triton kernels of `lewm_fast/kernels/` (GPU, or the CPU under TRITON_INTERPRET=1). Plain
     matmuls without an epilogue stay with cuBLAS (`F.linear`)."""
 
     name = "triton"

@@ -6,7 +6,7 @@ Math (the reference is `lewm_fast.planning.ops.mppi_update`): per environment e,
     mean[e] = sum_k w_k cand[e, k]            cost[e] = mean_k c_k
 
 Design: one program per environment. With top-k, the K elites are selected in registers as in
-kernels/elite_update.py (`select_lowest`), weighted there, and their rows gathered as one (BLOCK_K,
+lewm_fast/kernels/elite_update.py (`select_lowest`), weighted there, and their rows gathered as one (BLOCK_K,
 BLOCK_C) tile per column block. Without, the S weights are formed in registers (max = 1 at the
 minimum, so exp never overflows) and the candidates stream through in tiles of BLOCK_R rows per column
 block. Replaces topk + gather + min + softmax + multiply + sum (six launches and their temporaries).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from lewm_fast.kernels.elite_update import select_lowest
 
 

@@ -13,7 +13,7 @@ elites' rows are then gathered as one (BLOCK_K, BLOCK_C) tile per column block o
 twice (mean, then the centred sum of squares: the two-pass form, as exact as torch.std). Replaces
 topk + gather + mean + std (+ two momentum axpys for iCEM): four to eight launches and their temporaries.
 Ties: the lowest index wins among equal costs (torch.topk does not promise an order among ties).
-`select_lowest` is shared with kernels/mppi_update.py.
+`select_lowest` is shared with lewm_fast/kernels/mppi_update.py.
 """
 
 from __future__ import annotations

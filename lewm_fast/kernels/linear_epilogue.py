@@ -22,6 +22,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+
 from lewm_fast.kernels.rounding import EMULATE, round_to
 
 _INV_SQRT2 = tl.constexpr(0.7071067811865476)

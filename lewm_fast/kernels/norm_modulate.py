@@ -22,6 +22,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+
 from lewm_fast.kernels.rounding import EMULATE, round_to
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter: bigger tiles, fewer programs
