@@ -123,6 +123,13 @@ STAGES = (
           tests({"gpu": KERNEL_TESTS, "cpu-quick": ["tests/test_kernels_*.py", "tests/test_planner_cpu_kernels.py"],
                  "cpu": KERNEL_TESTS}),
           {"gpu": 80, "cpu-quick": 120, "cpu": 600}),
+    Stage("equivalence", 2, "the fast backends' costs within the derived bound of the exact costs and every sampling "
+          "solver's 30-iteration plans equivalent to the exact plans (planning/equivalence.py), fp32 and bf16",
+          script("equivalence", {"gpu": ["--backends", "triton", "--seeds", "2"],
+                                 "gpu-quick": ["--backends", "triton", "--seeds", "1"],
+                                 "cpu-quick": ["--quick", "--seeds", "1", "--solvers", "cem", "ps", "--dtypes", "fp32"],
+                                 "cpu": ["--quick"]}),
+          {"gpu": 100, "gpu-quick": 50, "cpu-quick": 40, "cpu": 600}),
     Stage("cuda_graph_sync", 2, "the CUDA-graph solve replays the eager one exactly; a solve and a replay make no "
           "host sync (torch.cuda.set_sync_debug_mode('error')); fused SIGReg on the GPU without host sync",
           tests({"gpu": ["tests"], "cpu": NEEDS_CUDA}, marks="gpu"),

@@ -1,5 +1,5 @@
 """Test setup: Triton kernels run under the interpreter when there is no CUDA device; GPU tests are
-skipped without one; the public-code fixture is found beside the checkout when it exists."""
+skipped without one; the recorded outputs of the public code (tests/fixtures/)."""
 
 import fnmatch
 import importlib.util
@@ -59,11 +59,7 @@ def _fix_interpreter_scalar_index() -> str | None:
 
 _TRITON_FIX = _fix_interpreter_scalar_index()
 
-FIXTURE_CANDIDATES = [
-    Path(os.environ.get("LEWM_FIXTURES", "/nonexistent")) / "public_lewm_small.pt",
-    Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "public_lewm_small.pt",
-    Path(__file__).resolve().parents[1] / "shared" / "fixtures" / "public_lewm_small.pt",
-]
+PUBLIC_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "public_lewm_small.pt"
 
 
 # Test files -> the optional packages they need. Where one is missing (e.g. a GPU machine's stock Python
@@ -117,11 +113,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def public_fixture():
-    """The recorded outputs of the public LeWM code (../shared/fixtures), or skip."""
-    for path in FIXTURE_CANDIDATES:
-        if path.exists():
-            return torch.load(path, weights_only=True)  # tensors and plain containers: nothing runs
-    pytest.skip("public fixture not found (../shared/fixtures/public_lewm_small.pt)")
+    """The recorded outputs of the public LeWM code (tests/fixtures/record_public.py made them)."""
+    return torch.load(PUBLIC_FIXTURE, weights_only=True)  # tensors and plain containers: nothing runs
 
 
 @pytest.fixture(autouse=True)

@@ -41,3 +41,14 @@ def randomize(model: torch.nn.Module) -> None:
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (a relative error that does not blow up at b ~ 0)."""
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
+
+
+def assert_rollout_within_bound(model, hist, goal, cand, got, dtype=torch.float32) -> None:
+    """Costs `got` of cand (E, S, T, A) rolled out from hist (E, H, D), goal (E, D) by a fast path in
+    `dtype`: within the derived bound of the exact (float64) reference costs (planning/equivalence.py)."""
+    from lewm_fast.planning import equivalence as eq
+
+    ref = eq.ReferenceCosts(model, dtype)
+    ref.use_embeddings(hist, goal)
+    check = eq.check_costs(got, ref.exact(cand), ref.own(cand), dtype)
+    assert check.ok, check

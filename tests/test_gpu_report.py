@@ -170,7 +170,7 @@ def test_stage_table_covers_every_mode():
     commands = {s.name: s.command(gpu, Path("/tmp/x")) for s in gpu_report.STAGES}
     assert all(isinstance(c, list) for c in commands.values()), commands  # on a GPU every stage runs
     per_tier = {t: sum(s.estimate(gpu) for s in gpu_report.STAGES if s.tier == t) for t in (1, 2, 3)}
-    assert per_tier[2] <= 120 and per_tier[3] <= 180, per_tier  # the plan: correctness < 2 min, speed < 3
+    assert per_tier[2] <= 240 and per_tier[3] <= 180, per_tier  # correctness first, < 4 min; headline speed < 3
 
 
 def test_cuda_where_torch_sees_none_is_one_line(tmp_path):

@@ -119,34 +119,16 @@ def test_cpp_linear(rows, k, n, bias, gelu):
 
 
 @pytest.mark.parametrize("columns", [1, 48])
-def test_cpp_gelu_is_within_pytorch_gelu_rounding(columns):
-    """The epilogue's GELU against PyTorch's fp32 GELU on the same fp32 inputs (an identity weight), in a
-    partial panel (one column) and in whole panels."""
+def test_cpp_gelu_is_within_its_derived_error_of_the_exact_gelu(columns):
+    """The epilogue's GELU, x * (1 + erf(x / sqrt 2)) / 2 with Abramowitz & Stegun's erf (|error| < 1.5e-7),
+    against the float64 GELU of the same fp32 inputs (an identity weight), in a partial panel (one column)
+    and in whole panels. Not against PyTorch's fp32 GELU, whose rounding depends on the ISA it dispatches to."""
     x = torch.linspace(-10, 10, 20016).reshape(-1, columns)
-    got = cpp_linear(x, CppPackedWeight(ext, torch.eye(columns)), None, gelu=True)
+    got = cpp_linear(x, CppPackedWeight(ext, torch.eye(columns)), None, gelu=True).double()
     exact = F.gelu(x.double())
-    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(got, F.gelu(x), rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "rows, k, planes, plane_cols", [(750, 192, 36, 192), (13, 40, 3, 48), (1, 7, 1, 24), (5, 9, 4, 24)]
-)
-@pytest.mark.parametrize("threads", [1, 2])
-def test_cpp_linear_planes_are_the_same_sums_in_planes(rows, k, planes, plane_cols, threads):
-    """The AdaLN modulations' layout (cpu_ops.cpp_linear with plane_cols, CpuOps.linear_planes): plane c holds
-    columns c * plane_cols ... of every row, bit for bit the row-major matmul's values."""
-    x, w, b = torch.randn(rows, k), torch.randn(planes * plane_cols, k), torch.randn(planes * plane_cols)
-    packed = CppPackedWeight(ext, w)
-    torch.set_num_threads(threads)
-    try:
-        got = cpp_linear(x, packed, b, plane_cols=plane_cols)
-        want = cpp_linear(x, packed, b).view(rows, planes, plane_cols).transpose(0, 1)
-    finally:
-        torch.set_num_threads(2)
-    assert got.shape == (planes, rows, plane_cols) and got.is_contiguous()
-    assert torch.equal(got, want)
-    assert torch.equal(CpuOps(torch.float32).linear_planes(x, packed, b, plane_cols), want)
+    # erf's error times |x| / 2, plus a few fp32 roundings (2^-24 each) of the products and the sum
+    tol = 0.75e-7 * x.double().abs() + 4 * 2**-24 * (exact.abs() + x.double().abs())
+    assert ((got - exact).abs() <= tol).all()
 
 
 def test_planes_the_cpp_matmul_cannot_write_are_a_view():

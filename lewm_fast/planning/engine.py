@@ -107,18 +107,22 @@ class _Solve:
         self.has_std = True
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def body(self) -> None:
-        """The whole solve: every iteration, from the static inputs to the static outputs."""
+    def body(self, observe=None) -> None:
+        """The whole solve: every iteration, from the static inputs to the static outputs. `observe(step,
+        state, cand, cost, new_state)`, when given, sees every iteration (an eager solve only)."""
         eng = self.engine
         opt, gen, nvtx = eng.p.optimizer, eng.p.generator, eng.nvtx
         state = opt.init(self.mean0, self.std0)
-        for _ in range(opt.steps):
+        for step in range(opt.steps):
             with nvtx_range("sample", nvtx):
                 cand = opt.candidates(state, gen)
             with nvtx_range("rollout", nvtx):
                 cost = eng.rollout_cost(self.hist, self.goal, cand)
             with nvtx_range("update", nvtx):
-                state = opt.fast_update(state, cand, cost, eng.ops)
+                new_state = opt.fast_update(state, cand, cost, eng.ops)
+            if observe is not None:
+                observe(step, state, cand, cost, new_state)
+            state = new_state
         actions, std, cost = opt.result(state)
         self.actions.copy_(actions)
         self.has_std = std is not None
@@ -142,17 +146,17 @@ class _Solve:
         gen.set_state(state)  # the warm-up's draws do not count: the first replay equals an eager run
         self.graph = graph
 
-    def __call__(self, hist, goal, mean, std, use_graph: bool) -> PlanResult:
+    def __call__(self, hist, goal, mean, std, use_graph: bool, observe=None) -> PlanResult:
         self.hist.copy_(hist)
         self.goal.copy_(goal)
         self.mean0.copy_(mean)
         self.std0.copy_(std)
-        if use_graph:
+        if use_graph and observe is None:
             if self.graph is None:
                 self.capture()
             self.graph.replay()
         else:
-            self.body()
+            self.body(observe)
         return PlanResult(self.actions.clone(), self.std.clone() if self.has_std else None, self.cost.clone())
 
 
@@ -228,14 +232,15 @@ class FastEngine:
         """pixels (E, H, C, h, w), goal (E, C, h, w), mean and std (E, horizon, A) -> PlanResult (fp32)."""
         return self.plan_embedded(*self.embed(pixels, goal), mean, std)
 
-    def plan_embedded(self, hist_emb, goal_emb, mean, std) -> PlanResult:
+    def plan_embedded(self, hist_emb, goal_emb, mean, std, observe=None) -> PlanResult:
         """`plan` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32 (e.g. a goal that is itself a
-        predicted embedding, as benchmarks/plan_exactness.py uses)."""
+        predicted embedding, as benchmarks/plan_exactness.py uses). `observe(step, state, cand, cost,
+        new_state)` sees every iteration of a sampling solve, run eagerly (planning/equivalence.py)."""
         if self.p.optimizer.kind == "gradient":
             return self._plan_gradient(hist_emb, goal_emb, mean, std)
         e, h = hist_emb.shape[:2]
         with torch.inference_mode(), _threads(self._threads_for(e * self.p.num_samples)), _no_gc():
-            return self._solve_for(e, h)(hist_emb, goal_emb, mean, std, self.use_graph)
+            return self._solve_for(e, h)(hist_emb, goal_emb, mean, std, self.use_graph, observe)
 
     def _plan_gradient(self, hist_emb, goal_emb, mean, std) -> PlanResult:
         """Gradient planning: the optimizer's public loop over one chunk of every environment, the cost

@@ -11,6 +11,8 @@ against it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -101,6 +103,44 @@ def linear_join_norm(
     return x, ops.norm_modulate(x, shift, scale, eps1, eps2, out_dtype)
 
 
+class Elites(NamedTuple):
+    """An elite update's selection and result. costs, indices: (E, K) the K lowest costs and their samples'
+    indices, lowest first; candidates: (E, K, T, A) those samples; mean, std: (E, T, A) the new distribution."""
+
+    costs: torch.Tensor
+    indices: torch.Tensor
+    candidates: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def select_lowest(cost: torch.Tensor, cand: torch.Tensor, k: int):
+    """The public solvers' selection: (values (E, k), indices (E, k), candidates (E, k, T, A)) of the k
+    lowest costs, lowest first, gathered as they gather them (`cand[rows, indices]`)."""
+    values, indices = torch.topk(cost, k, dim=1, largest=False)
+    rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand(-1, k)
+    return values, indices, cand[rows, indices]
+
+
+def elites(
+    cost: torch.Tensor,
+    cand: torch.Tensor,
+    topk: int,
+    alpha: float = 0.0,
+    prev_mean: torch.Tensor | None = None,
+    prev_std: torch.Tensor | None = None,
+) -> Elites:
+    """The CEM update, written once (CEM, iCEM and the op sets use it): the topk lowest-cost candidates'
+    mean and unbiased std; with prev_mean/prev_std (iCEM's momentum) mean = alpha * prev_mean +
+    (1 - alpha) * elite mean, std alike. cost (E, S); cand (E, S, T, A); prev_mean, prev_std (E, T, A)."""
+    values, indices, chosen = select_lowest(cost, cand, topk)
+    mean, std = chosen.mean(dim=1), chosen.std(dim=1)
+    if prev_mean is not None:
+        mean = alpha * prev_mean + (1 - alpha) * mean
+        std = alpha * prev_std + (1 - alpha) * std
+    return Elites(values, indices, chosen, mean, std)
+
+
 def elite_update(
     cost: torch.Tensor,
     cand: torch.Tensor,
@@ -110,46 +150,51 @@ def elite_update(
     prev_std: torch.Tensor | None = None,
     return_indices: bool = False,
 ):
-    """The CEM update (iCEM's with momentum): the topk lowest-cost candidates' mean and unbiased std, and
-    their mean cost; with prev_mean/prev_std, mean = alpha * prev_mean + (1 - alpha) * elite mean (std alike).
+    """`elites` as the op sets return it (the fused kernel's specification): mean (E, T, A), std (E, T, A),
+    the mean elite cost (E,) and, with return_indices, the elites' indices (E, topk), best first."""
+    out = elites(cost, cand, topk, alpha, prev_mean, prev_std)
+    result = (out.mean, out.std, out.costs.mean(dim=1))
+    return (*result, out.indices) if return_indices else result
 
-    cost (E, S) fp32; cand (E, S, T, A) fp32; prev_mean, prev_std (E, T, A). Returns mean (E, T, A),
-    std (E, T, A), elite_cost (E,) and, with return_indices, the elites' indices (E, topk), best first.
-    """
-    top_cost, idx = torch.topk(cost, topk, dim=1, largest=False)
-    flat = cand.flatten(2)
-    elites = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
-    shape = (cand.shape[0], *cand.shape[2:])
-    mean, std = elites.mean(1).view(shape), elites.std(1).view(shape)
-    if prev_mean is not None:
-        mean = alpha * prev_mean + (1 - alpha) * mean
-        std = alpha * prev_std + (1 - alpha) * std
-    out = (mean, std, top_cost.mean(1))
-    return (*out, idx) if return_indices else out
+
+class Weighting(NamedTuple):
+    """An MPPI update. indices: (E, K) the K lowest costs' samples (None: every sample takes part); costs,
+    candidates, weights: (E, K'), (E, K', T, A), (E, K') of those taking part; mean: (E, T, A) the new mean."""
+
+    indices: torch.Tensor | None
+    costs: torch.Tensor
+    candidates: torch.Tensor
+    weights: torch.Tensor
+    mean: torch.Tensor
+
+
+def mppi_weighting(cost: torch.Tensor, cand: torch.Tensor, topk: int | None, temperature: float) -> Weighting:
+    """The MPPI update, written once (MPPI and the op sets use it): softmax(-(cost - min) / temperature)
+    over the topk lowest costs (all S when topk is None), then the weighted mean of those candidates.
+    cost (E, S); cand (E, S, T, A)."""
+    indices = None
+    if topk is not None:
+        cost, indices, cand = select_lowest(cost, cand, topk)
+    min_cost = cost.min(dim=1, keepdim=True)[0]
+    weights = torch.softmax(-(cost - min_cost) / temperature, dim=1)
+    mean = (weights.unsqueeze(-1).unsqueeze(-1) * cand).sum(dim=1)
+    return Weighting(indices, cost, cand, weights, mean)
 
 
 def mppi_update(
     cost: torch.Tensor, cand: torch.Tensor, topk: int | None, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The MPPI update: softmax(-(cost - min) / temperature) over the topk lowest costs (all S when topk is
-    None), then the weighted mean of those candidates.
-
-    cost (E, S) fp32; cand (E, S, T, A) fp32. Returns mean (E, T, A) and the mean cost of the weighted
-    candidates (E,).
-    """
-    flat = cand.flatten(2)
-    if topk is not None:
-        cost, idx = torch.topk(cost, topk, dim=1, largest=False)
-        flat = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
-    weights = torch.softmax(-(cost - cost.min(dim=1, keepdim=True)[0]) / temperature, dim=1)
-    mean = (weights.unsqueeze(-1) * flat).sum(1)
-    return mean.view(cand.shape[0], *cand.shape[2:]), cost.mean(1)
+    """`mppi_weighting` as the op sets return it (the fused kernel's specification): the new mean
+    (E, T, A) and the mean cost of the weighted candidates (E,)."""
+    out = mppi_weighting(cost, cand, topk, temperature)
+    return out.mean, out.costs.mean(dim=1)
 
 
 class TorchOps:
     """The PyTorch compositions above (the CPU fast path; also correct on CUDA)."""
 
     name = "torch"
+    updates_as_reference = True  # elite_update and mppi_update are the optimizers' own operations
     linear = staticmethod(F.linear)
     pack_weight = staticmethod(lambda w: w)  # weights stay plain tensors
     layer_norm = staticmethod(layer_norm)
@@ -176,6 +221,7 @@ class TritonOps(TorchOps):
     matmuls without an epilogue stay with cuBLAS (`F.linear`)."""
 
     name = "triton"
+    updates_as_reference = False  # the fused updates sum in another order
 
     def __init__(self):
         # Imported here, not at module import: TRITON_INTERPRET must be read after the test setup sets it.

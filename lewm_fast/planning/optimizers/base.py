@@ -59,11 +59,6 @@ def check_costs(costs: object, b: int, s: int) -> torch.Tensor:
     return costs
 
 
-def elite_rows(b: int, k: int, device: torch.device) -> torch.Tensor:
-    """(b, k) row indices for `cand[rows, topk_inds]`, the public solvers' elite gather."""
-    return torch.arange(b, device=device).unsqueeze(1).expand(-1, k)
-
-
 class SamplingOptimizer:
     """Base of the sampling optimizers (CEM, iCEM, MPPI, predictive sampling).
 
@@ -72,6 +67,7 @@ class SamplingOptimizer:
     """
 
     kind = "sampling"
+    rank_based = True  # the new distribution depends on the costs only through their order (not MPPI's)
     public_batch_size: int | None = 1  # the public solvers' default batch_size
 
     @property
@@ -91,6 +87,11 @@ class SamplingOptimizer:
                  if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
         return dataclasses.replace(self, **moved) if moved else self
 
+    @property
+    def selection_size(self) -> int:
+        """k: the update selects the k lowest-cost candidates, in order (0: it selects none)."""
+        raise NotImplementedError
+
     def init(self, mean: torch.Tensor, std: torch.Tensor) -> PlanState:
         """mean, std (b, T, A) -> the state before the first iteration."""
         return PlanState(mean, std)
@@ -101,8 +102,8 @@ class SamplingOptimizer:
     def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:
         raise NotImplementedError
 
-    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, ops) -> PlanState:
-        """The update as a fast engine runs it (`ops`: the engine's op set); the same state as `update`."""
+    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, op_set) -> PlanState:
+        """The update as a fast engine runs it (`op_set`: the engine's op set); the same state as `update`."""
         return self.update(state, cand, costs)[0]
 
     def result(self, state: PlanState) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

@@ -11,14 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lewm_fast.planning.optimizers.base import (
-    PlanState,
-    SamplingOptimizer,
-    check_float,
-    check_int,
-    check_topk,
-    elite_rows,
-)
+from lewm_fast.planning import ops
+from lewm_fast.planning.optimizers.base import PlanState, SamplingOptimizer, check_float, check_int, check_topk
 
 
 def gaussian_candidates(state: PlanState, num_samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -31,12 +25,6 @@ def gaussian_candidates(state: PlanState, num_samples: int, generator: torch.Gen
     cand = noise * std.unsqueeze(1) + mean.unsqueeze(1)
     cand[:, 0] = mean
     return cand
-
-
-def top_elites(cand: torch.Tensor, costs: torch.Tensor, topk: int):
-    """The public elite selection: (topk_vals (b, K), topk_inds (b, K), topk_candidates (b, K, T, A))."""
-    topk_vals, topk_inds = torch.topk(costs, k=topk, dim=1, largest=False)
-    return topk_vals, topk_inds, cand[elite_rows(cand.shape[0], topk, cand.device), topk_inds]
 
 
 @dataclass(frozen=True)
@@ -57,19 +45,23 @@ class CEM(SamplingOptimizer):
         check_int("n_steps", self.n_steps)
         check_topk("topk", self.topk, self.num_samples)
 
+    @property
+    def selection_size(self) -> int:
+        """The update depends on the costs only through the ranks of the `topk` lowest."""
+        return self.topk
+
     def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
         """(b, S, T, A) candidates: exactly the public draw."""
         return gaussian_candidates(state, self.num_samples, generator)
 
     def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:
         """The elite update; also the public callback's keyword arguments (besides step, candidates, costs)."""
-        topk_vals, topk_inds, topk_candidates = top_elites(cand, costs, self.topk)
-        mean, std = topk_candidates.mean(dim=1), topk_candidates.std(dim=1)
-        info = dict(topk_vals=topk_vals, topk_inds=topk_inds, topk_candidates=topk_candidates, mean=mean, var=std,
-                    prev_mean=state.mean, prev_var=state.std)  # fmt: skip
-        return PlanState(mean, std, topk_vals.mean(dim=1), topk_candidates), info
+        new = ops.elites(costs, cand, self.topk)
+        info = dict(topk_vals=new.costs, topk_inds=new.indices, topk_candidates=new.candidates, mean=new.mean,
+                    var=new.std, prev_mean=state.mean, prev_var=state.std)  # fmt: skip
+        return PlanState(new.mean, new.std, new.costs.mean(dim=1), new.candidates), info
 
-    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, ops) -> PlanState:
-        """One fused op (`ops.elite_update`: top-k, mean, unbiased std, mean elite cost) on the device."""
-        mean, std, cost = ops.elite_update(costs, cand, self.topk)
+    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, op_set) -> PlanState:
+        """One fused op (`op_set.elite_update`: top-k, mean, unbiased std, mean elite cost) on the device."""
+        mean, std, cost = op_set.elite_update(costs, cand, self.topk)
         return PlanState(mean, std, cost)

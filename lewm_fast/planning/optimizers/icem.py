@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lewm_fast.planning import ops
 from lewm_fast.planning.optimizers.base import PlanState, SamplingOptimizer, check_float, check_int, check_topk
-from lewm_fast.planning.optimizers.cem import top_elites
 
 
 def noise_scale(horizon: int, noise_beta: float, device, dtype) -> torch.Tensor:
@@ -79,6 +79,11 @@ class ICEM(SamplingOptimizer):
             if bound is not None and (not isinstance(bound, torch.Tensor) or bound.ndim != 1):
                 raise TypeError(f"{name}: expected a 1-D tensor of (action_block x action_dim,) bounds or None")
 
+    @property
+    def selection_size(self) -> int:
+        """The update depends on the costs only through the ranks of the `topk` lowest (the kept elites in order)."""
+        return self.topk
+
     def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
         """(b, S, T, A) candidates: coloured noise, the mean, the carried elites, clipped to the box."""
         mean, std = state.mean, state.std
@@ -95,19 +100,16 @@ class ICEM(SamplingOptimizer):
 
     def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:
         """Elites, then the momentum update; also the public callback's keyword arguments."""
-        topk_vals, topk_inds, topk_candidates = top_elites(cand, costs, self.topk)
-        elite_mean, elite_var = topk_candidates.mean(dim=1), topk_candidates.std(dim=1)
-        mean = self.alpha * state.mean + (1 - self.alpha) * elite_mean
-        std = self.alpha * state.std + (1 - self.alpha) * elite_var
-        info = dict(topk_vals=topk_vals, topk_inds=topk_inds, topk_candidates=topk_candidates, mean=mean, var=std,
-                    prev_mean=state.mean, prev_var=state.std, action_low=self.action_low,
+        new = ops.elites(costs, cand, self.topk, self.alpha, state.mean, state.std)
+        info = dict(topk_vals=new.costs, topk_inds=new.indices, topk_candidates=new.candidates, mean=new.mean,
+                    var=new.std, prev_mean=state.mean, prev_var=state.std, action_low=self.action_low,
                     action_high=self.action_high)  # fmt: skip
-        return PlanState(mean, std, topk_vals.mean(dim=1), topk_candidates), info
+        return PlanState(new.mean, new.std, new.costs.mean(dim=1), new.candidates), info
 
-    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, ops) -> PlanState:
+    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, op_set) -> PlanState:
         """One fused op (top-k, elite statistics and momentum); only the elites still needed are gathered."""
-        mean, std, cost, idx = ops.elite_update(costs, cand, self.topk, alpha=self.alpha, prev_mean=state.mean,
-                                                prev_std=state.std, return_indices=True)  # fmt: skip
+        mean, std, cost, idx = op_set.elite_update(costs, cand, self.topk, alpha=self.alpha, prev_mean=state.mean,
+                                                   prev_std=state.std, return_indices=True)  # fmt: skip
         keep = max(min(self.n_elite_keep, self.topk), 0 if self.return_mean else 1)
         elites = None
         if keep:

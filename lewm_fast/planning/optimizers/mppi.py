@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from lewm_fast.planning import ops
 from lewm_fast.planning.optimizers.base import PlanState, SamplingOptimizer, check_float, check_int
-from lewm_fast.planning.optimizers.cem import gaussian_candidates, top_elites
+from lewm_fast.planning.optimizers.cem import gaussian_candidates
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class MPPI(SamplingOptimizer):
     temperature: float = 0.5
 
     name = "mppi"
+    rank_based = False  # the weights follow the costs' values
     public_name = "MPPISolver"
 
     def __post_init__(self):
@@ -43,6 +45,11 @@ class MPPI(SamplingOptimizer):
         """How many candidates are weighted: topk when it selects, None for all of them."""
         return self.topk if self.topk is not None and self.topk < self.num_samples else None
 
+    @property
+    def selection_size(self) -> int:
+        """The `elites` lowest costs take part (0: every sample does); their weights then follow the costs."""
+        return self.elites or 0
+
     def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
         """(b, S, T, A): the public mean + noise * std with sample 0 = the mean (CEM's draw: a float sum
         does not depend on the order of its two terms)."""
@@ -50,21 +57,14 @@ class MPPI(SamplingOptimizer):
 
     def update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor) -> tuple[PlanState, dict]:
         """The softmax-weighted mean; also what a callback may read (topk_* are None without top-k)."""
-        topk_vals = topk_inds = None
-        if self.elites is not None:
-            topk_vals, topk_inds, relevant = top_elites(cand, costs, self.elites)
-            relevant_costs = topk_vals
-        else:
-            relevant, relevant_costs = cand, costs
-        min_cost = relevant_costs.min(dim=1, keepdim=True)[0]
-        weights = torch.softmax(-(relevant_costs - min_cost) / self.temperature, dim=1)
-        mean = (weights.unsqueeze(-1).unsqueeze(-1) * relevant).sum(dim=1)
-        info = dict(topk_vals=topk_vals, topk_inds=topk_inds, topk_candidates=relevant if topk_inds is not None
-                    else None, weights=weights, mean=mean, var=state.std, prev_mean=state.mean,
-                    prev_var=state.std)  # fmt: skip
-        return state.replace(mean=mean, cost=relevant_costs.mean(dim=1)), info
+        new = ops.mppi_weighting(costs, cand, self.elites, self.temperature)
+        selected = new.indices is not None
+        info = dict(topk_vals=new.costs if selected else None, topk_inds=new.indices,
+                    topk_candidates=new.candidates if selected else None, weights=new.weights, mean=new.mean,
+                    var=state.std, prev_mean=state.mean, prev_var=state.std)  # fmt: skip
+        return state.replace(mean=new.mean, cost=new.costs.mean(dim=1)), info
 
-    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, ops) -> PlanState:
-        """One fused op (`ops.mppi_update`: top-k, softmax weights, weighted mean) on the device."""
-        mean, cost = ops.mppi_update(costs, cand, self.elites, self.temperature)
+    def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, op_set) -> PlanState:
+        """One fused op (`op_set.mppi_update`: top-k, softmax weights, weighted mean) on the device."""
+        mean, cost = op_set.mppi_update(costs, cand, self.elites, self.temperature)
         return state.replace(mean=mean, cost=cost)

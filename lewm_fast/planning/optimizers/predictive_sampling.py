@@ -36,6 +36,11 @@ class PredictiveSampling(SamplingOptimizer):
     def initial_std(self) -> float:
         return float(self.noise_scale)
 
+    @property
+    def selection_size(self) -> int:
+        """The result is the lowest-cost candidate."""
+        return 1
+
     def candidates(self, state: PlanState, generator: torch.Generator) -> torch.Tensor:
         nominal = state.mean
         noise = torch.randn(nominal.shape[0], self.num_samples, *nominal.shape[1:], generator=generator,
