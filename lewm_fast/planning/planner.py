@@ -13,12 +13,12 @@ static buffers are shared state), so concurrent calls run one after another.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import torch
 
 from lewm_fast._checks import check_positive_int, check_tensor
+from lewm_fast._memory import memory_limit
 from lewm_fast.capability import resolve_dtype
 from lewm_fast.model import LeWM
 from lewm_fast.planning.backends import engine_class, resolve_backend
@@ -54,16 +54,6 @@ def solve_bytes(cfg, e: int, num_samples: int, horizon: int, dtype: torch.dtype)
     per_row += cfg.num_frames * (3 * inner + cfg.pred_mlp_dim + 4 * cfg.pred_hidden_dim) * 4  # one block's activations
     per_row += (horizon + 1) * cfg.embed_dim * 4
     return e * num_samples * per_row
-
-
-def memory_limit(device: torch.device) -> int:
-    """The memory a solve may plan to use: the device's total memory (a solve needing more cannot run)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX: a generous fixed cap
-        return 64 << 30
 
 
 class Planner:
