@@ -34,5 +34,7 @@ def check_fits(name: str, need: int, device: torch.device | str, what: str, hint
     device = torch.device(device)
     have = memory_limit(device)
     if need > have:
-        raise ValueError(f"{name}: {what} needs at least ~{gib(need)}, more than this {device.type} device's "
-                         f"{gib(have)}{'; ' + hint if hint else ''}")  # fmt: skip
+        where = "this machine's memory" if device.type == "cpu" else f"the {gib(have)} of this {device.type} device"
+        where = f"{gib(have)}, {where}" if device.type == "cpu" else where
+        raise ValueError(f"{name}: {what} needs at least ~{gib(need)}, more than {where}"
+                         f"{'; ' + hint if hint else ''}")  # fmt: skip

@@ -192,7 +192,11 @@ class EpisodeWriter:
         name = self.path
         with open_h5(self.path) as f:
             columns = tuple(sorted(k for k in f.keys() if k not in INDEX))
-            lengths, offsets = read_index(f, columns)
+            try:
+                lengths, offsets = read_index(f, columns)
+            except DataFormatError as e:
+                detail = str(e).removeprefix(f"data: {name.name}: ")
+                raise DataFormatError(f"resume: {name} cannot be continued: {detail}") from e
             if not np.array_equal(offsets, np.concatenate([[0], np.cumsum(lengths)[:-1]])[: offsets.size]):
                 raise DataFormatError(f"resume: {name}: its episodes are not stored one after another from row 0 "
                                       "(ep_offset); only a file written that way can be continued")  # fmt: skip
