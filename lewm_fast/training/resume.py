@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lewm_fast._io import check_output_dir
+from lewm_fast._io import check_output_dir, folder_contents, move_aside
 from lewm_fast.data.hdf5 import file_digest, fingerprint
 from lewm_fast.sigreg import resolve_backend as resolve_sigreg_backend
 from lewm_fast.training.checkpoint import Saved
@@ -65,7 +65,7 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise ValueError("--resume, --overwrite: expected one of them, got both")
     if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
-        raise RunExistsError(f"--out: {out} is not empty (it holds {_contents(out)}); pass --resume to continue "
+        raise RunExistsError(f"--out: {out} is not empty (it holds {folder_contents(out)}); pass --resume to continue "
                              "that run, or --overwrite to move it aside and start afresh")  # fmt: skip
 
 
@@ -75,24 +75,10 @@ def make_run_folder(out: Path, overwrite: bool, is_main: bool, barrier: Callable
     busy = out.is_dir() and any(out.iterdir())
     barrier()
     if is_main and busy and overwrite:
-        print(f"lewm-fast train: --overwrite: moved the previous {out} to {_move_run_aside(out)}")
+        print(f"lewm-fast train: --overwrite: moved the previous {out} to {move_aside(out)}")
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier()
-
-
-def _contents(out: Path) -> str:
-    names = sorted(p.name for p in out.iterdir())
-    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-
-
-def _move_run_aside(out: Path) -> Path:
-    n = 1
-    while out.with_name(f"{out.name}.old-{n}").exists():
-        n += 1
-    target = out.with_name(f"{out.name}.old-{n}")
-    os.replace(out, target)
-    return target
 
 
 def data_identity(path: str | os.PathLike) -> dict:
