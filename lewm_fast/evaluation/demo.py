@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 from lewm_fast._io import atomic_write, check_output_dir, folder_contents, move_aside, read_json
-from lewm_fast.evaluation.protocol import BUDGET, GOAL_OFFSET, HORIZON, ITERS, SAMPLES, TOPK
+from lewm_fast.evaluation.protocol import BUDGET, EPISODES, GOAL_OFFSET, HORIZON, ITERS, SAMPLES, TOPK
+from lewm_fast.evaluation.surprise import EPISODES as SURPRISE_EPISODES
 from lewm_fast.training.checkpoint import latest_checkpoint
 from lewm_fast.training.presets import get_preset
 
@@ -78,7 +79,7 @@ class DemoConfig:
     model: dict = field(default_factory=lambda: dict(DEMO_MODEL))  # LeWMConfig changes to the small preset
     amp: str | None = None  # None: "off" on CPU (fp32 is faster at this size), "auto" elsewhere
     device: str = "auto"
-    eval_episodes: int = 50
+    eval_episodes: int = EPISODES
     goal_offset: int = GOAL_OFFSET
     budget: int = BUDGET
     receding: int = HORIZON
@@ -86,7 +87,7 @@ class DemoConfig:
     iters: int = ITERS
     topk: int = TOPK
     dtype: str = "auto"  # planning: bf16 where the CPU/GPU runs it natively, else fp32 (lewm_fast.capability)
-    surprise_episodes: int = 50
+    surprise_episodes: int = SURPRISE_EPISODES
     seed: int = 0
     progress: bool = True
     resume: bool = False  # continue the demo an interruption left in `out`

@@ -34,6 +34,7 @@ from lewm_fast.evaluation.figures import surprise_plot
 from lewm_fast.evaluation.protocol import check_compatible, load_checkpoint
 
 CONDITIONS = ("unperturbed", "colour", "teleport")
+EPISODES = 50  # trajectories per test
 # Fresh trajectories: episode i of the surprise test uses episode_seeds(seed + SEED_SHIFT, i), far from the
 # seeds `lewm-fast collect` uses by default (0 and small integers).
 SEED_SHIFT = 7_919_000
@@ -161,7 +162,7 @@ def frame_surprise(model, pixels: torch.Tensor, action_blocks: torch.Tensor) -> 
 def surprise_test(
     ckpt: str | os.PathLike,
     env_name: str,
-    episodes: int = 50,
+    episodes: int = EPISODES,
     steps: int = 60,
     perturb_step: int = 30,
     window: int = 2,
