@@ -189,27 +189,30 @@ class EpisodeWriter:
     # ---- resume: every check before any change ----
 
     def _check_resumable(self, on_rows) -> None:
-        name = self.path
-        with open_h5(self.path) as f:
-            columns = tuple(sorted(k for k in f.keys() if k not in INDEX))
-            try:
-                lengths, offsets = read_index(f, columns)
-            except DataFormatError as e:
-                detail = str(e).removeprefix(f"data: {name.name}: ")
-                raise DataFormatError(f"resume: {name} cannot be continued: {detail}") from e
-            if not np.array_equal(offsets, np.concatenate([[0], np.cumsum(lengths)[:-1]])[: offsets.size]):
-                raise DataFormatError(f"resume: {name}: its episodes are not stored one after another from row 0 "
-                                      "(ep_offset); only a file written that way can be continued")  # fmt: skip
-            for key, value in self.attrs.items():
-                if key in INFO_ATTRS:
-                    continue
-                if key not in f.attrs:
-                    raise ValueError(f"resume: {name} has no '{key}' attribute: it was not written by lewm-fast "
-                                     "collect, so it cannot be continued episode for episode")  # fmt: skip
-                if _plain(f.attrs[key]) != _plain(value):
-                    raise ValueError(f"resume: {name} was written with {key}={_plain(f.attrs[key])!r}, not {value!r}")
-            check_readable(f, int(lengths.sum()), on_rows)
-            self._schema = {c: (tuple(f[c].shape[1:]), f[c].dtype) for c in columns}
+        try:
+            with open_h5(self.path) as f:
+                self._check_file(f, on_rows)
+        except DataFormatError as e:
+            detail = str(e).removeprefix(f"data: {self.path.name}: ").removeprefix("data: ").removeprefix("resume: ")
+            raise DataFormatError(f"resume: {self.path} cannot be continued: {detail}") from e
+
+    def _check_file(self, f, on_rows) -> None:
+        """Index, layout, attributes and every row of an open existing file (module docstring)."""
+        columns = tuple(sorted(k for k in f.keys() if k not in INDEX))
+        lengths, offsets = read_index(f, columns)
+        if not np.array_equal(offsets, np.concatenate([[0], np.cumsum(lengths)[:-1]])[: offsets.size]):
+            raise DataFormatError("its episodes are not stored one after another from row 0 (ep_offset); only a "
+                                  "file written that way can be continued")  # fmt: skip
+        for key, value in self.attrs.items():
+            if key in INFO_ATTRS:
+                continue
+            if key not in f.attrs:
+                raise DataFormatError(f"it has no '{key}' attribute: it was not written by lewm-fast collect, so it "
+                                      "cannot be continued episode for episode")  # fmt: skip
+            if _plain(f.attrs[key]) != _plain(value):
+                raise ValueError(f"resume: {self.path} was written with {key}={_plain(f.attrs[key])!r}, not {value!r}")
+        check_readable(f, int(lengths.sum()), on_rows)
+        self._schema = {c: (tuple(f[c].shape[1:]), f[c].dtype) for c in columns}
         self.lengths = [int(n) for n in lengths]
 
     def _check_schema(self, episode: dict[str, np.ndarray]) -> None:
