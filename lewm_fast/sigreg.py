@@ -397,7 +397,7 @@ def sigreg(
     then be the same on every rank (they are used as given).
     """
     check_sigreg_inputs(proj, directions)
-    check_sigreg_memory("directions", proj, directions.shape[1])
+    check_sigreg_memory("directions", proj, directions.shape[1])  # before the finite-value scan below
     check_positive_int("knots", knots)  # before the cache, which needs hashable arguments
     if isinstance(t_max, bool) or not isinstance(t_max, (int, float)):
         raise ValueError(f"t_max: expected a positive float, got {t_max!r}")
@@ -450,9 +450,10 @@ class SIGReg(nn.Module):
     def forward(self, proj: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
         group = process_group(self.distributed, self.group)
         check_sigreg_inputs(proj, directions, directions_drawn=directions is None)
+        check_sigreg_memory("num_proj" if directions is None else "directions", proj,
+                            self.num_proj if directions is None else directions.shape[1])  # fmt: skip
         check_finite_inputs(proj, directions, group)
         if directions is None:
-            check_sigreg_memory("num_proj", proj, self.num_proj)
             directions = draw_directions(proj.shape[-1], self.num_proj, proj.device, self.generator)
             if group is not None:
                 dist.broadcast(directions, src=dist.get_global_rank(group, 0), group=group)
