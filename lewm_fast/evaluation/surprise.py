@@ -31,6 +31,7 @@ from lewm_fast.data.dataset import prepare_pixels
 from lewm_fast.envs import DEFAULT_POLICY, make_policy
 from lewm_fast.evaluation.closed_loop import make_eval_env
 from lewm_fast.evaluation.figures import surprise_plot
+from lewm_fast.evaluation.mpc import Every
 from lewm_fast.evaluation.protocol import check_compatible, load_checkpoint
 
 CONDITIONS = ("unperturbed", "colour", "teleport")
@@ -182,7 +183,8 @@ def surprise_test(
     m = _check_surprise_args(checkpoint.model.cfg.frameskip, episodes, steps, perturb_step, window, colour)
     env = make_eval_env(env_name, checkpoint.model.cfg.image_size)
     check_compatible(checkpoint, env, None, env_name)
-    frames, states, curves = _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, seed, colour)
+    frames, states, curves = _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, seed, colour,
+                                             Every(log))  # fmt: skip
     result = {"env": env_name, "checkpoint": str(checkpoint.folder), "episodes": episodes, "steps": steps,
               "perturb_step": perturb_step, "colour": list(colour or DEFAULT_COLOUR[env_name]), "perturb_frame": m,
               "window_frames": [m, m + window - 1], "frameskip": checkpoint.model.cfg.frameskip, "seed": seed,
@@ -222,7 +224,7 @@ def _check_surprise_args(fs: int, episodes, steps, perturb_step, window, colour)
     return m
 
 
-def _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, seed, colour):
+def _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, seed, colour, progress):
     """Each trajectory recorded once and replayed under every condition; (frames, states, curves) per
     condition, curves (N, K+1) the surprise of every frame."""
     cfg, fs = checkpoint.model.cfg, checkpoint.model.cfg.frameskip
@@ -236,6 +238,7 @@ def _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, se
             frames[c].append(f)
             states[c].append(s)
         blocks.append(actions.reshape(steps // fs, fs * actions.shape[1]))
+        progress(f"surprise: {i + 1}/{episodes} trajectories recorded and replayed")
     act = checkpoint.normalizer.normalize(torch.from_numpy(np.stack(blocks)))  # (N, K, fs * adim)
     curves = {}
     for c in CONDITIONS:
