@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 SEED_MAX = 2**32 - 1  # seeds are checked to numpy's global-seed range, which every seeded RNG here accepts
+GENERATOR_SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed accepts 0 .. 2**64 - 1
 
 # A dimension spec: an int (must equal), None (any size), or a str (a name, any size).
 Dim = int | str | None

@@ -9,6 +9,7 @@
   file or the new one, never a torn one.
 - `check_output_dir` / `check_output_file`: an output path is not the wrong kind of thing and can be
   written, checked before the long work that will write it starts (nothing is created).
+- `move_aside`: a folder in the way is renamed to NAME.old-N, never deleted.
 """
 
 from __future__ import annotations
@@ -138,3 +139,19 @@ def check_output_file(name: str, path: str | os.PathLike) -> Path:
         raise ValueError(f"{name}: {path} is a folder, expected a file path (for example {path / 'data.h5'})")
     _check_writable_parent(name, path)
     return path
+
+
+def folder_contents(path: Path, shown: int = 4) -> str:
+    """'a, b, c, d and 3 more': what a folder holds, for a message."""
+    names = sorted(p.name for p in path.iterdir())
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename `path` to the first free PATH.old-N and return that name (nothing is deleted)."""
+    n = 1
+    while path.with_name(f"{path.name}.old-{n}").exists():
+        n += 1
+    target = path.with_name(f"{path.name}.old-{n}")
+    os.replace(path, target)
+    return target

@@ -172,27 +172,9 @@ class LeWMConfig:
             _section(config, part) for part in ("encoder", "predictor", "action_encoder", "projector")
         )
         pred_proj = _section(config, "pred_proj") if config.get("pred_proj") is not None else proj
-        if "hidden_size" in enc:
-            keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-            width, depth, heads, mlp = (_int(enc, k, "encoder") for k in keys)
-        else:
-            size = _field(enc, "size", "encoder")
-            if not isinstance(size, str) or size not in VIT_SIZES:
-                raise ValueError(f"config.encoder.size: expected one of {sorted(VIT_SIZES)}, got {size!r}")
-            width, depth, heads, mlp = VIT_SIZES[size]
+        width, depth, heads, mlp = _encoder_sizes(enc)
         block = _int(act, "input_dim", "action_encoder")
-        if action_dim is None and config.get("lewm_fast") is not None:
-            action_dim = _section(config, "lewm_fast").get("action_dim")
-            where = "config.lewm_fast.action_dim"
-        else:
-            where = "action_dim"
-        if action_dim is None:
-            action_dim = block // (5 if block % 5 == 0 else 1)
-        action_dim = _as_int(action_dim, where)
-        if block % action_dim:
-            raise ValueError(
-                f"config.action_encoder.input_dim: expected a multiple of action_dim={action_dim}, got {block}"
-            )
+        action_dim = _action_dim(config, block, action_dim)
         emb_dim, pred_in = _int(act, "emb_dim", "action_encoder"), _int(pred, "input_dim", "predictor")
         if emb_dim != pred_in:
             raise ValueError(f"config.action_encoder.emb_dim: expected predictor.input_dim={pred_in}, got {emb_dim}")
@@ -225,6 +207,36 @@ class LeWMConfig:
 
 
 # ---- reading config.json fields: each error names the field ----------------------------------------
+
+
+def _encoder_sizes(enc: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(width, depth, heads, MLP) of the encoder: explicit Hugging Face sizes, or a named ViT size."""
+    if "hidden_size" in enc:
+        keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        return tuple(_int(enc, k, "encoder") for k in keys)
+    size = _field(enc, "size", "encoder")
+    if not isinstance(size, str) or size not in VIT_SIZES:
+        raise ValueError(f"config.encoder.size: expected one of {sorted(VIT_SIZES)}, got {size!r}")
+    return VIT_SIZES[size]
+
+
+def _action_dim(config: dict[str, Any], block: int, action_dim: int | None) -> int:
+    """How the action block (`input_dim` = frameskip x action_dim) splits: the argument, else the
+    `lewm_fast.action_dim` field, else frameskip 5 where it divides."""
+    if action_dim is None and config.get("lewm_fast") is not None:
+        action_dim = _section(config, "lewm_fast").get("action_dim")
+        where = "config.lewm_fast.action_dim"
+    else:
+        where = "action_dim"
+    if action_dim is None:
+        action_dim = block // (5 if block % 5 == 0 else 1)
+    action_dim = _as_int(action_dim, where)
+    if block % action_dim:
+        raise ValueError(
+            f"config.action_encoder.input_dim: expected a multiple of action_dim={action_dim}, got {block}"
+        )
+    return action_dim
+
 
 _MISSING = object()
 

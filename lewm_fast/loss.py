@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lewm_fast._checks import check_tensor
+from lewm_fast._checks import check_number, check_tensor
 
 
 def lewm_loss(
@@ -23,10 +23,11 @@ def lewm_loss(
         pixels: (B, T, C, H, W) float, normalised frames, 2 <= T <= num_frames + 1.
         actions: (B, T, frameskip*action_dim) action blocks (the last one is not used).
         sigreg: a callable (T, B, D) -> scalar, e.g. `lf.SIGReg()`.
-        lambd: weight of SIGReg.
+        lambd: weight of SIGReg, a finite number >= 0.
     Returns:
         dict with `loss`, `pred_loss`, `sigreg_loss` (scalars; `loss` has the graph) and `emb` (B, T, D).
     """
+    check_number("lambd", lambd, lo=0)  # NaN or a negative weight would train towards collapse without a word
     t = pixels.shape[1] if isinstance(pixels, torch.Tensor) and pixels.ndim == 5 else None
     if t is not None and not 2 <= t <= model.cfg.num_frames + 1:
         raise ValueError(f"pixels: expected 2 <= T <= num_frames + 1 = {model.cfg.num_frames + 1} frames, got {t}")

@@ -54,6 +54,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lewm_fast._checks import check_choice, check_positive_int
+from lewm_fast._memory import check_fits
 
 BACKENDS = ("auto", "reference", "triton", "cpp")
 
@@ -123,6 +124,15 @@ def check_sigreg_inputs(proj: object, directions: object, directions_drawn: bool
         raise ValueError(f"directions: expected device {proj.device} like proj, got {directions.device}")
     if directions.shape[1] == 0:
         raise ValueError(f"directions: expected M >= 1 directions, got shape {tuple(directions.shape)}")
+
+
+def check_sigreg_memory(name: str, proj: torch.Tensor, num_proj: int) -> None:
+    """Refuse (naming `name`) a call whose directions (D, M) and projections (T, B, M) alone cannot fit on
+    proj's device, before either is allocated (lewm_fast/_memory.py)."""
+    t, b, d = (1, *proj.shape) if proj.ndim == 2 else proj.shape
+    need = (d * num_proj + t * b * num_proj) * 4
+    check_fits(name, need, proj.device, f"SIGReg of proj {tuple(proj.shape)} along {num_proj} directions",
+               "use fewer directions")  # fmt: skip
 
 
 def check_finite_inputs(proj: torch.Tensor, directions: torch.Tensor | None, group) -> None:
@@ -387,6 +397,7 @@ def sigreg(
     then be the same on every rank (they are used as given).
     """
     check_sigreg_inputs(proj, directions)
+    check_sigreg_memory("directions", proj, directions.shape[1])  # before the finite-value scan below
     check_positive_int("knots", knots)  # before the cache, which needs hashable arguments
     if isinstance(t_max, bool) or not isinstance(t_max, (int, float)):
         raise ValueError(f"t_max: expected a positive float, got {t_max!r}")
@@ -429,6 +440,9 @@ class SIGReg(nn.Module):
         self.knots, self.t_max, self.backend, self.generator = knots, t_max, backend, generator
         self.distributed, self.group = distributed, group
         t, phi, weights = knot_tables(knots, t_max)
+        # Any call holds at least the directions, their projections and two (M, K) tables.
+        check_fits("num_proj", num_proj * (2 + 2 * knots) * 4, "cpu", f"SIGReg with {num_proj} directions",
+                   "use fewer directions")  # fmt: skip
         self.register_buffer("t", t)
         self.register_buffer("phi", phi)
         self.register_buffer("weights", weights)
@@ -436,6 +450,8 @@ class SIGReg(nn.Module):
     def forward(self, proj: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
         group = process_group(self.distributed, self.group)
         check_sigreg_inputs(proj, directions, directions_drawn=directions is None)
+        check_sigreg_memory("num_proj" if directions is None else "directions", proj,
+                            self.num_proj if directions is None else directions.shape[1])  # fmt: skip
         check_finite_inputs(proj, directions, group)
         if directions is None:
             directions = draw_directions(proj.shape[-1], self.num_proj, proj.device, self.generator)

@@ -121,3 +121,22 @@ def public_fixture():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a disk that really fills up. Skipped, with the reason, where this process cannot mount
+    one (not root, no CAP_SYS_ADMIN in a container, not Linux)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("a real full disk needs a tmpfs, and mounting one needs root on Linux")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -89,6 +89,8 @@ def test_killed_collection_leaves_whole_episodes_and_resumes(tmp_path, small_fil
 
 
 def test_resume_trims_rows_of_an_episode_cut_short(tmp_path):
+    """Rows past the index (an episode cut short) are left alone until the next episode is appended, then
+    trimmed so that it starts right after the last complete one."""
     path = tmp_path / "cut.h5"
     _collect(path, 2)
     with h5py.File(path, "a") as f:  # simulate rows written but never indexed
@@ -96,7 +98,10 @@ def test_resume_trims_rows_of_an_episode_cut_short(tmp_path):
             f[col].resize(f[col].shape[0] + 7, axis=0)
     with EpisodeWriter(path, resume=True, attrs={"env": "tworoom"}) as w:
         assert w.num_episodes == 2
+    assert _episodes(path)[2]["pixels"] == 2 * 31 + 7  # a writer that wrote nothing changed nothing
+    _collect(path, 3, resume=True)
     lengths, offsets, rows = _episodes(path)
+    assert lengths.tolist() == [31, 31, 31] and offsets.tolist() == [0, 31, 62]
     assert all(r == lengths.sum() for r in rows.values())
 
 

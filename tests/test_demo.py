@@ -1,6 +1,7 @@
 """`lewm-fast demo` end to end at a tiny scale: every stage runs, the report names files that exist, the
-last line is the success rate, and a re-run reuses the data and the trained run."""
+last line is the success rate, and a resumed run reuses the data and the trained run."""
 
+import dataclasses
 import json
 import re
 
@@ -38,7 +39,7 @@ def test_demo_rerun_reuses_data_and_training(tmp_path):
     first = run_demo(cfg, log=lambda m: None)
     weights = tmp_path / "run" / "checkpoint" / "weights.pt"
     stamp, data_stamp = weights.stat().st_mtime_ns, (tmp_path / "data" / "tworoom.h5").stat().st_mtime_ns
-    second = run_demo(cfg, log=lambda m: None)
+    second = run_demo(dataclasses.replace(cfg, resume=True), log=lambda m: None)
     assert weights.stat().st_mtime_ns == stamp and (tmp_path / "data" / "tworoom.h5").stat().st_mtime_ns == data_stamp
     assert second["collect"]["new_rows"] == 0 and second["train"]["steps"] == 2
     assert second["success_rate"] == first["success_rate"]  # same problems, same seed, same model

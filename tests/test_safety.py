@@ -132,7 +132,7 @@ def test_demo_rerun_refuses_a_planted_file(demo_folder, tmp_path, marker, capsys
     args = ["demo", "--out", str(copy), "--episodes", "10", "--max-steps", "40", "--image-size", "28", "--steps",
             "2", "--batch-size", "8", "--model", json.dumps(TINY), "--eval-episodes", "2",
             "--surprise-episodes", "2", "--samples", "8", "--iters", "2", "--topk", "2", "--dtype", "fp32",
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--resume"]  # fmt: skip
     assert cli_main(args) == 2
     assert str(ckpt / name) in _one_line_error(capsys)
 

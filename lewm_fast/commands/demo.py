@@ -1,5 +1,6 @@
 """`lewm-fast demo --out DIR`: collect TwoRoom data, train, evaluate (and the random baseline), run the
-surprise test, write DIR/report.md; prints `success rate: X%` at the end."""
+surprise test, write DIR/report.md; prints `success rate: X%` at the end. DIR must be new or empty
+(`--resume` continues an interrupted demo there, `--overwrite` moves it aside)."""
 
 from __future__ import annotations
 
@@ -39,57 +40,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--surprise-episodes", type=int, default=d.surprise_episodes,
                    help=f"surprise-test trajectories ({d.surprise_episodes})")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue the demo an interruption left in --out")
+    p.add_argument("--overwrite", action="store_true", help="move what --out holds aside (OUT.old-N), start anew")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def check_flags(args: argparse.Namespace) -> dict:
-    """Every flag, before collection starts (a bad --topk must not wait for training). Returns --model."""
-    import inspect
-
-    from lewm_fast._checks import check_int
+def config(args: argparse.Namespace):
+    """The DemoConfig of the flags, every one checked (with the folder) before collection starts."""
     from lewm_fast.commands import _validate as v
-    from lewm_fast.data.collect import MAX_IMAGE_SIZE
-    from lewm_fast.data.hdf5 import MIN_FRAME
-    from lewm_fast.evaluation.closed_loop import evaluate
-    from lewm_fast.evaluation.demo import DEMO_MODEL, DemoConfig
-    from lewm_fast.training.presets import get_preset
+    from lewm_fast.evaluation.demo import DEMO_MODEL, DemoConfig, check_demo
 
-    d = DemoConfig(out="")
-    v.at_least(args, 2, "episodes", "surprise_episodes")  # one episode held out at least; a paired t-test
-    v.at_least(args, 1, "batch_size", "eval_episodes")
-    if args.steps is not None:
-        v.at_least(args, 1, "steps")
-    v.positive_number(args, "minutes")
-    check_int("--image-size", args.image_size, lo=MIN_FRAME, hi=MAX_IMAGE_SIZE)
-    if args.max_steps <= d.goal_offset:
-        raise ValueError(f"--max-steps: expected more than {d.goal_offset} steps per episode (evaluation goals are "
-                         f"{d.goal_offset} steps ahead), got {args.max_steps}")  # fmt: skip
-    v.planner(args, inspect.signature(evaluate).parameters["horizon"].default)
-    v.positive_number(args, "lr")
-    v.positive_number(args, "lambd", zero=True)
-    v.amp(args)
-    v.device(args)
-    v.seed(args)
-    v.output_dir(args)
     model = v.json_object("--model", args.model)
-    model = dict(DEMO_MODEL) if model is None else model
-    try:
-        get_preset("small").model.replace(**{**model, "image_size": args.image_size})
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"--model, --image-size: {e}") from e
-    return model
+    cfg = DemoConfig(out=args.out, episodes=args.episodes, max_steps=args.max_steps, image_size=args.image_size,
+                     steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, lambd=args.lambd,
+                     model=dict(DEMO_MODEL) if model is None else model, amp=args.amp, device=args.device,
+                     eval_episodes=args.eval_episodes, receding=args.receding, samples=args.samples,
+                     iters=args.iters, topk=args.topk, dtype=args.dtype, surprise_episodes=args.surprise_episodes,
+                     seed=args.seed, progress=not args.no_progress, resume=args.resume,
+                     overwrite=args.overwrite)  # fmt: skip
+    check_demo(cfg)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
-    from lewm_fast.evaluation.demo import DemoConfig, run_demo
+    from lewm_fast.evaluation.demo import run_demo
 
-    model = check_flags(args)
-    cfg = DemoConfig(out=args.out, episodes=args.episodes, max_steps=args.max_steps, image_size=args.image_size,
-                     steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, lambd=args.lambd,
-                     model=model,
-                     amp=args.amp, device=args.device, eval_episodes=args.eval_episodes, receding=args.receding,
-                     samples=args.samples, iters=args.iters, topk=args.topk, dtype=args.dtype,
-                     surprise_episodes=args.surprise_episodes, seed=args.seed,
-                     progress=not args.no_progress)  # fmt: skip
-    run_demo(cfg)
+    run_demo(config(args))
     return 0

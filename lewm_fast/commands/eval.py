@@ -10,22 +10,24 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lewm_fast.evaluation.protocol import BUDGET, EPISODES, GOAL_OFFSET, HORIZON, ITERS, SAMPLES, TOPK
+
     p = parser
     p.add_argument("--ckpt", default=None, help="run folder (its 'checkpoint' link) or checkpoint folder")
     p.add_argument("--env", default=None, help="tworoom | pusht | reacher | cube")
     p.add_argument("--world", default=None, help="a stable-worldmodel World (swm/NAME) instead of --env")
     p.add_argument("--data", default=None, help="episode file with held-out episodes (.h5; optional with --world)")
-    p.add_argument("--episodes", type=int, default=50, help="start/goal problems (50)")
-    p.add_argument("--goal-offset", type=int, default=25, help="goal = the dataset frame this many steps ahead (25)")
-    p.add_argument("--budget", type=int, default=50, help="env steps allowed per episode (50)")
-    p.add_argument("--horizon", type=int, default=5, help="action blocks per plan (5)")
-    p.add_argument(
-        "--receding", type=int, default=5, help="action blocks executed per plan (5; 1 = replan every block)"
-    )
+    p.add_argument("--episodes", type=int, default=EPISODES, help=f"start/goal problems ({EPISODES})")
+    p.add_argument("--goal-offset", type=int, default=GOAL_OFFSET,
+                   help=f"goal = the dataset frame this many steps ahead ({GOAL_OFFSET})")  # fmt: skip
+    p.add_argument("--budget", type=int, default=BUDGET, help=f"env steps allowed per episode ({BUDGET})")
+    p.add_argument("--horizon", type=int, default=HORIZON, help=f"action blocks per plan ({HORIZON})")
+    p.add_argument("--receding", type=int, default=HORIZON,
+                   help=f"action blocks executed per plan ({HORIZON}; 1 = replan every block)")  # fmt: skip
     p.add_argument("--solver", default="cem", help="cem | icem | mppi | ps | grad (the planner's optimizer; cem)")
-    p.add_argument("--samples", type=int, default=300, help="samples per iteration (300)")
-    p.add_argument("--topk", type=int, default=30, help="elites (30; CEM, iCEM, MPPI)")
-    p.add_argument("--iters", type=int, default=30, help="iterations (30; predictive sampling draws once)")
+    p.add_argument("--samples", type=int, default=SAMPLES, help=f"samples per iteration ({SAMPLES})")
+    p.add_argument("--topk", type=int, default=TOPK, help=f"elites ({TOPK}; CEM, iCEM, MPPI)")
+    p.add_argument("--iters", type=int, default=ITERS, help=f"iterations ({ITERS}; predictive sampling draws once)")
     p.add_argument("--planner-backend", default="auto", help="auto | torch | triton | reference")
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
                    help="planning dtype; auto: bf16 where the hardware runs it natively, else fp32 (auto)")  # fmt: skip
@@ -63,9 +65,13 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.world is not None and args.solver != "cem":
         raise ValueError(f"--solver: --world plans with lf.interop.CEMSolver ('cem'), got {args.solver!r}")
     if args.callables is not None:
+        if args.world is None:
+            raise ValueError("--callables: the set-up calls of a World; expected --world with it")
+        from lewm_fast.evaluation.world import check_callables
+
         try:
-            json.loads(args.callables)
-        except ValueError as e:
+            args.callables = check_callables(json.loads(args.callables), "--callables")
+        except json.JSONDecodeError as e:
             raise ValueError(f"--callables: expected JSON, got {args.callables!r} ({e})") from None
     v.at_least(args, 1, "episodes", "goal_offset", "budget")
     if args.plan_group is not None:
@@ -104,6 +110,5 @@ def run(args: argparse.Namespace) -> int:
 def _world(args: argparse.Namespace, common: dict) -> int:
     from lewm_fast.evaluation.world import evaluate_world
 
-    callables = json.loads(args.callables) if args.callables else None
-    evaluate_world(args.world, args.ckpt, args.data, callables=callables, **common)
+    evaluate_world(args.world, args.ckpt, args.data, callables=args.callables, **common)
     return 0

@@ -7,10 +7,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lewm_fast.evaluation.surprise import EPISODES
+
     p = parser
     p.add_argument("--ckpt", required=True, help="run folder (its 'checkpoint' link) or checkpoint folder")
     p.add_argument("--env", required=True, help="tworoom | pusht | reacher | cube")
-    p.add_argument("--episodes", type=int, default=50, help="trajectories (50)")
+    p.add_argument("--episodes", type=int, default=EPISODES, help=f"trajectories ({EPISODES})")
     p.add_argument("--steps", type=int, default=60, help="env steps per trajectory (60)")
     p.add_argument("--perturb-step", type=int, default=30, help="env step of the perturbation (30)")
     p.add_argument("--window", type=int, default=2, help="frames from the perturbation averaged per trajectory (2)")

@@ -9,12 +9,14 @@ from lewm_fast.data.dataset import (
     prepare_pixels,
     split_episodes,
 )
-from lewm_fast.data.hdf5 import DataFormatError, EpisodeWriter, open_h5, read_episode, read_index
+from lewm_fast.data.hdf5 import DataFormatError, open_h5, read_episode, read_index
+from lewm_fast.data.writer import DiskFullError, EpisodeWriter
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DataFormatError",
+    "DiskFullError",
     "EpisodeWriter",
     "Normalizer",
     "WindowDataset",

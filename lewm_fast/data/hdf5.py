@@ -6,23 +6,14 @@
     ep_len     int32   (E,)           episode lengths
     ep_offset  int64   (E,)           first row of each episode
 
-Crash safety (an interrupted writer leaves a valid file of whole episodes):
-- the file is created complete (schema, empty datasets) under a temporary name, then renamed;
-- an episode's rows are written and flushed *before* `ep_len`/`ep_offset` are extended and flushed, so
-  the episode index only ever names rows that are on disk; rows past the index (an episode cut short)
-  are ignored by every reader and trimmed by `EpisodeWriter(resume=True)`;
-- SIGINT/SIGTERM during an episode's write are held until the episode is committed;
-- the file uses HDF5's default (earliest) format: its superblock has no "open for writing" flag, so a
-  killed writer does not lock readers out (libver='latest' files need `h5clear` after a crash).
+The episode index is the file's record of what is complete: readers use the rows it names and ignore
+any past them (an episode cut short). Writing is in lewm_fast/data/writer.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -177,145 +168,23 @@ def read_episode(path: str | os.PathLike, episode: int, columns: tuple[str, ...]
         return {c: read_rows(f, c, slice(lo, hi)) for c in columns}
 
 
-# ---- writing --------------------------------------------------------------------------------------
+def check_readable(f: h5py.File, end: int, on_rows=None, block_bytes: int = 64 << 20) -> None:
+    """Read rows [0, end) of every column once (in blocks of ~`block_bytes`): a file whose writer was cut
+    off mid-flush (a full disk, a kill) can hold an index that reads while its rows do not. A damaged
+    block raises DataFormatError naming the file and the column. on_rows(n): progress, n rows read."""
+    for col in sorted(k for k in f.keys() if k not in INDEX):
+        ds = f[col]
+        step = max(1, block_bytes // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+        for lo in range(0, end, step):
+            read_rows(f, col, slice(lo, min(end, lo + step)))
+            if on_rows is not None:
+                on_rows(min(end, lo + step) - lo)
 
 
-@contextlib.contextmanager
-def _signals_held():
-    """Hold SIGINT/SIGTERM until the block ends (only in the main thread), then deliver them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for s in caught:
-            signal.raise_signal(s)
-
-
-class EpisodeWriter:
-    """Append whole episodes to an HDF5 file in the stable-worldmodel layout (see the module docstring).
-
-    Args:
-        path: the `.h5` file.
-        resume: open an existing file and append (trimming rows of an episode cut short); otherwise the
-            file must not exist unless `overwrite`.
-        attrs: file attributes (env, image size, seed, ...); on resume they must match the file's.
-        chunk_rows: rows per chunk for non-image columns (images are chunked one frame per chunk, as the
-            public writer does, so that random windows read only what they need).
-    """
-
-    def __init__(self, path: str | os.PathLike, resume: bool = False, overwrite: bool = False,
-                 attrs: dict | None = None, chunk_rows: int = 256):  # fmt: skip
-        self.path = Path(path)
-        self.attrs = dict(attrs or {})
-        self.chunk_rows = chunk_rows
-        self.f: h5py.File | None = None
-        if self.path.exists() and resume:
-            self._open_existing()
-        elif self.path.exists() and not overwrite:
-            raise FileExistsError(f"out: {self.path} exists; pass --resume to continue it or --overwrite to replace it")
-        elif self.path.exists():
-            self.path.unlink()
-
-    # ---- state ----
-
-    @property
-    def num_episodes(self) -> int:
-        return 0 if self.f is None else int(self.f["ep_len"].shape[0])
-
-    @property
-    def num_rows(self) -> int:
-        return 0 if self.f is None else int(self.f["ep_len"][:].sum())
-
-    def _open_existing(self) -> None:
-        try:
-            f = _h5py().File(self.path, "a")
-        except OSError as e:
-            raise DataFormatError(f"out: cannot reopen {self.path} to resume ({e})") from e
-        self.f = f
-        read_index(f)
-        for key, value in self.attrs.items():
-            old = f.attrs.get(key)
-            if old is not None and _plain(old) != _plain(value):
-                f.close()
-                self.f = None
-                raise ValueError(f"resume: {self.path} was written with {key}={_plain(old)!r}, not {value!r}")
-        rows = self.num_rows
-        for col in f:
-            if col not in INDEX and f[col].shape[0] != rows:  # rows of an episode cut short
-                f[col].resize(rows, axis=0)
-        f.flush()
-
-    def _create(self, episode: dict[str, np.ndarray]) -> None:
-        """Create the file with the episode's schema under a temporary name, then rename it in place."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with _h5py().File(tmp, "w") as f:
-            for col, values in episode.items():
-                row = values.shape[1:]
-                chunk = (1, *row) if values.ndim == 4 else (self.chunk_rows, *row)
-                f.create_dataset(col, shape=(0, *row), maxshape=(None, *row), dtype=values.dtype, chunks=chunk)
-            f.create_dataset("ep_len", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
-            f.create_dataset("ep_offset", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-            for key, value in self.attrs.items():
-                f.attrs[key] = value
-        os.replace(tmp, self.path)
-        self.f = _h5py().File(self.path, "a")
-
-    # ---- appending ----
-
-    def write_episode(self, episode: dict[str, np.ndarray]) -> None:
-        """Append one episode: {column: array (L, ...)} with the same L for every column."""
-        episode = {k: np.asarray(v) for k, v in episode.items()}
-        lengths = {k: v.shape[0] for k, v in episode.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"episode: every column must have the same number of rows, got {lengths}")
-        n = next(iter(lengths.values()))
-        with _signals_held():
-            if self.f is None:
-                self._create(episode)
-            f = self.f
-            cols = set(f.keys()) - set(INDEX)
-            if cols != set(episode):
-                raise ValueError(f"episode: columns {sorted(episode)} do not match the file's {sorted(cols)}")
-            start = self.num_rows
-            for col, values in episode.items():
-                if values.shape[1:] != f[col].shape[1:]:
-                    raise ValueError(f"episode: column '{col}' rows have shape {values.shape[1:]}, "
-                                     f"the file's have {f[col].shape[1:]}")  # fmt: skip
-                f[col].resize(start + n, axis=0)
-                f[col][start:] = values
-            f.flush()  # the rows reach the file before the index names them
-            e = f["ep_len"].shape[0]
-            f["ep_len"].resize(e + 1, axis=0)
-            f["ep_offset"].resize(e + 1, axis=0)
-            f["ep_len"][e] = n
-            f["ep_offset"][e] = start
-            f.flush()
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-
-    def __enter__(self) -> EpisodeWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _plain(v):
-    """HDF5 attributes come back as numpy scalars/bytes: compare them as plain Python values."""
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of the whole file's bytes: any changed byte changes it (a copy under another path does not)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()

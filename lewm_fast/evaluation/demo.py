@@ -12,8 +12,11 @@ a training step and a planning iteration of the demo's model on this machine and
 where they fit, fewer (at least MIN_STEPS) where they do not. On the 2-core AMX machine 4,000 steps fit;
 on a 2-core AVX2 CPU (no native bf16, ~1 s per step) about 1,000 do. `steps=` fixes the count instead.
 
-Every stage reuses what an earlier run left in DIR (collection and training resume), so a re-run after
-an interruption continues instead of starting over.
+DIR must be empty or new, as for `lewm-fast train`: with `--resume` the demo continues one that an
+interruption left in DIR (every stage reuses what it finds: collection and training resume), with
+`--overwrite` it moves DIR aside (DIR.old-N) and starts afresh. A resumed demo must be asked for the same
+thing (DIR/demo_config.json records it), and DIR must hold nothing the demo did not write; both are
+checked before anything is written.
 
 The demo model is the `small` preset with a 32-wide embedding (`embed_dim` 32 instead of 128). Measured
 here: the 128-wide embedding planned 40-44% of the protocol's problems after 2,000 steps, the 32-wide one
@@ -34,9 +37,18 @@ from pathlib import Path
 
 import torch
 
+from lewm_fast._io import atomic_write, check_output_dir, folder_contents, move_aside, read_json
+from lewm_fast.evaluation.protocol import BUDGET, EPISODES, GOAL_OFFSET, HORIZON, ITERS, SAMPLES, TOPK
+from lewm_fast.evaluation.surprise import EPISODES as SURPRISE_EPISODES
+from lewm_fast.training.checkpoint import latest_checkpoint
 from lewm_fast.training.presets import get_preset
 
 DEMO_MODEL = {"embed_dim": 32}
+# What a demo writes into DIR (a resumed DIR must hold nothing else) and the file that records its request.
+DEMO_FILES = ("data", "run", "eval", "surprise", "report.md", "demo.json", "demo_config.json")
+RECORD = "demo_config.json"
+# DemoConfig fields that may differ when a demo is resumed (they change nothing it computes or where).
+RESUMABLE = ("out", "minutes", "device", "progress", "resume", "overwrite")
 
 # Training steps of the demo. Measured (TwoRoom, 50 problems): 2,000 steps gave 84% (seed 0) and 56%
 # (seed 1), 4,000 steps 82% and 72%, 14-15 minutes in all on 2 AMX cores (README "What it looks like").
@@ -67,67 +79,128 @@ class DemoConfig:
     model: dict = field(default_factory=lambda: dict(DEMO_MODEL))  # LeWMConfig changes to the small preset
     amp: str | None = None  # None: "off" on CPU (fp32 is faster at this size), "auto" elsewhere
     device: str = "auto"
-    eval_episodes: int = 50
-    goal_offset: int = 25
-    budget: int = 50
-    receding: int = 5
-    samples: int = 300  # CEM: the paper's 300 samples, 30 iterations, top 30
-    iters: int = 30
-    topk: int = 30
+    eval_episodes: int = EPISODES
+    goal_offset: int = GOAL_OFFSET
+    budget: int = BUDGET
+    receding: int = HORIZON
+    samples: int = SAMPLES  # CEM: the paper's 300 samples, 30 iterations, top 30
+    iters: int = ITERS
+    topk: int = TOPK
     dtype: str = "auto"  # planning: bf16 where the CPU/GPU runs it natively, else fp32 (lewm_fast.capability)
-    surprise_episodes: int = 50
+    surprise_episodes: int = SURPRISE_EPISODES
     seed: int = 0
     progress: bool = True
+    resume: bool = False  # continue the demo an interruption left in `out`
+    overwrite: bool = False  # move what `out` holds aside (OUT.old-N) and start afresh
+
+
+def check_demo_folder(cfg: DemoConfig) -> None:
+    """`out` is new or empty, or (resume) holds an earlier demo of the same request and nothing else, or
+    (overwrite) will be moved aside. Changes nothing; errors name the flag."""
+    out = check_output_dir("--out", cfg.out)
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume, --overwrite: expected one of them, got both")
+    if not out.is_dir() or not any(out.iterdir()) or cfg.overwrite:
+        return
+    if not cfg.resume:
+        raise ValueError(f"--out: {out} is not empty (it holds {folder_contents(out)}); pass --resume to continue a "
+                         "demo there, or --overwrite to move it aside and start afresh")  # fmt: skip
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FILES)
+    if not (out / RECORD).is_file() or foreign:
+        why = f"it holds {', '.join(foreign)}, which a demo does not write" if foreign else f"it has no {RECORD}"
+        raise ValueError(f"--resume: {out} is not a demo folder ({why}); nothing was changed")
+    before = read_json(out / RECORD)
+    for name, value in asdict(cfg).items():
+        if name not in RESUMABLE and before.get(name) != value:
+            flag = "--lambda" if name == "lambd" else "--" + name.replace("_", "-")
+            raise ValueError(f"{flag}: the demo in {out} was asked for {name}={before.get(name)!r}, not {value!r}; "
+                             f"resume it as it was, or use another --out")  # fmt: skip
+
+
+def _prepare_folder(cfg: DemoConfig, log) -> Path:
+    """The checked `out`: an old one moved aside (overwrite), the request recorded."""
+    check_demo_folder(cfg)
+    out = Path(cfg.out)
+    if cfg.overwrite and out.is_dir() and any(out.iterdir()):
+        log(f"demo: --overwrite: moved the previous {out} to {move_aside(out)}")
+    out.mkdir(parents=True, exist_ok=True)
+    record = json.dumps(asdict(cfg), indent=2).encode()
+    atomic_write(out / RECORD, lambda f: f.write(record))
+    return out
+
+
+def check_demo(cfg: DemoConfig) -> None:
+    """Every field and the output folder, before anything is collected or written (a bad --topk must not
+    wait for training). Errors name the `lewm-fast demo` flag, for the API as for the CLI."""
+    from lewm_fast._checks import SEED_MAX, check_choice, check_device, check_int, check_number
+    from lewm_fast.data.collect import MAX_IMAGE_SIZE
+    from lewm_fast.data.hdf5 import MIN_FRAME
+    from lewm_fast.evaluation.protocol import DTYPES, EvalSettings
+    from lewm_fast.training.train_config import AMP_CHOICES
+
+    check_int("--episodes", cfg.episodes, lo=2)  # one episode held out at least
+    check_int("--surprise-episodes", cfg.surprise_episodes, lo=2)  # a paired t-test
+    check_int("--batch-size", cfg.batch_size, lo=1)
+    if cfg.steps is not None:
+        check_int("--steps", cfg.steps, lo=1)
+    check_number("--minutes", cfg.minutes, lo=0, lo_open=True)
+    check_int("--image-size", cfg.image_size, lo=MIN_FRAME, hi=MAX_IMAGE_SIZE)
+    check_int("--max-steps", cfg.max_steps, lo=1)
+    if cfg.max_steps <= cfg.goal_offset:
+        raise ValueError(f"--max-steps: expected more than {cfg.goal_offset} steps per episode (evaluation goals are "
+                         f"{cfg.goal_offset} steps ahead), got {cfg.max_steps}")  # fmt: skip
+    check_number("--lr", cfg.lr, lo=0, lo_open=True)
+    check_number("--lambda", cfg.lambd, lo=0)
+    if cfg.amp is not None:
+        check_choice("--amp", cfg.amp, AMP_CHOICES)
+    check_device("--device", cfg.device)
+    check_int("--seed", cfg.seed, lo=0, hi=SEED_MAX)
+    if not isinstance(cfg.model, dict):
+        raise TypeError(f"--model: expected a JSON object of LeWMConfig fields, got {cfg.model!r}")
+    try:
+        get_preset("small").model.replace(**{**cfg.model, "image_size": cfg.image_size})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"--model, --image-size: {e}") from e
+    for flag, value in (("--eval-episodes", cfg.eval_episodes), ("--samples", cfg.samples), ("--iters", cfg.iters)):
+        check_int(flag, value, lo=1)
+    check_int("--topk", cfg.topk, lo=1)
+    if cfg.topk > cfg.samples:
+        raise ValueError(f"--topk: expected at most --samples={cfg.samples} elites, got {cfg.topk}")
+    check_int("--receding", cfg.receding, lo=1)
+    if cfg.receding > HORIZON:
+        raise ValueError(
+            f"--receding: expected at most the planning horizon {HORIZON} action blocks, got {cfg.receding}"
+        )
+    check_choice("--dtype", cfg.dtype, DTYPES)
+    EvalSettings(cfg.eval_episodes, cfg.goal_offset, cfg.budget, HORIZON, cfg.receding, cfg.samples, cfg.topk,
+                 cfg.iters, dtype=cfg.dtype, seed=cfg.seed)  # the rest, as evaluate checks it  # fmt: skip
+    check_demo_folder(cfg)
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
-    """Run every stage; returns the summary written to OUT/demo.json."""
+    """Run every stage (module docstring); returns the summary written to OUT/demo.json."""
     from lewm_fast.evaluation.closed_loop import evaluate
     from lewm_fast.evaluation.surprise import surprise_test
-    from lewm_fast.training import TrainConfig, train
-    from lewm_fast.training.checkpoint import latest_checkpoint
+    from lewm_fast.training import train
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    times: dict[str, float] = {}
-
-    def stage(name: str, fn):
-        log(f"demo: {name} ...")
-        t0 = time.perf_counter()
-        value = fn()
-        times[name] = time.perf_counter() - t0
-        log(f"demo: {name} done in {times[name]:.1f} s")
-        return value
-
+    check_demo(cfg)
+    out = _prepare_folder(cfg, log)
+    stages = _Stages(log)
     data = out / "data" / "tworoom.h5"
-    data.parent.mkdir(exist_ok=True)
-    collected = stage("collect", lambda: _collect(cfg, data))
-
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    amp = cfg.amp or ("off" if device == "cpu" else "auto")
-    run = out / "run"
-    steps, fitted = _training_steps(cfg, run, device, amp, data, cfg.minutes * 60 - (time.perf_counter() - t_start))
-    log(f"demo: {steps} training steps ({fitted})")
-    train_cfg = TrainConfig(data=str(data), out=str(run), preset="small", steps=steps, batch_size=cfg.batch_size,
-                            lr=cfg.lr, lambd=cfg.lambd, amp=amp, device=device, seed=cfg.seed,
-                            resume=run.exists(),  # continue what an interrupted demo left
-                            model_overrides={**cfg.model, "image_size": cfg.image_size}, progress=cfg.progress,
-                            val_every=max(steps // 4, 1), ckpt_every=max(steps // 4, 1))  # fmt: skip
-    trained = stage("train", lambda: train(train_cfg))
-    ckpt = latest_checkpoint(run)
-
+    collected = stages.run("collect", lambda: _collect(cfg, data))
+    train_cfg, fitted = _train_config(cfg, out, data, cfg.minutes * 60 - stages.elapsed(), log)
+    trained = stages.run("train", lambda: train(train_cfg))
     common = dict(episodes=cfg.eval_episodes, goal_offset=cfg.goal_offset, budget=cfg.budget, receding=cfg.receding,
                   num_samples=cfg.samples, iters=cfg.iters, topk=cfg.topk, seed=cfg.seed, out=out / "eval",
                   log=log)  # fmt: skip
-    planned = stage("evaluate", lambda: evaluate("tworoom", data, run, dtype=cfg.dtype, **common))
-    random = stage("random baseline", lambda: evaluate("tworoom", data, run, policy="random", **common))
-    surprise = stage("surprise", lambda: surprise_test(run, "tworoom", episodes=cfg.surprise_episodes,
-                                                       seed=cfg.seed, out=out / "surprise", log=log))  # fmt: skip
-    total = time.perf_counter() - t_start
+    run = out / "run"
+    planned = stages.run("evaluate", lambda: evaluate("tworoom", data, run, dtype=cfg.dtype, **common))
+    random = stages.run("random baseline", lambda: evaluate("tworoom", data, run, policy="random", **common))
+    surprise = stages.run("surprise", lambda: surprise_test(run, "tworoom", episodes=cfg.surprise_episodes,
+                                                            seed=cfg.seed, out=out / "surprise", log=log))  # fmt: skip
     summary = {
-        "config": asdict(cfg), "train_steps": steps, "train_steps_chosen": fitted, "seconds": total,
-        "stage_seconds": times, "checkpoint": str(ckpt),
+        "config": asdict(cfg), "train_steps": train_cfg.steps, "train_steps_chosen": fitted,
+        "seconds": stages.elapsed(), "stage_seconds": stages.seconds, "checkpoint": str(latest_checkpoint(run)),
         "collect": collected, "train": trained,
         "success_rate": planned["success_rate"], "successes": planned["successes"], "episodes": planned["episodes"],
         "random_success_rate": random["success_rate"],
@@ -136,12 +209,48 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         "surprise": {k: v for k, v in surprise.items() if not k.startswith("_")},
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     }  # fmt: skip
-    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
+    text = json.dumps(summary, indent=2, default=str).encode()
+    atomic_write(out / "demo.json", lambda f: f.write(text))
     write_report(out, summary, planned, random, surprise)
-    log(f"demo: report in {out / 'report.md'}; total wall time {total / 60:.1f} min")
+    log(f"demo: report in {out / 'report.md'}; total wall time {summary['seconds'] / 60:.1f} min")
     log(f"success rate: {100 * planned['success_rate']:.0f}% ({planned['successes']}/{planned['episodes']}; "
         f"random actions: {100 * random['success_rate']:.0f}%)")  # fmt: skip
     return summary
+
+
+class _Stages:
+    """Runs the demo's stages with a line before and after each, and keeps their wall times."""
+
+    def __init__(self, log):
+        self.log, self.start, self.seconds = log, time.perf_counter(), {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def run(self, name: str, fn):
+        self.log(f"demo: {name} ...")
+        t0 = time.perf_counter()
+        value = fn()
+        self.seconds[name] = time.perf_counter() - t0
+        self.log(f"demo: {name} done in {self.seconds[name]:.1f} s")
+        return value
+
+
+def _train_config(cfg: DemoConfig, out: Path, data: Path, seconds_left: float, log):
+    """The training run's TrainConfig (resuming what an interrupted demo left) and how its steps were chosen."""
+    from lewm_fast.training import TrainConfig
+
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    amp = cfg.amp or ("off" if device == "cpu" else "auto")
+    run = out / "run"
+    steps, fitted = _training_steps(cfg, run, device, amp, data, seconds_left)
+    log(f"demo: {steps} training steps ({fitted})")
+    train_cfg = TrainConfig(data=str(data), out=str(run), preset="small", steps=steps, batch_size=cfg.batch_size,
+                            lr=cfg.lr, lambd=cfg.lambd, amp=amp, device=device, seed=cfg.seed,
+                            resume=run.exists(),  # continue what an interrupted demo left
+                            model_overrides={**cfg.model, "image_size": cfg.image_size}, progress=cfg.progress,
+                            val_every=max(steps // 4, 1), ckpt_every=max(steps // 4, 1))  # fmt: skip
+    return train_cfg, fitted
 
 
 def _training_steps(cfg: DemoConfig, run: Path, device: str, amp: str, data: Path, seconds_left: float):
@@ -225,11 +334,15 @@ def _collect(cfg: DemoConfig, data: Path) -> dict:
 
 def write_report(out: Path, summary: dict, planned: dict, random: dict, surprise: dict) -> None:
     """OUT/report.md: what ran, the figures, the numbers (paths relative to OUT)."""
+    lines = [*_report_stages(summary, planned, surprise), *_report_training(summary),
+             *_report_planning(planned, random), *_report_surprise(surprise)]  # fmt: skip
+    text = "\n".join(lines).encode()
+    atomic_write(out / "report.md", lambda f: f.write(text))
+
+
+def _report_stages(summary: dict, planned: dict, surprise: dict) -> list[str]:
     cfg, t = summary["config"], summary["stage_seconds"]
-    final = {"loss": float("nan"), "pred_loss": float("nan"), "sigreg_loss": float("nan")}
-    final.update(summary["train"].get("final") or {})
-    sc = surprise["conditions"]
-    lines = [
+    return [
         "# LeWM on TwoRoom: the whole mission on this machine",
         "",
         f"Total wall time: **{summary['seconds'] / 60:.1f} min** on {summary['cpu_count']} CPU cores "
@@ -248,6 +361,13 @@ def write_report(out: Path, summary: dict, planned: dict, random: dict, surprise
         f"| random baseline | same problems, uniform random actions | {t['random baseline']:.0f} |",
         f"| surprise | {surprise['episodes']} trajectories x 3 conditions | {t['surprise']:.0f} |",
         "",
+    ]
+
+
+def _report_training(summary: dict) -> list[str]:
+    final = {"loss": float("nan"), "pred_loss": float("nan"), "sigreg_loss": float("nan")}
+    final.update(summary["train"].get("final") or {})
+    return [
         "## Training",
         "",
         f"Final training loss {final['loss']:.4f} (prediction {final['pred_loss']:.4f}, "
@@ -255,6 +375,11 @@ def write_report(out: Path, summary: dict, planned: dict, random: dict, surprise
         "",
         "![training loss](run/loss.png)",
         "",
+    ]
+
+
+def _report_planning(planned: dict, random: dict) -> list[str]:
+    return [
         "## Planning (closed loop)",
         "",
         f"Protocol: start and goal from held-out episodes ({planned['held_out']}); goal = the frame "
@@ -274,6 +399,12 @@ def write_report(out: Path, summary: dict, planned: dict, random: dict, surprise
         "",
         "![evaluation frames](eval/eval_frames.png)",
         "",
+    ]
+
+
+def _report_surprise(surprise: dict) -> list[str]:
+    sc = surprise["conditions"]
+    return [
         "## Surprise",
         "",
         f"Surprise = the predictor's error on the next embedding, averaged over frames {surprise['window_frames']} "
@@ -294,4 +425,3 @@ def write_report(out: Path, summary: dict, planned: dict, random: dict, surprise
         "![surprise](surprise/surprise.png)",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))

@@ -114,6 +114,20 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}{where}"
 
 
+class Every:
+    """Progress of a long loop: `progress(message)` logs the message at most once per `seconds` (the first
+    time only after `seconds`), so a short evaluation prints nothing extra and a long one is never silent."""
+
+    def __init__(self, log: Callable[[str], None], seconds: float = 10.0):
+        self.log, self.seconds, self.last = log, seconds, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.seconds:
+            self.log(message)
+            self.last = now
+
+
 def run_mpc(
     envs: list,
     goal_states: list[np.ndarray],
@@ -124,65 +138,85 @@ def run_mpc(
 ) -> tuple[list[EpisodeResult], MPCStats]:
     """Run all episodes to success or `budget` env steps. envs[i] must already be at its start state;
     success is `envs[i].is_success(goal_states[i])`. `results` may carry episodes that already failed
-    during set-up (error set): they are not run."""
-    n = len(envs)
-    results = results if results is not None else [EpisodeResult() for _ in range(n)]
-    stats = MPCStats()
-
-    def fail(i: int, e: BaseException, when: str) -> None:
-        r = results[i]
-        r.success, r.error = False, f"{when}: {_describe(e)}"
-        log(f"eval: episode {i} failed {when} after {r.steps} steps and counts as a failure: {_describe(e)}")
-
-    running = []
-    for i in range(n):
-        if results[i].error is not None:
-            continue
-        try:
-            if envs[i].is_success(goal_states[i]):
-                results[i].success, results[i].success_step = True, 0
-            else:
-                running.append(i)
-        except Exception as e:  # noqa: BLE001 - one broken env must not stop the others
-            fail(i, e, "checking success at the start")
-
+    during set-up (error set): they are not run. Rounds of render -> plan -> act until none is running."""
+    episodes = _Episodes(envs, goal_states, budget, log, results)
+    stats, progress = MPCStats(), Every(log)
+    running = episodes.start()
     while running:
-        frames, ok = [], []
-        for i in running:
-            try:
-                frames.append(envs[i].render())
-                ok.append(i)
-            except Exception as e:  # noqa: BLE001
-                fail(i, e, "rendering")
+        ok, frames = episodes.render(running)
         if not ok:
             break
         t0 = time.perf_counter()
         actions = controller(ok, np.stack(frames))  # (E', blocks, frameskip, action_dim)
         stats.seconds.append(time.perf_counter() - t0)
         stats.batch_sizes.append(len(ok))
-        still = []
-        for j, i in enumerate(ok):
-            r, env = results[i], envs[i]
-            r.plans += 1
-            try:
-                for a in actions[j].reshape(-1, actions.shape[-1]):
-                    env.step(a)
-                    r.steps += 1
-                    if env.is_success(goal_states[i]):
-                        r.success, r.success_step = True, r.steps
-                        break
-                    if r.steps >= budget:
-                        break
-            except Exception as e:  # noqa: BLE001
-                fail(i, e, f"at step {r.steps + 1}")
-                continue
-            if not r.success and r.steps < budget:
-                still.append(i)
-        running = still
+        running = [i for j, i in enumerate(ok) if episodes.act(i, actions[j])]
+        progress(f"eval: {len(stats.seconds)} plan calls, {len(running)} of {len(envs)} episodes still "
+                         f"running, {sum(r.success for r in episodes.results)} reached their goal")  # fmt: skip
+    episodes.final_frames()
+    return episodes.results, stats
 
-    for i, r in enumerate(results):
+
+class _Episodes:
+    """The episodes of one `run_mpc`: their envs, goals and results. A step that raises ends that episode
+    as a failure with the error recorded; the others go on."""
+
+    def __init__(self, envs, goal_states, budget, log, results):
+        self.envs, self.goal_states, self.budget, self.log = envs, goal_states, budget, log
+        self.results = results if results is not None else [EpisodeResult() for _ in envs]
+
+    def fail(self, i: int, e: BaseException, when: str) -> None:
+        r = self.results[i]
+        r.success, r.error = False, f"{when}: {_describe(e)}"
+        self.log(f"eval: episode {i} failed {when} after {r.steps} steps and counts as a failure: {_describe(e)}")
+
+    def start(self) -> list[int]:
+        """The episodes to run: those set up and not already at their goal."""
+        running = []
+        for i, r in enumerate(self.results):
+            if r.error is not None:
+                continue
+            try:
+                if self.envs[i].is_success(self.goal_states[i]):
+                    r.success, r.success_step = True, 0
+                else:
+                    running.append(i)
+            except Exception as e:  # noqa: BLE001 - one broken env must not stop the others
+                self.fail(i, e, "checking success at the start")
+        return running
+
+    def render(self, running: list[int]) -> tuple[list[int], list[np.ndarray]]:
+        ok, frames = [], []
+        for i in running:
+            try:
+                frames.append(self.envs[i].render())
+                ok.append(i)
+            except Exception as e:  # noqa: BLE001
+                self.fail(i, e, "rendering")
+        return ok, frames
+
+    def act(self, i: int, actions: np.ndarray) -> bool:
+        """Execute episode i's action blocks step by step (stopping at success or the budget); whether it
+        still runs."""
+        r, env = self.results[i], self.envs[i]
+        r.plans += 1
         try:
-            r.final_frame = envs[i].render()
-        except Exception:  # noqa: BLE001 - the figure shows a blank frame instead
-            r.final_frame = None
-    return results, stats
+            for a in actions.reshape(-1, actions.shape[-1]):
+                env.step(a)
+                r.steps += 1
+                if env.is_success(self.goal_states[i]):
+                    r.success, r.success_step = True, r.steps
+                    break
+                if r.steps >= self.budget:
+                    break
+        except Exception as e:  # noqa: BLE001
+            self.fail(i, e, f"at step {r.steps + 1}")
+            return False
+        return not r.success and r.steps < self.budget
+
+    def final_frames(self) -> None:
+        for i, r in enumerate(self.results):
+            try:
+                r.final_frame = self.envs[i].render()
+            except Exception:  # noqa: BLE001 - the figure shows a blank frame instead
+                r.final_frame = None

@@ -13,6 +13,7 @@ by the model and all of its episodes are used.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,77 @@ from pathlib import Path
 import numpy as np
 
 import lewm_fast as lf
-from lewm_fast._io import FileFormatError, read_json
+from lewm_fast._checks import GENERATOR_SEED_MAX, check_choice, check_int
+from lewm_fast._io import FileFormatError, check_output_dir, read_json
+from lewm_fast._memory import check_fits
 from lewm_fast.data.dataset import Normalizer, split_episodes
 from lewm_fast.data.hdf5 import check_pixels, fingerprint, open_h5, read_index, read_rows
+from lewm_fast.planning.backends import BACKENDS
+from lewm_fast.planning.optimizers import optimizer_defaults
 from lewm_fast.training.presets import DEFAULTS
+
+# The paper's protocol: start and goal from held-out episodes, the goal GOAL_OFFSET steps ahead, BUDGET
+# env steps per problem, EPISODES problems.
+EPISODES, GOAL_OFFSET, BUDGET = 50, 25, 50
+# Planning defaults, each from where it is defined: CEM's sizes from the optimizer registry, the horizon
+# from the planner (executed in full before replanning: receding = horizon).
+_CEM = optimizer_defaults("cem")
+SAMPLES, TOPK, ITERS = _CEM["num_samples"], _CEM["topk"], _CEM["n_steps"]
+HORIZON = inspect.signature(lf.Planner).parameters["horizon"].default
+DTYPES = ("auto", "fp32", "bf16")
+POLICIES = ("planner", "random")
 
 
 class EvalConfigError(ValueError):
     """The checkpoint, the environment and the data do not fit together (raised before any planning)."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What both evaluations take (closed_loop.evaluate on a lewm_fast env, world.evaluate_world on a
+    stable-worldmodel World), checked once on construction; errors name the argument."""
+
+    episodes: int = EPISODES
+    goal_offset: int = GOAL_OFFSET
+    budget: int = BUDGET
+    horizon: int = HORIZON
+    receding: int = HORIZON
+    num_samples: int = SAMPLES
+    topk: int = TOPK
+    iters: int = ITERS
+    backend: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    policy: str = "planner"
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "goal_offset", "budget", "horizon", "num_samples", "iters"):
+            check_int(name, getattr(self, name), lo=1)
+        check_int("topk", self.topk, lo=1)
+        if self.topk > self.num_samples:
+            raise ValueError(f"topk: expected at most num_samples={self.num_samples} elites, got {self.topk}")
+        check_int("receding", self.receding, lo=1)
+        if self.receding > self.horizon:
+            raise ValueError(f"receding: expected at most horizon={self.horizon} action blocks, got {self.receding}")
+        check_int("seed", self.seed, lo=0, hi=GENERATOR_SEED_MAX)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("policy", self.policy, POLICIES)
+
+    def plan_settings(self) -> dict:
+        """The settings a summary reports."""
+        return {"goal_offset": self.goal_offset, "budget": self.budget, "horizon": self.horizon,
+                "receding": self.receding, "num_samples": self.num_samples, "topk": self.topk, "iters": self.iters,
+                "seed": self.seed}  # fmt: skip
+
+
+def check_eval(ckpt, out, settings: EvalSettings) -> None:
+    """What both evaluations check before any file is read: a planner needs a checkpoint, `out` can be
+    written."""
+    if ckpt is None and settings.policy == "planner":
+        raise ValueError("ckpt: the planner needs a checkpoint (policy='random' does not)")
+    if out is not None:
+        check_output_dir("out", out)
 
 
 @dataclass
@@ -159,12 +223,10 @@ def select_problems(
     data: str | os.PathLike, episodes: np.ndarray, n: int, goal_offset: int, seed: int
 ) -> list[Problem]:
     """n problems from `episodes` of `data`: episodes in turn (shuffled), a uniformly drawn start row
-    with start + goal_offset inside the episode; no (episode, start) pair is drawn twice while others
-    remain."""
-    if n < 1:
-        raise ValueError(f"episodes: expected a positive number of problems, got {n}")
-    if goal_offset < 1:
-        raise ValueError(f"goal_offset: expected a positive int, got {goal_offset}")
+    with start + goal_offset inside the episode; no (episode, start) pair is drawn twice (more problems
+    than there are pairs are refused)."""
+    check_int("episodes", n, lo=1)
+    check_int("goal_offset", goal_offset, lo=1)
     rng = np.random.default_rng(seed)
     with open_h5(data) as f:
         lengths, offsets = read_index(f, ("pixels", "state"))
@@ -175,16 +237,22 @@ def select_problems(
                 f"data: no held-out episode of {data} is longer than goal_offset={goal_offset} "
                 f"(longest: {longest} steps)"
             )
+        capacity = sum(int(lengths[e]) - goal_offset for e in usable)
+        if n > capacity:  # a problem drawn twice would count twice: refused rather than repeated
+            raise EvalConfigError(f"episodes: {n} problems asked for, but the {len(usable)} held-out episode(s) of "
+                                  f"{data} hold {capacity} distinct start rows with a goal {goal_offset} steps "
+                                  "ahead")  # fmt: skip
+        frame = int(np.prod(f["pixels"].shape[1:]))
+        check_fits("episodes", 3 * n * frame, "cpu", f"{n} problems (start, goal and final frames)")
         order = [int(e) for e in rng.permutation(usable)]
         picks: list[tuple[int, int]] = []
         used: set[tuple[int, int]] = set()
-        capacity = sum(int(lengths[e]) - goal_offset for e in usable)
         i = 0
         while len(picks) < n:
             e = order[i % len(order)]
             i += 1
             s = int(rng.integers(0, lengths[e] - goal_offset))
-            if (e, s) in used and len(used) < capacity:
+            if (e, s) in used:
                 continue
             used.add((e, s))
             picks.append((e, s))

@@ -24,15 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lewm_fast._checks import SEED_MAX, check_int
 from lewm_fast._io import check_output_dir
 from lewm_fast.data.collect import episode_seeds
 from lewm_fast.data.dataset import prepare_pixels
 from lewm_fast.envs import DEFAULT_POLICY, make_policy
 from lewm_fast.evaluation.closed_loop import make_eval_env
 from lewm_fast.evaluation.figures import surprise_plot
+from lewm_fast.evaluation.mpc import Every
 from lewm_fast.evaluation.protocol import check_compatible, load_checkpoint
 
 CONDITIONS = ("unperturbed", "colour", "teleport")
+EPISODES = 50  # trajectories per test
 # Fresh trajectories: episode i of the surprise test uses episode_seeds(seed + SEED_SHIFT, i), far from the
 # seeds `lewm-fast collect` uses by default (0 and small integers).
 SEED_SHIFT = 7_919_000
@@ -160,7 +163,7 @@ def frame_surprise(model, pixels: torch.Tensor, action_blocks: torch.Tensor) -> 
 def surprise_test(
     ckpt: str | os.PathLike,
     env_name: str,
-    episodes: int = 50,
+    episodes: int = EPISODES,
     steps: int = 60,
     perturb_step: int = 30,
     window: int = 2,
@@ -171,16 +174,42 @@ def surprise_test(
 ) -> dict:
     """Run the surprise test; returns per-condition statistics and p-values (and writes
     surprise.json + surprise.png to `out`). colour: the colour perturbation's RGB (default
-    DEFAULT_COLOUR[env_name])."""
-    from scipy import stats
-
+    DEFAULT_COLOUR[env_name]). Steps: check, set up (checkpoint, env), run (record, replay, surprise per
+    frame), summarise (paired t-tests), write."""
     if out is not None:
         check_output_dir("out", out)  # before the work, not after it
+    check_int("seed", seed, lo=0, hi=SEED_MAX)
     checkpoint = load_checkpoint(ckpt)
-    model, cfg = checkpoint.model, checkpoint.model.cfg
-    fs = cfg.frameskip
-    if episodes < 2:
-        raise ValueError(f"episodes: a paired t-test needs at least 2 trajectories, got {episodes}")
+    m = _check_surprise_args(checkpoint.model.cfg.frameskip, episodes, steps, perturb_step, window, colour)
+    env = make_eval_env(env_name, checkpoint.model.cfg.image_size)
+    check_compatible(checkpoint, env, None, env_name)
+    frames, states, curves = _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, seed, colour,
+                                             Every(log))  # fmt: skip
+    result = {"env": env_name, "checkpoint": str(checkpoint.folder), "episodes": episodes, "steps": steps,
+              "perturb_step": perturb_step, "colour": list(colour or DEFAULT_COLOUR[env_name]), "perturb_frame": m,
+              "window_frames": [m, m + window - 1], "frameskip": checkpoint.model.cfg.frameskip, "seed": seed,
+              **_statistics(curves, m, window, log)}  # fmt: skip
+    # The perturbations must have changed what they claim to change (a cheap guard against a no-op).
+    result["frames_changed"] = {c: float(np.mean([np.abs(a[m].astype(int) - b[m].astype(int)).mean() > 0
+                                                  for a, b in zip(frames[c], frames["unperturbed"])]))
+                                for c in CONDITIONS}  # fmt: skip
+    result["states_changed"] = {c: float(np.mean([not np.allclose(a[m], b[m]) for a, b in
+                                                  zip(states[c], states["unperturbed"])]))
+                                for c in CONDITIONS}  # fmt: skip
+    if out is not None:
+        _write(Path(out), result, curves, m)
+    result["_curves"] = curves
+    result["_frames"] = frames
+    result["_states"] = states
+    return result
+
+
+def _check_surprise_args(fs: int, episodes, steps, perturb_step, window, colour) -> int:
+    """The arguments that depend on the checkpoint's frameskip `fs`; returns the perturbed frame m."""
+    check_int("episodes", episodes, lo=2)  # a paired t-test needs two trajectories
+    check_int("steps", steps, lo=1)
+    check_int("perturb_step", perturb_step, lo=1)
+    check_int("window", window, lo=1)
     if perturb_step % fs or not fs * 1 <= perturb_step < steps:
         raise ValueError(f"perturb_step: expected a multiple of frameskip={fs} in [{fs}, steps={steps}), "
                          f"got {perturb_step}")  # fmt: skip
@@ -192,9 +221,13 @@ def surprise_test(
     if not 1 <= window <= steps // fs + 1 - m:  # refused, not clamped: the statistic would change silently
         raise ValueError(f"window: expected 1 to {steps // fs + 1 - m} frames (from the perturbation's frame {m} "
                          f"to the last, {steps // fs}), got {window}")  # fmt: skip
-    env = make_eval_env(env_name, cfg.image_size)
-    check_compatible(checkpoint, env, None, env_name)
+    return m
 
+
+def _run_conditions(checkpoint, env_name, env, episodes, steps, perturb_step, seed, colour, progress):
+    """Each trajectory recorded once and replayed under every condition; (frames, states, curves) per
+    condition, curves (N, K+1) the surprise of every frame."""
+    cfg, fs = checkpoint.model.cfg, checkpoint.model.cfg.frameskip
     frames = {c: [] for c in CONDITIONS}
     states = {c: [] for c in CONDITIONS}
     blocks = []
@@ -205,18 +238,22 @@ def surprise_test(
             frames[c].append(f)
             states[c].append(s)
         blocks.append(actions.reshape(steps // fs, fs * actions.shape[1]))
+        progress(f"surprise: {i + 1}/{episodes} trajectories recorded and replayed")
     act = checkpoint.normalizer.normalize(torch.from_numpy(np.stack(blocks)))  # (N, K, fs * adim)
-
     curves = {}
     for c in CONDITIONS:
         px = prepare_pixels(torch.from_numpy(np.stack(frames[c])), cfg.image_size)  # (N, K+1, C, S, S)
-        curves[c] = frame_surprise(model, px, act).numpy()
+        curves[c] = frame_surprise(checkpoint.model, px, act).numpy()
+    return frames, states, curves
+
+
+def _statistics(curves: dict, m: int, window: int, log) -> dict:
+    """Per condition the mean surprise around the perturbation and per frame; paired t-tests against the
+    unperturbed version, and teleport against colour (the paper's contrast)."""
+    from scipy import stats
+
     around = {c: curves[c][:, m : m + window].mean(1) for c in CONDITIONS}
-    result = {"env": env_name, "checkpoint": str(checkpoint.folder), "episodes": episodes, "steps": steps,
-              "perturb_step": perturb_step, "colour": list(colour or DEFAULT_COLOUR[env_name]), "perturb_frame": m,
-              "window_frames": [m, m + window - 1], "frameskip": fs, "seed": seed, "conditions": {}}  # fmt: skip
-    base = around["unperturbed"]
-    pvalues = {}
+    base, conditions, pvalues = around["unperturbed"], {}, {}
     for c in CONDITIONS:
         per_frame = [None] + [float(v) for v in curves[c][:, 1:].mean(0)]  # frame 0 has no prediction
         entry = {"mean_surprise_around_t": float(around[c].mean()), "mean_surprise_per_frame": per_frame}
@@ -226,35 +263,20 @@ def surprise_test(
             pvalues[c] = float(p)
             log(f"surprise: {c:8s} {around[c].mean():.4g} vs unperturbed {base.mean():.4g} "
                 f"(x{entry['ratio_to_unperturbed']:.1f}), paired t = {t_stat:.2f}, p = {p:.3g}")  # fmt: skip
-        result["conditions"][c] = entry
-    # Is a teleport more surprising than a colour change (the paper's contrast)?
+        conditions[c] = entry
     t_stat, p = stats.ttest_rel(around["teleport"], around["colour"])
-    result["teleport_vs_colour"] = {"t": float(t_stat), "p": float(p),
-                                    "ratio": float(around["teleport"].mean() / around["colour"].mean())}  # fmt: skip
-    log(f"surprise: teleport vs colour x{result['teleport_vs_colour']['ratio']:.2f}, paired t = {t_stat:.2f}, "
-        f"p = {p:.3g}")  # fmt: skip
-    # The perturbations must have changed what they claim to change (a cheap guard against a no-op).
-    result["frames_changed"] = {c: float(np.mean([np.abs(a[m].astype(int) - b[m].astype(int)).mean() > 0
-                                                  for a, b in zip(frames[c], frames["unperturbed"])]))
-                                for c in CONDITIONS}  # fmt: skip
-    result["states_changed"] = {c: float(np.mean([not np.allclose(a[m], b[m]) for a, b in
-                                                  zip(states[c], states["unperturbed"])]))
-                                for c in CONDITIONS}  # fmt: skip
+    contrast = {"t": float(t_stat), "p": float(p), "ratio": float(around["teleport"].mean() / around["colour"].mean())}
+    log(f"surprise: teleport vs colour x{contrast['ratio']:.2f}, paired t = {t_stat:.2f}, p = {p:.3g}")
     log(f"surprise: p-values: teleport {pvalues['teleport']:.3g}, colour {pvalues['colour']:.3g}")
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        result["files"] = [str(out / "surprise.json"), str(out / "surprise.png")]
-        surprise_plot(
-            out / "surprise.png",
-            curves,
-            m,
-            fs,
-            pvalues=pvalues,
-            title=f"{env_name}: surprise over {episodes} trajectories (perturbation at step {perturb_step})",
-        )
-        (out / "surprise.json").write_text(json.dumps(result, indent=2))
-    result["_curves"] = curves
-    result["_frames"] = frames
-    result["_states"] = states
-    return result
+    return {"conditions": conditions, "teleport_vs_colour": contrast}
+
+
+def _write(out: Path, result: dict, curves: dict, m: int) -> None:
+    """surprise.json and surprise.png into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    result["files"] = [str(out / "surprise.json"), str(out / "surprise.png")]
+    pvalues = {c: result["conditions"][c]["p"] for c in CONDITIONS if c != "unperturbed"}
+    surprise_plot(out / "surprise.png", curves, m, result["frameskip"], pvalues=pvalues,
+                  title=f"{result['env']}: surprise over {result['episodes']} trajectories (perturbation at step "
+                  f"{result['perturb_step']})")  # fmt: skip
+    (out / "surprise.json").write_text(json.dumps(result, indent=2))

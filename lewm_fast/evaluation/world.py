@@ -29,7 +29,19 @@ import torch
 
 from lewm_fast.capability import dtype_name, resolve_dtype
 from lewm_fast.data.dataset import prepare_pixels
-from lewm_fast.evaluation.protocol import EvalConfigError, load_checkpoint
+from lewm_fast.evaluation.protocol import (
+    BUDGET,
+    EPISODES,
+    GOAL_OFFSET,
+    HORIZON,
+    ITERS,
+    SAMPLES,
+    TOPK,
+    EvalConfigError,
+    EvalSettings,
+    check_eval,
+    load_checkpoint,
+)
 
 
 def _call(method: str, **args) -> dict:
@@ -130,18 +142,41 @@ def dataset_problems(dataset, episodes: int, goal_offset: int, seed: int) -> tup
     return [valid[i][0] for i in pick], [valid[i][1] for i in pick]
 
 
+def check_callables(callables: object, name: str = "callables") -> list[dict] | None:
+    """The public set-up calls' format: a list of {"method": str, "args": {argument: {"value": ...,
+    "in_dataset": bool (optional, default true: `value` names a data set column)}}}; None passes."""
+    if callables is None:
+        return None
+    if not isinstance(callables, list):
+        raise TypeError(f"{name}: expected a JSON list of set-up calls ([{{\"method\": ..., \"args\": {{...}}}}]), "
+                        f"got {type(callables).__name__}")  # fmt: skip
+    for k, call in enumerate(callables):
+        where = f"{name}[{k}]"
+        if not isinstance(call, dict) or not isinstance(call.get("method"), str):
+            raise ValueError(f'{where}: expected {{"method": NAME, "args": {{...}}}}, got {call!r}')
+        args = call.get("args", {})
+        if not isinstance(args, dict):
+            raise ValueError(f"{where}.args: expected an object of argument specs, got {args!r}")
+        for arg, spec in args.items():
+            if not isinstance(spec, dict) or "value" not in spec:
+                raise ValueError(f'{where}.args.{arg}: expected {{"value": ...}}, got {spec!r}')
+            if not isinstance(spec.get("in_dataset", True), bool):
+                raise ValueError(f"{where}.args.{arg}.in_dataset: expected true or false, got {spec['in_dataset']!r}")
+    return callables
+
+
 def evaluate_world(
     world_name: str,
     ckpt: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
-    episodes: int = 50,
-    goal_offset: int = 25,
-    budget: int = 50,
-    horizon: int = 5,
-    receding: int = 5,
-    num_samples: int = 300,
-    topk: int = 30,
-    iters: int = 30,
+    episodes: int = EPISODES,
+    goal_offset: int = GOAL_OFFSET,
+    budget: int = BUDGET,
+    horizon: int = HORIZON,
+    receding: int = HORIZON,
+    num_samples: int = SAMPLES,
+    topk: int = TOPK,
+    iters: int = ITERS,
     backend: str = "auto",
     dtype: str = "auto",
     seed: int = 0,
@@ -155,48 +190,62 @@ def evaluate_world(
 ) -> dict:
     """Success rate on a stable-worldmodel World (module docstring). image_size: frame size for the random
     policy without a checkpoint (a checkpoint's own size otherwise). solver: another solver with the public
-    Solver protocol (e.g. the public CEMSolver, for a side-by-side benchmark) instead of lewm_fast's."""
-    swm = _import_swm()
-    import gymnasium as gym
+    Solver protocol (e.g. the public CEMSolver, for a side-by-side benchmark) instead of lewm_fast's.
 
-    if world_name not in gym.registry:
-        known = sorted(k for k in gym.registry if k.startswith("swm/"))
-        raise EvalConfigError(f"world: {world_name!r} is not a registered World; stable-worldmodel has {known}")
-    if policy not in ("planner", "random"):
-        raise ValueError(f"policy: expected 'planner' or 'random', got {policy!r}")
+    Steps: check every argument (`EvalSettings`, shared with `closed_loop.evaluate`), set up (the World and
+    the policy), run (the World's own evaluation), summarise."""
+    settings = EvalSettings(episodes, goal_offset, budget, horizon, receding, num_samples, topk, iters, backend,
+                            dtype, seed, policy)  # fmt: skip
+    check_eval(ckpt, out, settings)
+    callables = check_callables(callables)
+    if world_kwargs is not None and not isinstance(world_kwargs, dict):
+        raise TypeError(f"world_kwargs: expected a dict or None, got {type(world_kwargs).__name__}")
+    swm = _import_swm()
+    _check_world_name(world_name)
     checkpoint = load_checkpoint(ckpt) if ckpt is not None else None
     device = next(checkpoint.model.parameters()).device if checkpoint else torch.device("cpu")
     plan_dtype = resolve_dtype(dtype, device)  # "auto": bf16 where the hardware runs it natively
-    if checkpoint is None and policy == "planner":
-        raise ValueError("ckpt: the planner needs a checkpoint (policy='random' does not)")
     size = checkpoint.model.cfg.image_size if checkpoint else image_size
     kwargs = {**WORLD_KWARGS.get(world_name, {}), **(world_kwargs or {})}
     world = swm.World(world_name, num_envs=episodes, image_shape=(size, size), max_episode_steps=2 * budget, **kwargs)
     try:
-        adim = int(np.prod(world.envs.single_action_space.shape))
-        if checkpoint is not None and checkpoint.model.cfg.action_dim != adim:
-            raise EvalConfigError(f"checkpoint {checkpoint.folder} takes actions of width "
-                                  f"{checkpoint.model.cfg.action_dim}, World {world_name} has {adim}")  # fmt: skip
-        plan_kwargs = {"num_samples": num_samples, "n_steps": iters, "topk": topk, "backend": backend,
-                       "dtype": plan_dtype}  # fmt: skip
-        pol, solver = make_policy(swm, checkpoint, policy, horizon, receding, plan_kwargs, seed, solver)
-        world.set_policy(pol)
+        pol, solver = _world_policy(swm, world, world_name, checkpoint, settings, plan_dtype, solver)
         t0 = time.perf_counter()
         if data is not None:
-            result, how = _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, seed, callables,
-                                        size)  # fmt: skip
+            result, how = _from_dataset(swm, world, world_name, data, settings, callables, size)
         else:
             result, how = _from_world(world, world_name, episodes, seed), "each env's own reset (start and goal)"
         seconds = time.perf_counter() - t0
     finally:
         world.close()
-    settings = {"goal_offset": goal_offset, "budget": budget, "horizon": horizon, "receding": receding,
-                "num_samples": num_samples, "topk": topk, "iters": iters, "backend": backend,
-                "dtype": dtype_name(plan_dtype), "seed": seed}  # fmt: skip
-    return _summary(world_name, checkpoint, data, how, policy, result, solver, seconds, settings, out, log)
+    summary = {**settings.plan_settings(), "backend": backend, "dtype": dtype_name(plan_dtype)}
+    return _summary(world_name, checkpoint, data, how, policy, result, solver, seconds, summary, out, log)
 
 
-def _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, seed, callables, size):
+def _check_world_name(world_name: str) -> None:
+    import gymnasium as gym
+
+    if world_name not in gym.registry:
+        known = sorted(k for k in gym.registry if k.startswith("swm/"))
+        raise EvalConfigError(f"world: {world_name!r} is not a registered World; stable-worldmodel has {known}")
+
+
+def _world_policy(swm, world, world_name, checkpoint, settings: EvalSettings, plan_dtype, solver):
+    """The World's policy (and its timed solver) once the checkpoint is known to fit the World's actions."""
+    adim = int(np.prod(world.envs.single_action_space.shape))
+    if checkpoint is not None and checkpoint.model.cfg.action_dim != adim:
+        raise EvalConfigError(f"checkpoint {checkpoint.folder} takes actions of width "
+                              f"{checkpoint.model.cfg.action_dim}, World {world_name} has {adim}")  # fmt: skip
+    plan_kwargs = {"num_samples": settings.num_samples, "n_steps": settings.iters, "topk": settings.topk,
+                   "backend": settings.backend, "dtype": plan_dtype}  # fmt: skip
+    pol, solver = make_policy(swm, checkpoint, settings.policy, settings.horizon, settings.receding, plan_kwargs,
+                              settings.seed, solver)  # fmt: skip
+    world.set_policy(pol)
+    return pol, solver
+
+
+def _from_dataset(swm, world, world_name, data, settings: EvalSettings, callables, size):
+    episodes, goal_offset = settings.episodes, settings.goal_offset
     callables = callables or WORLD_CALLABLES.get(world_name)
     if callables is None:
         raise EvalConfigError(f"world: no known set-up calls for {world_name} (the paper's Worlds have them: "
@@ -207,9 +256,9 @@ def _from_dataset(swm, world, world_name, data, episodes, goal_offset, budget, s
     if frame != (size, size):
         raise EvalConfigError(f"data: {data} holds {frame[0]}x{frame[1]} frames, the World renders {size}x{size} "
                               "for this model: use a data set at the model's image size")  # fmt: skip
-    eps, starts = dataset_problems(dataset, episodes, goal_offset, seed)
+    eps, starts = dataset_problems(dataset, episodes, goal_offset, settings.seed)
     result = world.evaluate(dataset=dataset, episodes_idx=eps, start_steps=starts, goal_offset=goal_offset,
-                            eval_budget=budget, callables=callables)  # fmt: skip
+                            eval_budget=settings.budget, callables=callables)  # fmt: skip
     return result, f"{data}: {episodes} start rows, goal {goal_offset} steps ahead"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from lewm_fast._checks import check_device, check_int
-from lewm_fast._io import atomic_write, load_tensors, read_json
+from lewm_fast._io import atomic_write, check_output_dir, load_tensors, read_json
 from lewm_fast.config import LeWMConfig
 from lewm_fast.interop.swm import load_public_state_dict
 from lewm_fast.model import LeWM
@@ -86,13 +86,21 @@ def load_official(
 
 
 def save_official(model: LeWM, path: str | os.PathLike, extra_config: dict | None = None) -> Path:
-    """Write `model` as a published-format folder (weights.pt + config.json), each file atomically."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write `model` as a published-format folder (weights.pt + config.json), each file atomically.
+    Every argument is checked before the folder is created or a file written."""
+    if not isinstance(model, LeWM):
+        raise TypeError(f"model: expected an lf.LeWM (lf.interop.from_swm converts a public one), got "
+                        f"{type(model).__name__}")  # fmt: skip
+    path = check_output_dir("path", path)
+    if extra_config is not None and not isinstance(extra_config, dict):
+        raise TypeError(f"extra_config: expected a dict or None, got {type(extra_config).__name__}")
+    config = {**model.cfg.to_published(), **(extra_config or {})}
+    try:
+        text = json.dumps(config, indent=2, allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"extra_config: cannot be written as JSON ({e})") from e
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    config = model.cfg.to_published()
-    if extra_config:
-        config.update(extra_config)
+    path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / "weights.pt", lambda f: torch.save(state, f))
-    atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    atomic_write(path / "config.json", lambda f: f.write(text))
     return path

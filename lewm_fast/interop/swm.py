@@ -35,6 +35,11 @@ def load_public_state_dict(model: LeWM, state_dict: dict[str, torch.Tensor]) -> 
     ]
     if wrong:
         raise ValueError(f"state_dict: tensor shapes differ from the config's: {wrong[:8]}")
+    # load_state_dict casts silently: integer weights would be evaluated as if they were the trained floats
+    kinds = [f"{k}: expected a floating tensor, got {v.dtype}" for k, v in converted.items()
+             if own[k].is_floating_point() and not v.is_floating_point()]  # fmt: skip
+    if kinds:
+        raise ValueError(f"state_dict: tensor dtypes differ from the model's: {kinds[:8]}")
     model.load_state_dict(converted)
     return model
 

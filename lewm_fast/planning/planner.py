@@ -13,12 +13,12 @@ static buffers are shared state), so concurrent calls run one after another.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import torch
 
-from lewm_fast._checks import check_positive_int, check_tensor
+from lewm_fast._checks import GENERATOR_SEED_MAX, check_int, check_positive_int, check_tensor
+from lewm_fast._memory import memory_limit
 from lewm_fast.capability import resolve_dtype
 from lewm_fast.model import LeWM
 from lewm_fast.planning.backends import engine_class, resolve_backend
@@ -56,16 +56,6 @@ def solve_bytes(cfg, e: int, num_samples: int, horizon: int, dtype: torch.dtype)
     return e * num_samples * per_row
 
 
-def memory_limit(device: torch.device) -> int:
-    """The memory a solve may plan to use: the device's total memory (a solve needing more cannot run)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX: a generous fixed cap
-        return 64 << 30
-
-
 class Planner:
     """Plan with one optimizer of the registry over LeWM rollouts.
 
@@ -91,10 +81,10 @@ class Planner:
         self.model = check_model(model).eval()
         self.device = next(model.parameters()).device
         self.optimizer = make_optimizer(solver, **solver_params).to(self.device)
+        self.optimizer.check_action_dim(self.action_block_dim)
         self.solver = solver
         self.horizon = check_positive_int("horizon", horizon)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed: expected an int, got {type(seed).__name__} {seed!r}")
+        check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
         self.dtype = resolve_dtype(dtype, self.device)
         self.cuda_graph = cuda_graph
         self.seed = seed
@@ -114,23 +104,27 @@ class Planner:
 
     def reseed(self, seed: int) -> None:
         """Restart the planner's noise stream from `seed`."""
+        check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
         with self._lock:
             self.seed = seed
             self.generator.manual_seed(seed)
 
     # ---- argument checks -------------------------------------------------------------------------
 
-    def _check_memory(self, e: int) -> None:
+    def _check_memory(self, e: int, name: str = "num_samples") -> None:
+        """Refuse a solve that cannot fit, naming `name`: num_samples at construction, pixels (E) per call."""
         need = solve_bytes(self.model.cfg, e, self.num_samples, self.horizon, self.dtype)
         have = memory_limit(self.device)
         if need > have:
             raise ValueError(
-                f"num_samples: a solve of {e} environment(s) x {self.num_samples} samples x horizon {self.horizon} "
+                f"{name}: a solve of {e} environment(s) x {self.num_samples} samples x horizon {self.horizon} "
                 f"needs ~{need / 2**30:.1f} GiB, more than this {self.device.type} device's "
                 f"{have / 2**30:.1f} GiB; use fewer samples or environments"
             )
 
     def _check_observations(self, pixels, goal) -> None:
+        if isinstance(pixels, torch.Tensor) and pixels.ndim == 5:
+            self._check_memory(pixels.shape[0], "pixels")  # before the finite-value scan of a huge (expanded) input
         for name, x in (("pixels", pixels), ("goal", goal)):
             if isinstance(x, torch.Tensor) and x.is_meta:
                 raise ValueError(f"{name}: expected a tensor with values, got one on the meta device")
@@ -146,7 +140,6 @@ class Planner:
         if goal.shape[-2:] != pixels.shape[-2:]:
             raise ValueError(f"goal: expected frames of the pixels' size {tuple(pixels.shape[-2:])}, "
                              f"got {tuple(goal.shape[-2:])}")  # fmt: skip
-        self._check_memory(e)
 
     def _initial_distribution(self, e: int, init_mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) (E, horizon, A): zeros or the warm start, and the optimizer's initial std."""

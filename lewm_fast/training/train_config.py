@@ -16,7 +16,7 @@ from lewm_fast._io import check_output_dir
 from lewm_fast.data.hdf5 import check_pixels, open_h5, read_index
 from lewm_fast.sigreg import BACKENDS
 from lewm_fast.training.presets import DEFAULTS, PRESETS, get_preset
-from lewm_fast.training.resume import flag
+from lewm_fast.training.resume import flag, sigreg_backend_on
 
 AMP_CHOICES = ("auto", "bf16", "off")
 
@@ -103,7 +103,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.amp is not None:
         check_choice(flag("amp"), cfg.amp, AMP_CHOICES)
     check_choice(flag("sigreg_backend"), cfg.sigreg_backend, BACKENDS)
-    check_device(flag("device"), cfg.device)
+    sigreg_backend_on(cfg.sigreg_backend, check_device(flag("device"), cfg.device))  # it can run here
     if cfg.model_overrides is not None:
         if not isinstance(cfg.model_overrides, dict):
             raise TypeError(f"--model: expected a JSON object of LeWMConfig fields, got {cfg.model_overrides!r}")

@@ -3,9 +3,10 @@ clipping, bf16 autocast where it is faster, periodic validation, atomic checkpoi
 DDP when launched under torchrun (gloo on CPU, NCCL on GPU).
 
 train(TrainConfig(...)) -> summary dict. The `lewm-fast train` command is a thin wrapper. A run is a few
-named steps (`_train`): check the config, prepare the run folder (and find the checkpoint to resume),
-resolve every choice, load the data, build the objective, restore, choose the precision, then the loop
-of `_Run.train_step`, `_Run.validate` and `_Run.checkpoint`.
+named steps (`_train`): check the config and the run folder, find the checkpoint to resume, resolve every
+choice, load the data, check the step fits in memory, and only then create (or move aside) the run
+folder; build the objective, restore, choose the precision, then the loop of `_Run.train_step`,
+`_Run.validate` and `_Run.checkpoint`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from lewm_fast.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from lewm_fast.training.memory import check_train_memory
 from lewm_fast.training.metrics import MetricsLog
 from lewm_fast.training.presets import DEFAULTS, get_preset
-from lewm_fast.training.resume import data_identity, prepare_run_folder, resolve
+from lewm_fast.training.resume import check_run_folder, data_identity, make_run_folder, resolve
 from lewm_fast.training.sync_bn import convert_sync_batchnorm
 from lewm_fast.training.train_config import AMP_CHOICES, TrainConfig, check_train_config
 
@@ -137,12 +139,14 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, info: D.DistInfo) -> dict:
     out = Path(cfg.out)
-    prepare_run_folder(out, cfg.resume, cfg.overwrite, info.is_main, lambda: D.barrier(info))
-    saved = newest_intact(out, log=print if info.is_main else _quiet) if cfg.resume else None
+    check_run_folder(out, cfg.resume, cfg.overwrite)  # every refusal comes before OUT is created or moved
+    saved = newest_intact(out, log=print if info.is_main else _quiet) if cfg.resume and out.is_dir() else None
     if cfg.resume and saved is None and info.is_main:
         print(f"lewm-fast train: --resume: no checkpoint in {out} yet, starting from scratch")
-    cfg = resolve(cfg, saved)  # every choice that changes the numbers: given, restored or refused
+    cfg = resolve(cfg, saved, info.device)  # every choice that changes the numbers: given, restored or refused
     data = _Data.load(cfg, info)
+    check_train_memory(model_config(cfg, data.train.action_dim), data.local_batch, cfg.num_proj, info.device)
+    make_run_folder(out, cfg.overwrite, info.is_main, lambda: D.barrier(info))
     run = _Run(cfg, info, data)
     if saved is not None:
         run.restore(saved)

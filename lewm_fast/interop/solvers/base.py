@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lewm_fast._checks import GENERATOR_SEED_MAX, check_int
 from lewm_fast.capability import resolve_dtype
 from lewm_fast.interop.solvers import inputs
 from lewm_fast.interop.solvers.lewm import packed_lewm, solve_packed
@@ -75,6 +76,7 @@ class DropInSolver:
             )
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+        check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
         self.model = model
         self.batch_size = batch_size
         self.device = device

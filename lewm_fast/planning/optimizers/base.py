@@ -114,6 +114,9 @@ class SamplingOptimizer:
         """Per-environment inputs of every chunk, drawn before chunking (sampling: the distribution)."""
         return mean, std
 
+    def check_action_dim(self, action_dim: int) -> None:
+        """Refuse parameters that do not fit actions of width A = action_dim (the planner asks at construction)."""
+
     @torch.inference_mode()
     def solve_chunk(self, inputs, cost_fn: CostFn, generator: torch.Generator, callback: Callback | None = None):
         """One chunk as the public solver runs it: `steps` x (candidates -> cost_fn -> update)."""
@@ -147,6 +150,41 @@ def check_float(name: str, value: object, low: float = 0.0, strict: bool = True,
         bound = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
     return float(value)
+
+
+def check_action_box(low: object, high: object) -> None:
+    """iCEM's action_low/high: both None, or 1-D floating tensors of one length, no NaN, low <= high (an
+    infinite bound is no bound, as in an unbounded gymnasium Box)."""
+    if (low is None) != (high is None):
+        raise ValueError("action_low, action_high: expected both tensors or both None")
+    if low is None:
+        return
+    for name, bound in (("action_low", low), ("action_high", high)):
+        if not isinstance(bound, torch.Tensor) or bound.ndim != 1 or not bound.is_floating_point():
+            got = (bound.dtype, tuple(bound.shape)) if isinstance(bound, torch.Tensor) else type(bound).__name__
+            raise TypeError(f"{name}: expected a 1-D floating tensor of (action_block x action_dim,) bounds or None, "
+                            f"got {got}")  # fmt: skip
+        if bool(torch.isnan(bound).any()):
+            raise ValueError(f"{name}: expected bounds without NaN, got {bound.tolist()}")
+    if low.shape != high.shape:
+        raise ValueError(f"action_high: expected {tuple(low.shape)} like action_low, got {tuple(high.shape)}")
+    crossed = (low.detach().cpu() > high.detach().cpu()).nonzero()
+    if crossed.numel():
+        i = int(crossed[0])
+        raise ValueError(f"action_low, action_high: expected action_low <= action_high, got {float(low[i])} > "
+                         f"{float(high[i])} at index {i}")  # fmt: skip
+
+
+def check_number_kwargs(name: str, kwargs: dict, nonnegative: tuple[str, ...] = ()) -> None:
+    """Every number in `kwargs` (also in tuples, and one-element tensors) is finite; those named in
+    `nonnegative` are >= 0. Errors name the entry: `optimizer_kwargs['lr']: ...`."""
+    for key, value in kwargs.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.item()
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                check_float(f"{name}[{key!r}]", v, low=0.0 if key in nonnegative else -math.inf, strict=False)
 
 
 def check_topk(name: str, topk: object, num_samples: int, low: int = 2) -> int:

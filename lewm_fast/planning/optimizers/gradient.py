@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lewm_fast.planning.optimizers.base import ChunkResult, check_costs, check_float, check_int
+from lewm_fast.planning.optimizers.base import ChunkResult, check_costs, check_float, check_int, check_number_kwargs
 
 
 def _sgd() -> type:
@@ -51,12 +51,17 @@ class GradientDescent:
             raise TypeError(f"optimizer_cls: expected a torch.optim.Optimizer subclass, got {self.optimizer_cls!r}")
         if self.optimizer_kwargs is not None and not isinstance(self.optimizer_kwargs, dict):
             raise TypeError(f"optimizer_kwargs: expected a dict or None, got {type(self.optimizer_kwargs).__name__}")
+        # torch's optimizers refuse lr < 0 but not NaN, which plans NaN without a word
+        check_number_kwargs("optimizer_kwargs", self.optimizer_kwargs or {}, nonnegative=("lr", "weight_decay"))
         if self.grad_clip is not None:
             check_float("grad_clip", self.grad_clip)
 
     @property
     def steps(self) -> int:
         return self.n_steps
+
+    def check_action_dim(self, action_dim: int) -> None:
+        """Nothing here depends on the action width."""
 
     def to(self, device: torch.device | str) -> GradientDescent:
         return self  # no tensor parameters

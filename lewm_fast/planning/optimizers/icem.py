@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from lewm_fast.planning import ops
-from lewm_fast.planning.optimizers.base import PlanState, SamplingOptimizer, check_float, check_int, check_topk
+from lewm_fast.planning.optimizers.base import (
+    PlanState,
+    SamplingOptimizer,
+    check_action_box,
+    check_float,
+    check_int,
+    check_topk,
+)
 
 
 def noise_scale(horizon: int, noise_beta: float, device, dtype) -> torch.Tensor:
@@ -72,12 +79,13 @@ class ICEM(SamplingOptimizer):
                              f"carried over, got {self.n_elite_keep}")  # fmt: skip
         if not isinstance(self.return_mean, bool):
             raise TypeError(f"return_mean: expected a bool, got {type(self.return_mean).__name__}")
-        if (self.action_low is None) != (self.action_high is None):
-            raise ValueError("action_low, action_high: expected both tensors or both None")
-        for name in ("action_low", "action_high"):
-            bound = getattr(self, name)
-            if bound is not None and (not isinstance(bound, torch.Tensor) or bound.ndim != 1):
-                raise TypeError(f"{name}: expected a 1-D tensor of (action_block x action_dim,) bounds or None")
+        check_action_box(self.action_low, self.action_high)
+
+    def check_action_dim(self, action_dim: int) -> None:
+        """The action box has one bound per entry of an action block (frameskip x action_dim)."""
+        if self.action_low is not None and self.action_low.shape[0] != action_dim:
+            raise ValueError(f"action_low: expected {action_dim} bounds (frameskip x action_dim, one action block), "
+                             f"got {self.action_low.shape[0]}")  # fmt: skip
 
     @property
     def selection_size(self) -> int:
