@@ -29,3 +29,15 @@ def test_newest_table_per_benchmark_and_profiles_passed_over(tmp_path):
 
 def test_readme_results_are_rendered_from_the_results_folder():
     assert render_results.main(["--check"]) == 0, "run: python benchmarks/render_results.py"
+
+
+def test_benchmarks_write_to_a_scratch_folder_unless_told(tmp_path, monkeypatch):
+    """A trial run (the Quickstart's first command) must not change benchmarks/results/, which the README's
+    tables are rendered from: without --out a results file goes to $XDG_CACHE_HOME/lewm_fast/results."""
+    import _files
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = {"device": "AMD EPYC (2 threads)", "date": "2026-12-07T10:00:00"}
+    path = _files.result_path("plan_speed", env)
+    assert path == tmp_path / "lewm_fast" / "results" / "plan_speed-2026-12-07-amd-epyc.json"
+    assert _files.result_path("plan_speed", env, tmp_path / "rec").parent == tmp_path / "rec"
