@@ -62,7 +62,7 @@ TARGETS = {
     "sm_80": Limits("sm_80", 80, shared_per_sm=164 * KB, shared_per_block=163 * KB),
     "sm_90": Limits("sm_90", 90, shared_per_sm=228 * KB, shared_per_block=227 * KB),
 }
-SAMPLES, ENVS, SIGREG_SIZE = 300, (1, 16), (4, 128, 192, 1024, 17)  # SIGReg: T, B, D, M, K
+ENVS = (1, 16)  # environments per plan
 # Known spills, accepted until the kernel is tuned on that GPU: (kernel, target, pointer dtypes) -> bytes of
 # spill stores + loads. Triton 3.9's ptxas holds SIGReg's fp32 forward to 128 registers on sm_90.
 ACCEPTED_SPILLS = {("_sigreg_fwd_kernel", "sm_90", "fp32"): 64}
@@ -154,6 +154,21 @@ def _target(arch: int, hook=None):
         driver._active = old_driver  # not reset_active(): without a GPU, Triton has no default driver to make
 
 
+def published_sizes() -> dict:
+    """The defaults the engine runs at: the model's (lf.LeWMConfig), the planner's and SIGReg's."""
+    import inspect
+
+    import lewm_fast as lf
+    from lewm_fast.planning.optimizers import optimizer_defaults
+    from lewm_fast.training.presets import get_preset
+
+    sigreg, paper = inspect.signature(lf.SIGReg).parameters, get_preset("paper")  # SIGReg at the paper's training
+    return dict(samples=optimizer_defaults("cem")["num_samples"], envs=list(ENVS),
+                horizon=inspect.signature(lf.Planner).parameters["horizon"].default,
+                sigreg_input=[paper.model.num_frames + 1, paper.batch_size, paper.model.embed_dim],
+                num_proj=sigreg["num_proj"].default, knots=sigreg["knots"].default)  # fmt: skip
+
+
 def _workloads():
     """(label, callable) pairs that launch every kernel as the GPU engine does, on meta tensors."""
     import lewm_fast as lf
@@ -162,28 +177,28 @@ def _workloads():
     from lewm_fast.planning.optimizers import make_optimizer
     from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
 
-    cfg, ops, meta = lf.LeWMConfig(), TritonOps(), torch.device("meta")
+    cfg, ops, meta, sizes = lf.LeWMConfig(), TritonOps(), torch.device("meta"), published_sizes()
     with torch.device(meta):
         model = lf.LeWM(cfg).eval()
-    d, a, horizon = cfg.embed_dim, cfg.action_block_dim, 5
+    d, a, horizon, samples = cfg.embed_dim, cfg.action_block_dim, sizes["horizon"], sizes["samples"]
     jobs = []
     for e in ENVS:
         for dtype in (torch.float32, torch.bfloat16):
             packed = PackedPredictor(model, dtype, meta, pack=ops.pack_weight)
             hist, goal, cand = torch.empty(e, 1, d, device=meta), torch.empty(e, d, device=meta), \
-                torch.empty(e, SAMPLES, horizon, a, device=meta)  # fmt: skip
+                torch.empty(e, samples, horizon, a, device=meta)  # fmt: skip
             jobs.append((f"rollout {str(dtype)[6:]} E={e}", lambda p=packed, h=hist, g=goal, c=cand:
                          rollout_cost(p, ops, h, g, c)))  # fmt: skip
         for name, params in (("cem", {}), ("icem", {}), ("mppi", {}), ("mppi", {"topk": None})):
-            opt = make_optimizer(name, num_samples=SAMPLES, **params).to(meta)
+            opt = make_optimizer(name, num_samples=samples, **params).to(meta)
             label = f"{name}{' (all samples)' if params else ''} update E={e}"
 
             def update(opt=opt, e=e):
                 state = opt.init(torch.zeros(e, horizon, a, device=meta), torch.ones(e, horizon, a, device=meta))
-                opt.fast_update(state, opt.candidates(state, None), torch.empty(e, SAMPLES, device=meta), ops)
+                opt.fast_update(state, opt.candidates(state, None), torch.empty(e, samples, device=meta), ops)
 
             jobs.append((label, update))
-    t, b, d_sig, m, k = SIGREG_SIZE
+    (t, b, d_sig), m, k = sizes["sigreg_input"], sizes["num_proj"], sizes["knots"]
     for dtype in (torch.float32, torch.bfloat16):
         x, dirs = torch.empty(t, b, d_sig, device=meta, dtype=dtype), torch.empty(d_sig, m, device=meta)
         pq = torch.empty(t, k, m, device=meta)
@@ -366,9 +381,9 @@ def main(argv=None) -> int:
     missing = unlaunched(rows, args.targets)
     if missing:
         print(f"  never launched by the workloads (not checked): {', '.join(missing)}")
-    payload = {"args": vars(args), "triton": triton.__version__, "sizes": {"samples": SAMPLES, "envs": list(ENVS),
-               "sigreg": SIGREG_SIZE}, "limits": {k: dataclasses.asdict(v) for k, v in TARGETS.items()},
-               "unlaunched": missing, "rows": rows}  # fmt: skip
+    payload = {"args": vars(args), "triton": triton.__version__, "sizes": published_sizes(),
+               "limits": {k: dataclasses.asdict(v) for k, v in TARGETS.items()}, "unlaunched": missing,
+               "rows": rows}  # fmt: skip
     print(f"\nwrote {write_result('triton_static', payload, torch.device('cpu'), args.out)}")
     return 1 if (bad or missing) and args.check else 0
 
