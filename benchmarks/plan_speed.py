@@ -6,10 +6,12 @@ stable-worldmodel solver of the same name when it is importable (the public clas
 converted from the same weights, its default batch_size 1), all in one process, as shipped and in its
 best configurations (benchmarks/public_variants.py: bf16 autocast where bf16 is native, torch.compile of
 the public encoder and predictor; the compile's time is in the row's note and the JSON, a failed or
-too-long compile is a row with the reason). `x public` compares with the public solver as shipped,
-`x best public` with the fastest public configuration of the same solver and E. Slow rows run fewer
-iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per plan is
-time per iteration x the requested iterations plus the once-per-plan encoding; each row's 1- and
+too-long compile is a row with the reason; inductor keeps compiled code on disk, so a later run compiles
+faster: an empty TORCHINDUCTOR_CACHE_DIR gives a first run's figure). `x public` compares with the
+public solver as shipped, `x best public` with the fastest public configuration of the same solver and
+E. Slow rows run fewer iterations (said in the `iters_run` column); time per iteration is what is
+compared, and ms per plan is time per iteration x the requested iterations plus the once-per-plan
+encoding; each row's 1- and
 k-iteration plans are timed once per round (rounds interleaved across rows, every timing in the JSON as
 `runs_ms`) and the fastest of each is kept. A row whose iteration comes out longer than its whole
 1-iteration plan held a slow spell in every round: it is flagged (`consistent: false`). Predictive sampling
