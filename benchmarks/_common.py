@@ -1,7 +1,8 @@
 """Shared pieces of the benchmarks: environment tags, timing, a printed table and JSON results.
 
 Every result file is tagged with the device, the versions and the date, and lands in
-benchmarks/results/<name>-<date>-<device>.json (written atomically).
+<out>/<name>-<date>-<device>.json (written atomically): by default a scratch folder
+(`_files.scratch_results`), with `--out benchmarks/results` the recorded results the README renders.
 """
 
 from __future__ import annotations

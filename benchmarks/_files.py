@@ -8,12 +8,21 @@ import re
 import tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+OUT_HELP = "results folder (default: a scratch folder, printed; --out benchmarks/results to record a run)"
+
+
+def scratch_results() -> Path:
+    """Where a benchmark writes unless told (`--out`): $XDG_CACHE_HOME/lewm_fast/results (~/.cache/...). Not
+    the repository: the README's tables are rendered from benchmarks/results/, and a trial run must not
+    change them (or the test that checks them)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "lewm_fast" / "results"
 
 
 def result_path(name: str, env: dict, out_dir: Path | None = None, prefix: bool = True) -> Path:
-    """<out_dir>/<name>-<date>-<device>.json (<date>-<device>.json with prefix=False); makes out_dir."""
-    out_dir = Path(out_dir or RESULTS)
+    """<out_dir>/<name>-<date>-<device>.json (<date>-<device>.json with prefix=False); makes out_dir
+    (default: `scratch_results()`)."""
+    out_dir = Path(out_dir or scratch_results())
     out_dir.mkdir(parents=True, exist_ok=True)
     device_label = re.sub(r"\s*\(\d+ threads\)$", "", env["device"]).replace("(R)", "").replace("(TM)", "")
     tag = re.sub(r"[^A-Za-z0-9]+", "-", device_label).strip("-").lower()[:40].strip("-")

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import time_call, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 SIZES = {  # (device type, quick) -> (copy bytes, bf16 matmul n, fp32 matmul n)
     ("cuda", False): (1 << 30, 8192, 8192),
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="smaller buffers and matrices")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     ceilings = measure(device, args.quick)

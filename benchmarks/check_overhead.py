@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.training.presets import get_preset  # noqa: E402
@@ -63,6 +64,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--pairs", type=int, default=20, help="interleaved (checked, unchecked) step pairs")
     p.add_argument("--data", default=None, help="an episode file to time the fingerprint of")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args()
     torch.set_num_threads(1)
     step = training_step(args.preset, args.batch)
@@ -87,7 +89,7 @@ def main() -> None:
         result.update(data=str(args.data), data_bytes=Path(args.data).stat().st_size,
                       fingerprint_s=time.perf_counter() - t0)  # fmt: skip
     _common.print_table([result], [(k, k) for k in result])
-    print(_common.write_result("check_overhead", {"rows": [result]}, torch.device("cpu")))
+    print(_common.write_result("check_overhead", {"rows": [result]}, torch.device("cpu"), args.out))
 
 
 if __name__ == "__main__":

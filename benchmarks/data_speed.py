@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 from lewm_fast.data import WindowDataset, collate_batch  # noqa: E402
 
@@ -134,7 +135,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     p.add_argument("--quick", action="store_true", help="few steps, a small default file (CI)")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--tag", default="", help="suffix for the results file name")
     args = p.parse_args()
     if args.quick:

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 from lewm_fast.evaluation import evaluate, load_checkpoint  # noqa: E402
 from lewm_fast.evaluation.world import evaluate_world  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> None:
     p.add_argument("--public-episodes", type=int, default=100, help="episodes of the public TwoRoom-v1 data (100)")
     p.add_argument("--skip-public", action="store_true", help="leave out the public solver's row")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--tag", default="")
     args = p.parse_args()
     load = os.getloadavg()[0]

@@ -35,7 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 # No torch in this process: it writes its first report at once, and a torch that fails to import (or a
 # CUDA call that hangs) is a recorded failure of a child process, not the end of the report.
-from _files import RESULTS, result_path, write_text_atomic  # noqa: E402
+from _files import OUT_HELP, result_path, scratch_results, write_text_atomic  # noqa: E402
 from render_results import _cell  # noqa: E402
 
 PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"]
@@ -444,7 +444,7 @@ def parse_args(argv, stages) -> argparse.Namespace:
                    help="seconds for the whole report; a stage whose estimate does not fit is skipped (default: "
                    + ", ".join(f"{k} {v:.0f}" for k, v in DEFAULT_BUDGET.items()) + ")")  # fmt: skip
     p.add_argument("--stages", nargs="+", default=None, choices=[s.name for s in stages], help="run only these")
-    p.add_argument("--out", default=None, help="folder for the report (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     if args.budget is not None and args.budget <= 0:
         p.error(f"--budget: expected a positive number of seconds, got {args.budget}")
@@ -506,7 +506,7 @@ def main(argv=None, stages=STAGES) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, t0 = parse_args(argv, stages), time.monotonic()
     report = new_report(args, argv, stages)
-    path = Path(args.out or RESULTS) / f"{report['environment']['date'][:10]}-starting.json"
+    path = Path(args.out or scratch_results()) / f"{report['environment']['date'][:10]}-starting.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     save(report, path, t0)
     handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}

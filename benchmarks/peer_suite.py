@@ -10,7 +10,8 @@ test: a test that passes without lewm_fast and fails with it is a regression (ex
 
 Run it with the Python of an environment where stable-worldmodel is installed (build one with
 make-peer-venv: torch, stable-worldmodel, transformers; `tests/wm/test_utils.py` also needs
-omegaconf and hydra-core). The counts go to benchmarks/results/peer_suite-<date>-<cpu>.json.
+omegaconf and hydra-core). The counts go to <--out>/peer_suite-<date>-<cpu>.json
+(`--out benchmarks/results` to record them).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 DEFAULT_SOURCE = "/work/.mirror/galilai-group+stable-worldmodel/repo"
 SUITE = ("tests/solver", "tests/wm", "tests/test_policy.py")
@@ -41,7 +43,7 @@ def parse_args(argv=None):
                    help="a git clone or mirror of github.com/galilai-group/stable-worldmodel")  # fmt: skip
     p.add_argument("--tag", default="0.1.1", help="the release whose tests to run (must be the installed one)")
     p.add_argument("--scratch", type=Path, default=None, help="where to export the tests (default: a temp folder)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
 

@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 from plan_speed import build_model, observations  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
@@ -53,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--control", action="store_true", help="also plan in fp32 from another seed (CEM's own spread)")
     p.add_argument("--quick", action="store_true", help="5 problems, 10 iterations")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
 

@@ -3,9 +3,15 @@ solver of the registry (cem, icem, mppi, ps, grad).
 
 Rows: solver x planner backend x dtype x number of environments on one device, plus the public
 stable-worldmodel solver of the same name when it is importable (the public class, a public LeWM
-converted from the same weights, its default batch_size 1), all in one process. Slow rows run fewer
-iterations (said in the `iters_run` column); time per iteration is what is compared, and ms per plan is
-time per iteration x the requested iterations plus the once-per-plan encoding; each row's 1- and
+converted from the same weights, its default batch_size 1), all in one process, as shipped and in its
+best configurations (benchmarks/public_variants.py: bf16 autocast where bf16 is native, torch.compile of
+the public encoder and predictor; the compile's time is in the row's note and the JSON, a failed or
+too-long compile is a row with the reason; inductor keeps compiled code on disk, so a later run compiles
+faster: an empty TORCHINDUCTOR_CACHE_DIR gives a first run's figure). `x public` compares with the
+public solver as shipped, `x best public` with the fastest public configuration of the same solver and
+E. Slow rows run fewer iterations (said in the `iters_run` column); time per iteration is what is
+compared, and ms per plan is time per iteration x the requested iterations plus the once-per-plan
+encoding; each row's 1- and
 k-iteration plans are timed once per round (rounds interleaved across rows, every timing in the JSON as
 `runs_ms`) and the fastest of each is kept. A row whose iteration comes out longer than its whole
 1-iteration plan held a slow spell in every round: it is flagged (`consistent: false`). Predictive sampling
@@ -25,6 +31,13 @@ x 1000, the readable unit on a CPU.
     python benchmarks/plan_speed.py --solver cem    # one solver
     python benchmarks/plan_speed.py --ckpt DIR      # a published-format checkpoint
     python benchmarks/plan_speed.py --quick         # a smaller, faster run
+
+The public rows need a Python where stable-worldmodel (and transformers) are installed, with this checkout
+first on the path. The recorded figures (every sampling solver, E = 1 and 16, fp32 and auto, beside every
+public configuration; about an hour on a 2-core CPU):
+
+    PYTHONPATH=$PWD /path/to/peer-venv/bin/python benchmarks/plan_speed.py --solver cem icem mppi ps \
+        --envs 1 16 --budget 20 --rounds 3 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -41,7 +54,9 @@ from pathlib import Path
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import public_variants as pv  # noqa: E402
 from _common import busy_neighbours, device_name, gemm_ceiling, print_table, public_lewm, synchronize, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 from flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
@@ -73,7 +88,12 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2,
                    help="measurements per row, interleaved (the fastest 1- and k-iteration plans are kept; "
                         "each round's timings go to the JSON as runs_ms)")  # fmt: skip
-    p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel row")
+    p.add_argument("--no-public", action="store_true", help="skip the public stable-worldmodel rows")
+    p.add_argument("--public", nargs="+", default=list(pv.VARIANTS), choices=pv.VARIANTS,
+                   help="public configurations to time (benchmarks/public_variants.py; default: all, the bf16 ones "
+                        "where bf16 is native)")  # fmt: skip
+    p.add_argument("--compile-limit", type=float, default=pv.COMPILE_LIMIT_S,
+                   help="seconds a public torch.compile may take before its row is recorded as too slow")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="E=1 only, a shorter budget")
     p.add_argument("--eager-too", action="store_true", help="on CUDA, also time the fast rows without CUDA graphs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, i.e. the cores)")
@@ -81,7 +101,7 @@ def parse_args(argv=None):
                    help="wall time, or this process's CPU time (with --threads 1: robust when shared)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="on CPU, add torch rows with LEWM_PLAN_COMPILE=1")
     p.add_argument("--neighbours", type=int, default=0, help="CPU-bound neighbour processes during the run (busy)")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
 
@@ -156,15 +176,32 @@ def solver_params(solver: str, args, k: int) -> dict:
     return dict(num_samples=args.samples, topk=args.topk, n_steps=k)
 
 
-def public_solver_row(model, args, e, device, solver="cem"):
-    """The public solver of the same name on the same weights (transformers 5.x names equal ours)."""
+_PUBLIC_MODELS: dict = {}
+
+
+def public_model(model, device, compiled: bool):
+    """The public LeWM on the model's weights, one per (device, compiled) for the whole run: the compiled one
+    has its encoder and predictor compiled (what the public code's own speed work compiles) once, and
+    every solver and E reuse it (dynamo's compile caches hold per module)."""
+    key = (str(device), compiled)
+    if key not in _PUBLIC_MODELS:
+        public = public_lewm(model, device)
+        if compiled:
+            pv.compile_modules(public, ("encoder", "predictor"), torch.device(device))
+        _PUBLIC_MODELS[key] = public
+    return _PUBLIC_MODELS[key]
+
+
+def public_solver_row(model, args, e, device, solver="cem", variant="shipped"):
+    """The public solver of the same name on the same weights (transformers 5.x names equal ours), in one
+    of the public configurations (public_variants.py)."""
     import importlib
     import types
 
     import gymnasium as gym
 
     cfg = model.cfg
-    public = public_lewm(model, device)
+    public = public_model(model, device, "compile" in variant)
     pixels, goal = observations(cfg, e, args.history, device)
 
     public_cls = getattr(importlib.import_module(f"stable_worldmodel.solver.{PUBLIC_MODULES[solver]}"),
@@ -183,7 +220,7 @@ def public_solver_row(model, args, e, device, solver="cem"):
         import io
 
         def run():
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), pv.autocast(variant, device):
                 solver_obj.solve({k2: v.clone() for k2, v in info.items()})
 
         return run
@@ -231,18 +268,36 @@ def lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, s
     return specs
 
 
-def public_rows(model, args, solver, e, device, clock, flops):
+def public_rows(model, args, solver, e, device, clock, flops, skipped):
+    """(row fields, timer) of each public configuration; a configuration that fails (or compiles too long)
+    gets a row with the reason and no timer."""
     if args.no_public:
         return []
     try:
-        make_plan = public_solver_row(model, args, e, device, solver)
-    except ImportError:
+        import stable_worldmodel  # noqa: F401
+    except ImportError as exc:
+        skipped.add(f"public rows: stable-worldmodel is not importable here ({exc})")
         return []
-    timer = PlanTimer(make_plan, 1 if solver == "ps" else args.iters, args.budget, device, clock, warm=False)
-    print(f"  {solver:>4} public fp32 E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration", flush=True)
-    fields = dict(solver=solver, impl="public stable-worldmodel", dtype="fp32", device=device.type, envs=e,
-                  own_flops_iter=flops["public"])  # fmt: skip
-    return [(fields, timer)]
+    variants, why = pv.usable_variants(args.public, device)
+    skipped.update(why)
+    iters, out = 1 if solver == "ps" else args.iters, []
+    for v in variants:
+        make_plan = public_solver_row(model, args, e, device, solver, v)
+        fields = dict(solver=solver, impl=pv.LABELS[v], public_variant=v, dtype="bf16" if "bf16" in v else "fp32",
+                      device=device.type, envs=e, own_flops_iter=flops["public"])  # fmt: skip
+        first_s, error = pv.first_call(make_plan(1), v, args.compile_limit) if "compile" in v else (None, None)
+        if error:
+            out.append((dict(fields, note=f"failed: {error}", error=error, first_call_s=first_s), None))
+            print(f"  {solver:>4} {pv.LABELS[v]} E={e}: {error}", flush=True)
+            continue
+        timer = PlanTimer(make_plan, iters, args.budget, device, clock, warm=False)
+        if first_s is not None:  # the first call compiled (or found an earlier row's compile) and planned once
+            mode = pv.compile_mode(device)
+            fields.update(first_call_s=first_s, compile_s=max(first_s - timer.runs[0][0], 0.0),
+                          note=f"first call {first_s:.0f} s (compile + 1 plan), {mode} mode")  # fmt: skip
+        print(f"  {solver:>4} {pv.LABELS[v]} E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration", flush=True)
+        out.append((fields, timer))
+    return out
 
 
 def iteration_flops(cfg, args, solver: str, e: int) -> dict:
@@ -257,6 +312,9 @@ def iteration_flops(cfg, args, solver: str, e: int) -> dict:
 def finish_rows(specs, args, model) -> list[dict]:
     rows = []
     for fields, timer in specs:
+        if timer is None:  # a public configuration that failed: its row says why
+            rows.append(dict(fields))
+            continue
         per_iter, k, encode, consistent = timer.result()
         runs_ms = [[round(t * 1e3, 1) if t is not None else None for t in run] for run in timer.runs]
         rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
@@ -264,7 +322,8 @@ def finish_rows(specs, args, model) -> list[dict]:
         if not consistent:
             print(f"  warning: {fields['solver']} {fields['impl']} E={fields['envs']}: an iteration measured longer "
                   f"than a 1-iteration plan (a slow spell in every round); run again with more --rounds")  # fmt: skip
-    for r in rows:
+    pv.add_ratios(rows, ("solver", "envs"), "ms_per_iter")
+    for r in (r for r in rows if "ms_per_iter" in r):
         iters = 1 if r["solver"] == "ps" else args.iters
         r["ms_per_plan"] = r["ms_per_iter"] * iters + (r["encode_ms"] if iters > 1 else 0.0)
         r["plans_per_s"] = r["envs"] * 1e3 / r["ms_per_plan"]
@@ -272,10 +331,8 @@ def finish_rows(specs, args, model) -> list[dict]:
         r["gflops"] = r["tflops"] * 1e3
         r["tflops_own"] = r["own_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
         same = [x for x in rows if x["solver"] == r["solver"] and x["envs"] == r["envs"]]
-        ref = next((x for x in same if x["impl"] == "lewm_fast:reference"), None)
-        pub = next((x for x in same if x["impl"].startswith("public")), None)
+        ref = next((x for x in same if x["impl"] == "lewm_fast:reference" and "ms_per_iter" in x), None)
         r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
-        r["x_public"] = pub["ms_per_iter"] / r["ms_per_iter"] if pub else None
         r["gflops_own"] = r["tflops_own"] * 1e3
         if r["device"] == "cpu" and r["impl"] == "lewm_fast:torch" and r["solver"] != "grad":
             ceiling = cpu_ceiling(model, args, r["dtype"], r["envs"])  # a CPU clock sums the threads: one thread's
@@ -321,12 +378,13 @@ def run(args) -> int:
             pixels, goal = observations(cfg, e, args.history, device)
             flops = iteration_flops(cfg, args, solver, e)
             rows = lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, skipped)
-            rows += public_rows(model, args, solver, e, device, clock, flops)
+            rows += public_rows(model, args, solver, e, device, clock, flops, skipped)
             specs += [(dict(fields, public_flops_iter=flops["public"]), timer) for fields, timer in rows]
     for _ in range(args.rounds - 1):
         print("  measuring again (interleaved, reverse order)", flush=True)
         for _, timer in reversed(specs):
-            timer.measure()
+            if timer is not None:
+                timer.measure()
     rows = finish_rows(specs, args, model)
 
     print(
@@ -338,8 +396,11 @@ def run(args) -> int:
     print_table(rows, [("solver", "solver"), ("impl", "implementation"), ("dtype", "dtype"), ("envs", "E"),
                        ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
                        ("ms_per_iter", "ms/iter"), ("gflops", "GFLOP/s public"), ("tflops_own", "TFLOP/s own"),
-                       ("x_reference", "x reference"), ("x_public", "x public"), ("gflops_own", "GFLOP/s own"),
-                       ("pct_ceiling", "% GEMM ceiling")])  # fmt: skip
+                       ("x_reference", "x reference"), ("x_public", "x public"), ("x_best_public", "x best public"),
+                       ("gflops_own", "GFLOP/s own"), ("pct_ceiling", "% GEMM ceiling"), ("note", "note")])  # fmt: skip
+    best = {(r["solver"], r["envs"]): r["best_public"] for r in rows if r.get("best_public")}
+    for (solver, e), name in sorted(best.items()):
+        print(f"best public configuration, {solver} E={e}: {name}")
     payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "skipped": sorted(skipped),
                "rows": rows, "gemm_ceiling": list(_CEILINGS.values())}  # fmt: skip
     path = write_result("plan_speed", payload, device, args.out)

@@ -9,8 +9,8 @@ rollout uses; `TritonOps` (lewm_fast/planning/ops.py) is where a loser is swappe
 
     python benchmarks/planner_kernels.py            # needs CUDA (the interpreter's timings mean nothing)
     python benchmarks/planner_kernels.py --envs 1
-    python benchmarks/planner_kernels.py --static   # no GPU needed: compile every kernel for sm_90 and
-                                                    # report registers and spills (Triton's bundled ptxas)
+    python benchmarks/planner_kernels.py --static   # no GPU needed: benchmarks/triton_static.py (every
+                                                    # kernel as launched, compiled for sm_80 and sm_90)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.planning import ops  # noqa: E402
@@ -35,85 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--envs", type=int, nargs="+", default=[1, 16])
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(DTYPES))
-    p.add_argument("--static", action="store_true", help="compile for sm_90 and report registers/spills")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--static", action="store_true", help="benchmarks/triton_static.py: compile, check resources")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     return p.parse_args(argv)
-
-
-def static_report() -> list[dict]:
-    """Compile each kernel as the rollout launches it for sm_90 (no device needed) and read its
-    registers per thread and stack (spill) bytes from the cubin."""
-    import os
-    import re
-    import subprocess
-    import tempfile
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from lewm_fast.kernels import elite_update, linear_epilogue, mppi_update, norm_modulate, window_attention
-
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        raise SystemExit("--static compiles the kernels: unset TRITON_INTERPRET")
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-
-    def usage(fn, sig, const, opts):
-        kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=GPUTarget("cuda", 90, 32),
-                                options=opts)  # fmt: skip
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(kernel.asm["cubin"])
-            f.flush()
-            text = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-        reg, stack = re.search(r"REG:(\d+).*?STACK:(\d+)", text, re.S).groups()
-        return int(reg), int(stack)
-
-    def i32(*names):
-        return dict.fromkeys(names, "i32")
-
-    rows = []
-    for dt in ("bf16", "fp32"):
-        jobs = [
-            ("norm_modulate", norm_modulate._norm_modulate_fwd_kernel,
-             {"X": "*fp32", "SHIFT": f"*{dt}", "SCALE": f"*{dt}", "Y": f"*{dt}",
-              **i32("R", "n_tok", "D", "stride_xn", "stride_xt", "stride_sn", "stride_st", "stride_cn", "stride_ct"),
-              "eps1": "fp32", "eps2": "fp32"},
-             {"HAS_MOD": True, "EMULATE": False, "BLOCK_R": 16, "BLOCK_D": 256}, {}),
-            ("window_attention", window_attention._window_attention_fwd_kernel,
-             {"Q": f"*{dt}", "K": f"*{dt}", "V": f"*{dt}", "OUT": f"*{dt}",
-              **i32("R", "n_q", "L", "stride_qn", "stride_qt", "stride_kn", "stride_kt", "stride_vn", "stride_vt")},
-             {"H": 16, "DH": 64, "BLOCK_Q": 1, "BLOCK_H": 16, "BLOCK_DH": 64, "MAX_L": 3, "EMULATE": False}, {}),
-        ]  # fmt: skip
-        for cfg in linear_epilogue._CONFIGS:
-            for ep in (1, 2):
-                jobs.append((f"linear_epilogue ({'gelu' if ep == 1 else 'gate+residual'}) {cfg.kwargs}",
-                             linear_epilogue._linear_epilogue_fwd_kernel.fn,
-                             {"X": f"*{dt}", "W": f"*{dt}", "B": f"*{dt}", "GATE": f"*{dt}", "RES": "*fp32",
-                              "OUT": f"*{dt}" if ep == 1 else "*fp32",
-                              **i32("M", "N", "K", "n_tok", "stride_xm", "stride_gn", "stride_gt", "stride_rn",
-                                    "stride_rt")},
-                             {"EPILOGUE": ep, "IEEE": dt == "fp32", "EMULATE": False, **cfg.kwargs},
-                             {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}))  # fmt: skip
-        if dt == "fp32":
-            for momentum in (False, True):  # CEM; iCEM (momentum, elite indices)
-                jobs.append((f"elite_update ({'icem' if momentum else 'cem'})", elite_update._elite_update_fwd_kernel,
-                             {"COST": "*fp32", "CAND": "*fp32", "PREV_MEAN": "*fp32", "PREV_STD": "*fp32",
-                              "MEAN": "*fp32", "STD": "*fp32", "ELITE_COST": "*fp32", "IDX": "*i64",
-                              **i32("S", "C"), "alpha": "fp32"},
-                             {"K": 30, "MOMENTUM": momentum, "WRITE_IDX": momentum, "BLOCK_S": 512, "BLOCK_K": 32,
-                              "BLOCK_C": 64}, {}))  # fmt: skip
-            for select in (True, False):  # MPPI with top-k; over all samples
-                jobs.append((f"mppi_update ({'top-k' if select else 'all'})", mppi_update._mppi_update_fwd_kernel,
-                             {"COST": "*fp32", "CAND": "*fp32", "MEAN": "*fp32", "OUT_COST": "*fp32",
-                              **i32("S", "C"), "inv_temperature": "fp32"},
-                             {"K": 30 if select else 300, "SELECT": select, "BLOCK_S": 512,
-                              "BLOCK_K": 32 if select else 512, "BLOCK_R": 32, "BLOCK_C": 64}, {}))  # fmt: skip
-        for name, fn, sig, const, opts in jobs:
-            for c in const:
-                sig[c] = "constexpr"
-            reg, stack = usage(fn, sig, const, opts)
-            rows.append(dict(kernel=name, dtype=dt, registers=reg, spill_bytes=stack))
-    return rows
 
 
 def bench_us(fn) -> float:
@@ -192,19 +117,13 @@ def elite_cases(e: int, s: int, dev: str):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.static:
-        rows = static_report()
-        print_table(rows, [("kernel", "kernel (sm_90)"), ("dtype", "dtype"), ("registers", "registers/thread"),
-                           ("spill_bytes", "spill bytes")])  # fmt: skip
-        import triton
+        import triton_static
 
-        payload = {"args": vars(args), "target": "sm_90 (compiled, not run)", "triton": triton.__version__}
-        payload["rows"] = rows
-        print(f"\nwrote {write_result('planner_kernels_static', payload, torch.device('cpu'), args.out)}")
-        return 0
+        return triton_static.main(["--out", args.out] if args.out else [])
     if not torch.cuda.is_available():
         print("planner_kernels.py times the Triton kernels on a GPU; no CUDA device here (the kernels' "
               "correctness is checked on the CPU by the tests under TRITON_INTERPRET=1; --static compiles "
-              "them for sm_90 here).")  # fmt: skip
+              "them for sm_80 and sm_90 here).")  # fmt: skip
         return 0
     cfg, dev = lf.LeWMConfig(), "cuda"
     rows = []

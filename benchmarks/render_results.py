@@ -4,7 +4,9 @@
     python benchmarks/render_results.py --check    # exit 1 if README.md is out of date
 
 For each benchmark and device, the newest file in benchmarks/results/ becomes a table; every table
-names its results file, so each figure in the README can be traced to a run.
+names its results file, so each figure in the README can be traced to a run. Planning tables show
+`x public` (the public solver as shipped) and `x best public` (its fastest configuration in the same run,
+benchmarks/public_variants.py; only for files that have it: older runs did not time it).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ COLUMNS = {
         ("tflops", "TFLOP/s (public work)"),
         ("x_reference", "x reference"),
         ("x_public", "x public"),
+        ("x_best_public", "x best public"),
         ("pct_ceiling", "% GEMM ceiling"),
     ],  # fmt: skip
 }
+OPTIONAL = {"x_best_public"}  # columns shown only where some row has them (results files before them lack them)
 TITLES = {
     "plan_speed": "Planning (300 samples x 30 iterations x horizon 5, published-size model)",
     "sigreg_speed": "SIGReg forward + backward",
@@ -74,6 +78,7 @@ def table(path: Path) -> str:
     data = json.loads(path.read_text())
     name, env, rows = data.get("benchmark", path.stem), data["environment"], data["rows"]
     columns = COLUMNS.get(name) or [(k, k) for k, v in rows[0].items() if not isinstance(v, (dict, list))]
+    columns = [(k, h) for k, h in columns if k not in OPTIONAL or any(r.get(k) is not None for r in rows)]
     machine = env.get("machine") or {}  # the CPU's ISA and native bf16, where the file records them
     cpu = f", {machine['isa']}{', native bf16' if machine.get('native_bf16') else ''}" if machine.get("isa") else ""
     lines = [

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import gemm_ceiling, print_table, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.planning.cpu_ops import CpuOps  # noqa: E402
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=5)
     p.add_argument("--repeats", type=int, default=8, help="rollouts timed; the fastest is reported")
     p.add_argument("--alone-seconds", type=float, default=0.5, help="timing of each matmul shape alone")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
 

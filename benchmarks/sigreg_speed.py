@@ -2,11 +2,17 @@
 
 The reference backend is the public formula (it builds (T, B, M, K) tensors); every other row is a fused
 backend on the same inputs and directions, timed interleaved with the reference in this process (the
-machines this runs on are shared: interleaving keeps a neighbour's load out of the ratios).
+machines this runs on are shared: interleaving keeps a neighbour's load out of the ratios). Where
+stable-worldmodel is importable, the public SIGReg module itself is timed beside them, as shipped (fp32)
+and in its best configurations (benchmarks/public_variants.py: bf16 autocast where bf16 is native,
+torch.compile): `x public` and `x best public` compare with those (it draws its own directions, as it
+does in training).
 
     python benchmarks/sigreg_speed.py             # CPU: reference vs cpp; CUDA: reference vs triton (+ floor)
     python benchmarks/sigreg_speed.py --quick     # the small and training sizes only
     python benchmarks/sigreg_speed.py --sizes train --phases both --repeats 15
+    PYTHONPATH=$PWD /path/to/peer-venv/bin/python benchmarks/sigreg_speed.py --out benchmarks/results
+                                                  # the recorded figures, with the public module's rows
 
 Columns:
 - `ms`: median wall time of one call (CUDA: synchronised) over `repeats` interleaved calls, or with
@@ -15,6 +21,8 @@ Columns:
   phase `fwd` = forward with autograd recording (as in training), `bwd` = backward alone (its forward
   run untimed before each call), `both` = forward + backward.
 - `x_reference`: reference ms / this row's ms, same size, phase and dtype.
+- `x_public`, `x_best_public`: the public module's ms as shipped (fp32), and of its fastest configuration,
+  / this row's ms, same size, phase and dtype group (the public fp32 rows run on an fp32 copy of the input).
 - `peak_extra_MiB` (phase `both` only): the peak of tensor memory allocated during forward + backward
   above what was live before (inputs and directions excluded; outputs, autograd-saved tensors,
   temporaries and the gradient included). CUDA: torch.cuda.max_memory_allocated. CPU: the running sum of
@@ -43,7 +51,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import public_variants as pv  # noqa: E402
 from _common import print_table, synchronize, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.capability import resolve_dtype  # noqa: E402
@@ -71,7 +81,12 @@ def parse_args(argv=None):
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time, or this process's CPU time")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads; default: torch's)")
     p.add_argument("--quick", action="store_true", help="small and training sizes, fewer repeats")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--no-public", action="store_true", help="skip the public SIGReg rows")
+    p.add_argument("--public", nargs="+", default=list(pv.VARIANTS), choices=pv.VARIANTS,
+                   help="public configurations to time (default: all; the bf16 ones where bf16 is native)")  # fmt: skip
+    p.add_argument("--compile-limit", type=float, default=pv.COMPILE_LIMIT_S,
+                   help="seconds the public torch.compile may take before its rows say it was too slow")  # fmt: skip
+    p.add_argument("--out", default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
 
@@ -120,6 +135,64 @@ def gemm_call(x: torch.Tensor, a: torch.Tensor):
         return (x2 @ a) @ a.T
 
     return run
+
+
+_PUBLIC: dict = {}
+
+
+def public_sigreg(K: int, M: int, device: torch.device, compiled: bool):
+    """The public SIGReg module (stable-worldmodel), one per (K, M, device, compiled) for the whole run."""
+    from stable_worldmodel.wm.loss import SIGReg
+
+    key = (K, M, str(device), compiled)
+    if key not in _PUBLIC:
+        module = SIGReg(knots=K, num_proj=M).to(device)
+        _PUBLIC[key] = torch.compile(module, mode=pv.compile_mode(device)) if compiled else module
+    return _PUBLIC[key]
+
+
+def public_call(variant: str, x: torch.Tensor, K: int, M: int, phase: str):
+    """One `phase` of the public SIGReg in a public configuration (fp32 variants on an fp32 copy of x)."""
+    module = public_sigreg(K, M, x.device, "compile" in variant)
+    xp = x.detach().clone().requires_grad_(True) if "bf16" in variant else x.detach().float().requires_grad_(True)
+
+    def forward():
+        with pv.autocast(variant, x.device):
+            return module(xp)
+
+    if phase == "fwd":
+        return forward, None
+    if phase == "both":
+        return lambda: forward().backward(), None
+    state = {}
+
+    def prepare():
+        state["loss"] = forward()
+
+    return lambda: state.pop("loss").backward(), prepare
+
+
+def public_calls(x: torch.Tensor, K: int, M: int, phase: str, args, failed: dict) -> dict:
+    """{label: (call, prepare)} of every usable public configuration; a configuration whose first call
+    fails (or compiles too long) goes to `failed` {label: reason} instead."""
+    calls = {}
+    for v in args.public_variants:
+        call, prepare = public_call(v, x, K, M, phase)
+        label = pv.LABELS[v]
+        if "compile" in v and label not in failed:
+
+            def first(call=call, prepare=prepare):
+                if prepare:
+                    prepare()
+                call()
+
+            seconds, error = pv.first_call(first, v, args.compile_limit)
+            args.compile_s.setdefault(label, seconds)  # the first one: the compile
+            if error:
+                failed[label] = error
+        if label not in failed:
+            calls[label] = (call, prepare)
+    return calls
 
 
 def time_interleaved(calls: dict, device: torch.device, repeats: int, budget: float, clock=time.perf_counter) -> dict:
@@ -175,9 +248,10 @@ def bench(size: str, dname: str, backends: list[str], args, device: torch.device
     x = torch.randn(T, B, D, generator=g).to(device, DTYPES[dname]).requires_grad_(True)
     a = lf.draw_directions(D, M, generator=g).to(device)
     backends = ["reference", *backends]
-    rows = []
+    rows, failed = [], {}
     for phase in args.phases:
         calls = {b: make_call(b, x, a, K, phase) for b in backends}
+        calls.update(public_calls(x, K, M, phase, args, failed))
         if device.type == "cuda" and phase == "both":
             calls["floor"] = (floor_call(x.detach(), a.to(x.dtype)), None)
         if device.type == "cpu" and phase == "both":
@@ -198,9 +272,26 @@ def bench(size: str, dname: str, backends: list[str], args, device: torch.device
                 row["x_floor"] = t / ms["floor"]
             if "gemm" in ms and name != "gemm":
                 row["x_gemm"] = t / ms["gemm"]
+            variant = next((v for v, label in pv.LABELS.items() if label == name), None)
+            if variant:
+                row.update(public_variant=variant, compile_s=args.compile_s.get(name))
             rows.append(row)
             print(f"  {size:>5} {dname} {phase:>4} {name:>9}: {t:9.3f} ms  x{row['x_reference']:.1f}", flush=True)
+    for label, error in failed.items():
+        rows.append(dict(size=size, T=T, B=B, D=D, M=M, K=K, dtype=dname, backend=label, error=error,
+                         public_variant=next(v for v, name in pv.LABELS.items() if name == label)))  # fmt: skip
     return rows
+
+
+def public_setup(args, device: torch.device) -> tuple[list[str], list[str]]:
+    """(public configurations to time, why others are not timed)."""
+    if args.no_public:
+        return [], []
+    try:
+        import stable_worldmodel.wm.loss  # noqa: F401
+    except ImportError as exc:
+        return [], [f"public rows: stable-worldmodel is not importable here ({exc})"]
+    return pv.usable_variants(args.public, device)
 
 
 def main(argv=None) -> int:
@@ -221,13 +312,20 @@ def main(argv=None) -> int:
     names = {v: k for k, v in DTYPES.items()}  # "auto" resolved by lewm_fast.capability; duplicates dropped
     dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["auto"])
     dtypes = list(dict.fromkeys(names[resolve_dtype(d, device)] for d in dtypes))
+    args.public_variants, skipped = public_setup(args, device)
+    args.compile_s = {}
     rows = [row for size in args.sizes for dname in dtypes for row in bench(size, dname, fast, args, device)]
+    pv.add_ratios(rows, ("size", "phase", "dtype"), "ms")
     columns = [("size", "size"), ("dtype", "dtype"), ("phase", "phase"), ("backend", "backend"), ("ms", "ms"),
-               ("x_reference", "x ref"), ("tflops", "TFLOP/s"), ("peak_extra_MiB", "peak MiB"),
-               ("mem_ratio", "mem ratio"), ("x_floor", "x floor"), ("x_gemm", "x gemm")]  # fmt: skip
+               ("x_reference", "x ref"), ("x_public", "x public"), ("x_best_public", "x best public"),
+               ("tflops", "TFLOP/s"), ("peak_extra_MiB", "peak MiB"), ("mem_ratio", "mem ratio"),
+               ("x_floor", "x floor"), ("x_gemm", "x gemm"), ("error", "note")]  # fmt: skip
     print_table(rows, columns)
+    for line in skipped + [f"{k}: first call (compile) {v:.1f} s" for k, v in args.compile_s.items()]:
+        print(f"  {line}")
     payload = {"rows": rows, "sizes": {s: SIZES[s] for s in args.sizes}, "threads": torch.get_num_threads(),
-               "clock": args.clock}  # fmt: skip
+               "clock": args.clock, "skipped": skipped, "public_compile_s": args.compile_s,
+               "compile_mode": pv.compile_mode(device)}  # fmt: skip
     path = write_result("sigreg_speed", payload, device, args.out)
     print(f"wrote {path}")
     return 0

@@ -13,7 +13,7 @@ for that); the loop, the equality and the timings are the point.
 
     /path/to/peer-venv/bin/python benchmarks/swm_world_loop.py [--solvers cem,icem] [--envs 4]
 
-Writes benchmarks/results/swm_world_loop-<date>-<cpu>.json.
+Writes <--out>/swm_world_loop-<date>-<cpu>.json (`--out benchmarks/results` to record the run).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast.training.presets import get_preset  # noqa: E402
@@ -48,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", type=Path, default=None, help="a published-format checkpoint (default: random weights)")
     p.add_argument("--size", choices=["small", "tiny"], default="small",
                    help="the random model: the `small` training preset (64 px) or a tiny one (28 px)")  # fmt: skip
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     unknown = sorted(set(args.solvers.split(",")) - set(SOLVERS))
     if unknown:

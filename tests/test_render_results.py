@@ -29,3 +29,26 @@ def test_newest_table_per_benchmark_and_profiles_passed_over(tmp_path):
 
 def test_readme_results_are_rendered_from_the_results_folder():
     assert render_results.main(["--check"]) == 0, "run: python benchmarks/render_results.py"
+
+
+def test_planning_tables_show_x_best_public(tmp_path):
+    rows = [{"solver": "cem", "impl": "lewm_fast:torch", "x_public": 4.87, "x_best_public": 2.56},
+            {"solver": "cem", "impl": "public +bf16 autocast", "x_public": 1.58, "x_best_public": 1.0}]  # fmt: skip
+    _write(tmp_path, "p.json", "plan_speed", "2026-12-07T10:00:00", rows)
+    header, _, first, second = render_results.render(tmp_path).splitlines()[2:6]
+    assert "| x public | x best public |" in header
+    assert "| 4.87 | 2.56 |" in first and "| 1.58 | 1 |" in second
+    _write(tmp_path, "p.json", "plan_speed", "2026-12-07T10:00:00", [{"solver": "cem", "x_public": 2.0}])
+    assert "x best public" not in render_results.render(tmp_path)  # a run from before the best-public rows
+
+
+def test_benchmarks_write_to_a_scratch_folder_unless_told(tmp_path, monkeypatch):
+    """A trial run (the Quickstart's first command) must not change benchmarks/results/, which the README's
+    tables are rendered from: without --out a results file goes to $XDG_CACHE_HOME/lewm_fast/results."""
+    import _files
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = {"device": "AMD EPYC (2 threads)", "date": "2026-12-07T10:00:00"}
+    path = _files.result_path("plan_speed", env)
+    assert path == tmp_path / "lewm_fast" / "results" / "plan_speed-2026-12-07-amd-epyc.json"
+    assert _files.result_path("plan_speed", env, tmp_path / "rec").parent == tmp_path / "rec"
