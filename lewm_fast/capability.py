@@ -156,25 +156,27 @@ def onednn_linear(dtype: torch.dtype) -> bool:
         return False
 
 
-def cpp_linear_native() -> bool:
-    """Whether the C++ extension's fp32 matmul (csrc/linear_cpu.cpp) runs its AVX2 + FMA kernel here."""
+def cpp_linear_kernel(dtype: torch.dtype) -> str | None:
+    """The C++ extension's matmul kernel for `dtype` on this CPU (csrc/linear_cpu.cpp: the widest one it
+    runs, at most the ISA level LEWM_CPU_KERNEL names), e.g. "avx512bf16"; None without the extension."""
     from lewm_fast import _ext
 
     ext = _ext.load()
-    return ext is not None and bool(ext.linear_f32_native())
+    return None if ext is None else ext.linear_kernel("bf16" if dtype == torch.bfloat16 else "fp32")
+
+
+# The extension's kernels the planner prefers to oneDNN, by dtype (the portable ones never: several times
+# slower); in bf16 not on AMX, where oneDNN's AMX kernels are faster still.
+PLANNER_CPP_KERNELS = {torch.float32: ("avx2", "avx512"), torch.bfloat16: ("avx512bf16",)}
 
 
 def planner_matmul(dtype: torch.dtype) -> str:
-    """The planner's CPU matmuls:
-    - "cpp" in fp32 on a CPU whose best vector ISA is AVX2 (PyTorch's dispatch level "AVX2"): the
-      extension's register-tiled kernel on weights packed once (csrc/linear_cpu.cpp), measured 1.02-1.3x
-      oneDNN's rate at the rollout's four matmul shapes on one core of an AMD EPYC (Zen 3); with AVX-512
-      oneDNN's wider vectors win, so it is not used there;
-    - "onednn" (weights reordered once into oneDNN's blocked layout, GELU as a post-op; AMX in bf16 where
-      present) wherever the build has it: measured faster than F.linear (MKL) on AMX in bf16 and on AVX2
-      in fp32 (the whole fp32 rollout ~4-7% less CPU time on an AMD EPYC);
-    - "torch" (F.linear) otherwise."""
-    if dtype == torch.float32 and cpu_capability().isa == "AVX2" and cpp_linear_native():
+    """The planner's CPU matmuls: "cpp" (the extension's register-tiled kernels, `PLANNER_CPP_KERNELS`, on
+    weights packed once), else "onednn" (weights reordered once into oneDNN's blocked layout; AMX in bf16
+    where present) wherever the build has it, else "torch" (F.linear)."""
+    kernel = cpp_linear_kernel(dtype)
+    amx = "amx_bf16" in cpu_capability().flags
+    if kernel in PLANNER_CPP_KERNELS[dtype] and not (dtype == torch.bfloat16 and amx):
         return "cpp"
     return "onednn" if onednn_linear(dtype) else "torch"
 
@@ -258,6 +260,8 @@ def cpu_choices() -> dict:
         "native_bf16": cap.native_bf16,
         "dtype_auto": str(auto).removeprefix("torch."),
         "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
+        "matmul_kernel": {str(d).removeprefix("torch."): cpp_linear_kernel(d) if planner_matmul(d) == "cpp" else None
+                          for d in (torch.float32, torch.bfloat16)},
         "gelu": {str(d).removeprefix("torch."): planner_gelu(d) for d in (torch.float32, torch.bfloat16)},
         "kernels": ext.kernel_isa() if ext is not None and hasattr(ext, "kernel_isa") else None,
         "planner_threads": torch.get_num_threads(),
