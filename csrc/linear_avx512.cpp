@@ -237,10 +237,11 @@ LEWM_AVX512 void pack_bf16(const void* x, int64_t ldx, int64_t m0, int64_t mc, i
 
 }  // namespace
 
-// k blocks of 192 (fp32) and 256 (bf16): a panel's block (36 and 24 KB) stays in or near L1, and the
-// rollout's depth of 192 is one block (a split writes and reads its partial sums once more).
+// k blocks: fp32 192 (a panel's block, 36 KB, about L1; the rollout's depth of 192 in one block: a split
+// writes and reads its partial sums once more), bf16 512 (48 KB; fewer passes over the fp32 partial sums of a
+// long depth measured faster than L1-sized blocks of 256, benchmarks/results/linear_kernels-*.json).
 const KernelSpec kAvx512Spec{kNR, kMR, 192, false, pack_f32, f32_tile};
-const KernelSpec kAvx512Bf16Spec{kNR, kMR, 256, true, pack_bf16, bf16_tile};
+const KernelSpec kAvx512Bf16Spec{kNR, kMR, 512, true, pack_bf16, bf16_tile};
 
 }  // namespace linear_detail
 }  // namespace lewm

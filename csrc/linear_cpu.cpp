@@ -184,6 +184,16 @@ struct OutPlanes {
   int64_t panel_offset(int64_t p) const { return (p * nr / cols) * stride + p * nr % cols; }
 };
 
+// Prefetches into L2 (hint 2) or for writing into L1 (hint 3); nothing where the compiler has no builtin.
+template <int Write, int Hint>
+LEWM_INLINE void prefetch(const char* at) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(at, Write, Hint);
+#else
+  (void)at;
+#endif
+}
+
 // The weight block the panel after p reads (the next panel's, or the next k block's first panel), fetched
 // into L2 a few 64-byte lines per tile while panel p runs. Why: a panel's block is contiguous, but the next
 // one starts K x NR values further on when K is split, and the hardware prefetcher, which learns within a
@@ -193,59 +203,106 @@ struct NextPanel {
   const char* at = nullptr;
   int64_t lines = 0, per_tile = 0;
   void fetch(int64_t tile) const {
-#if defined(__GNUC__) || defined(__clang__)
-    for (int64_t l = tile * per_tile, end = std::min(lines, l + per_tile); l < end; ++l)
-      __builtin_prefetch(at + 64 * l, 0, 2);
-#else
-    (void)tile;
-#endif
+    for (int64_t l = tile * per_tile, end = std::min(lines, l + per_tile); l < end; ++l) prefetch<0, 2>(at + 64 * l);
   }
 };
 
-void run_block(const KernelSpec& s, const char* x, int64_t ldx, const char* packed, const float* bias, char* out,
-               int64_t ldo, OutPlanes planes, int64_t mb, int64_t mc, int64_t N, int64_t K, bool gelu) {
-  const int64_t esize = s.bf16 ? 2 : 4, pair = s.bf16 ? 2 : 1, panels = (N + s.nr - 1) / s.nr;
-  const int64_t kpacked = (K + pair - 1) / pair * pair;  // a panel's rows in elements (whole pairs)
-  thread_local std::vector<char> rows_buf;
-  thread_local std::vector<float> sums;  // bf16 output and K split: the fp32 partial sums (mc, panels * nr)
-  rows_buf.resize((kRowBlock + s.mr) * (s.depth + s.depth / 2 + 1) * esize);
-  const bool split = K > depth_block(0, K, s.depth);
-  if (s.bf16 && split) sums.resize(mc * panels * s.nr);
-  const int64_t tiles = (mc + s.mr - 1) / s.mr;
-  float pad[64];  // the panel's bias in fp32, zero past N
-  for (int64_t k0 = 0; k0 < K; k0 += depth_block(k0, K, s.depth)) {
-    const int64_t kc = depth_block(k0, K, s.depth), group = (kc + pair - 1) / pair * pair * s.mr;
-    const bool last = k0 + kc >= K;
-    s.pack_rows(x, ldx, mb, mc, k0, kc, rows_buf.data());
-    for (int64_t p = 0; p < panels; ++p) {
-      NextPanel next;
-      if (p + 1 < panels || !last) {
-        const int64_t k_next = p + 1 < panels ? k0 : k0 + kc;
-        const int64_t depth_next = p + 1 < panels ? kc : depth_block(k_next, K, s.depth);
-        next.at = packed + ((p + 1 < panels ? p + 1 : 0) * kpacked + k_next) * s.nr * esize;
-        next.lines = depth_next * s.nr * esize / 64, next.per_tile = (next.lines + tiles - 1) / tiles;
-      }
-      const int64_t cols = std::min(s.nr, N - p * s.nr);
-      if (k0 == 0 && bias != nullptr)
-        for (int64_t j = 0; j < s.nr; ++j) pad[j] = j < cols ? bias[p * s.nr + j] : 0.f;
-      TileArgs t{};
-      t.b = packed + (p * kpacked + k0) * s.nr * esize;
-      t.kc = kc, t.cols = cols, t.gelu = gelu && last, t.bias = k0 == 0 && bias != nullptr ? pad : nullptr;
-      for (int64_t g = 0; g < mc; g += s.mr) {
-        next.fetch(g / s.mr);
-        char* o = out + ((mb + g) * ldo + planes.panel_offset(p)) * esize;
-        float* acc = s.bf16 ? sums.data() + g * panels * s.nr + p * s.nr : reinterpret_cast<float*>(o);
-        const int64_t ld_acc = s.bf16 ? panels * s.nr : ldo;
-        t.a = rows_buf.data() + (g / s.mr) * group * esize;
-        t.rows = std::min(s.mr, mc - g);
-        t.carry = k0 > 0 ? acc : nullptr, t.ld_carry = ld_acc;
-        t.partial = last ? nullptr : acc, t.ld_partial = ld_acc;
-        t.out = last ? o : nullptr, t.ldo = ldo;
-        s.tile(t);
-      }
+// A tile's destination rows (`bytes` each, `stride` apart), fetched for writing one tile ahead. Why: a fresh
+// output is in no cache, and without the fetch the reads for ownership of a tile's lines start only at its
+// stores, at the tile's end, and stall the next tile.
+struct Dest {
+  char* at;
+  int64_t stride, bytes;
+  void fetch(int64_t rows) const {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t l = 0; l < bytes; l += 64) prefetch<1, 3>(at + r * stride + l);
+  }
+};
+
+// The matmul as linear() received it; pointers in bytes where the element type is the kernel's.
+struct Problem {
+  const char *x, *packed;
+  int64_t ldx;
+  const float* bias;  // fp32 or null
+  char* out;
+  int64_t ldo;
+  OutPlanes planes;
+  int64_t N, K;
+  bool gelu;
+};
+
+// One block of rows [mb, mb + mc) through every k block and panel, on the calling thread.
+class RowBlock {
+ public:
+  RowBlock(const KernelSpec& s, const Problem& m, int64_t mb, int64_t mc)
+      : s(s), m(m), mb(mb), mc(mc), esize(s.bf16 ? 2 : 4), pair(s.bf16 ? 2 : 1), panels((m.N + s.nr - 1) / s.nr),
+        kpacked((m.K + pair - 1) / pair * pair), tiles((mc + s.mr - 1) / s.mr) {
+    rows_buf().resize((kRowBlock + s.mr) * (s.depth + s.depth / 2 + 1) * esize);
+    if (s.bf16 && m.K > depth_block(0, m.K, s.depth)) sums().resize(mc * panels * s.nr);
+  }
+
+  void run() {
+    for (int64_t k0 = 0, kc; k0 < m.K; k0 += kc) {
+      kc = depth_block(k0, m.K, s.depth);
+      s.pack_rows(m.x, m.ldx, mb, mc, k0, kc, rows_buf().data());
+      for (int64_t p = 0; p < panels; ++p) run_panel(p, k0, kc);
     }
   }
-}
+
+ private:
+  const KernelSpec& s;
+  const Problem& m;
+  const int64_t mb, mc, esize, pair, panels, kpacked, tiles;
+
+  static std::vector<char>& rows_buf() {  // the packed rows of a k block
+    thread_local std::vector<char> buf;
+    return buf;
+  }
+  static std::vector<float>& sums() {  // bf16 output, K split: the fp32 partial sums (mc, panels * nr)
+    thread_local std::vector<float> buf;
+    return buf;
+  }
+  char* out_at(int64_t p, int64_t g) const { return m.out + ((mb + g) * m.ldo + m.planes.panel_offset(p)) * esize; }
+  // The fp32 sums of tile g in panel p: in the output itself (fp32), else in sums().
+  float* acc_at(int64_t p, int64_t g) const {
+    return s.bf16 ? sums().data() + g * panels * s.nr + p * s.nr : reinterpret_cast<float*>(out_at(p, g));
+  }
+  Dest dest(int64_t p, int64_t g, bool last) const {
+    if (last || !s.bf16) return {out_at(p, g), m.ldo * esize, s.nr * esize};
+    return {reinterpret_cast<char*>(acc_at(p, g)), panels * s.nr * 4, s.nr * 4};
+  }
+  NextPanel next_panel(int64_t p, int64_t k0, int64_t kc) const {
+    if (p + 1 == panels && k0 + kc >= m.K) return {};
+    const bool same_k = p + 1 < panels;
+    const int64_t k_next = same_k ? k0 : k0 + kc, depth_next = same_k ? kc : depth_block(k_next, m.K, s.depth);
+    const int64_t lines = depth_next * s.nr * esize / 64;
+    return {m.packed + ((same_k ? p + 1 : 0) * kpacked + k_next) * s.nr * esize, lines, (lines + tiles - 1) / tiles};
+  }
+
+  void run_panel(int64_t p, int64_t k0, int64_t kc) {
+    const bool last = k0 + kc >= m.K;
+    const NextPanel next = next_panel(p, k0, kc);
+    float bias[64];  // the panel's bias in fp32, zero past N
+    TileArgs t{};
+    t.b = m.packed + (p * kpacked + k0) * s.nr * esize;
+    t.kc = kc, t.cols = std::min(s.nr, m.N - p * s.nr), t.gelu = m.gelu && last;
+    if (k0 == 0 && m.bias != nullptr) {
+      for (int64_t j = 0; j < s.nr; ++j) bias[j] = j < t.cols ? m.bias[p * s.nr + j] : 0.f;
+      t.bias = bias;
+    }
+    const int64_t ld_acc = s.bf16 ? panels * s.nr : m.ldo, group = (kc + pair - 1) / pair * pair * s.mr;
+    for (int64_t g = 0; g < mc; g += s.mr) {
+      next.fetch(g / s.mr);
+      if (g + s.mr < mc) dest(p, g + s.mr, last).fetch(std::min(s.mr, mc - g - s.mr));
+      t.a = rows_buf().data() + (g / s.mr) * group * esize;
+      t.rows = std::min(s.mr, mc - g);
+      t.carry = k0 > 0 ? acc_at(p, g) : nullptr, t.ld_carry = ld_acc;
+      t.partial = last ? nullptr : acc_at(p, g), t.ld_partial = ld_acc;
+      t.out = last ? out_at(p, g) : nullptr, t.ldo = m.ldo;
+      s.tile(t);
+    }
+  }
+};
 
 }  // namespace
 
@@ -320,14 +377,15 @@ void linear(int kernel, const void* x, int64_t ldx, const void* packed, const vo
     bias32.resize(N);
     for (int64_t n = 0; n < N; ++n) bias32[n] = bf16_to_float(static_cast<const uint16_t*>(bias)[n]);
   }
-  const float* b32 = s->bf16 && bias != nullptr ? bias32.data() : static_cast<const float*>(bias);
+  const Problem problem{static_cast<const char*>(x), static_cast<const char*>(packed), ldx,
+                        s->bf16 && bias != nullptr ? bias32.data() : static_cast<const float*>(bias),
+                        static_cast<char*>(out), ldo, planes, N, K, gelu};
   const int64_t block = row_block(std::max<int64_t>(M, 1), s->mr), blocks = (M + block - 1) / block;
   num_threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, blocks)));
 #pragma omp parallel for schedule(static) num_threads(num_threads)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t m0 = blk * block;
-    run_block(*s, static_cast<const char*>(x), ldx, static_cast<const char*>(packed), b32, static_cast<char*>(out),
-              ldo, planes, m0, std::min(M, m0 + block) - m0, N, K, gelu);
+    RowBlock(*s, problem, m0, std::min(M, m0 + block) - m0).run();
   }
 }
 

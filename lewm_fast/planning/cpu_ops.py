@@ -63,7 +63,21 @@ class CppPackedWeight:
         out_features, in_features = w.shape
         shape = ext.linear_packed_shape(self.kernel, out_features, in_features)
         self.packed = torch.empty(shape, dtype=torch.int16 if w.dtype == torch.bfloat16 else torch.float32)
-        ext.pack_linear_weight(_numpy_view(w.detach().contiguous()), self.packed.numpy(), self.kernel)
+        self.packed_np = self.packed.numpy()  # views made once: a rollout calls the matmul ~200 times per chunk
+        ext.pack_linear_weight(_numpy_view(w.detach().contiguous()), self.packed_np, self.kernel)
+        self._bias: tuple[torch.Tensor, object] | None = None
+
+    def bias_view(self, b: torch.Tensor | None):
+        """b (N,) as the numpy view the extension takes, in the weight's dtype. The view of the last bias that
+        needed no copy is kept (a packed weight meets the same bias tensor on every call; a view follows its
+        tensor's in-place changes)."""
+        if b is None:
+            return None
+        if b.dtype != self.dtype or not b.is_contiguous():
+            return _numpy_view(b.to(self.dtype).contiguous())
+        if self._bias is None or self._bias[0] is not b:
+            self._bias = (b, _numpy_view(b))
+        return self._bias[1]
 
 
 def cpp_linear(
@@ -85,8 +99,7 @@ def cpp_linear(
         out_rows = out.view(-1, n_out)
     else:
         out = out_rows = torch.empty(n_out // plane_cols, rows.shape[0], plane_cols, dtype=x.dtype)
-    bias = None if b is None else _numpy_view(b.to(x.dtype).contiguous())
-    w.ext.linear(_numpy_view(rows), w.packed.numpy(), n_out, bias, _numpy_view(out_rows), gelu,
+    w.ext.linear(_numpy_view(rows), w.packed_np, n_out, w.bias_view(b), _numpy_view(out_rows), gelu,
                  torch.get_num_threads(), w.kernel)  # fmt: skip
     return out
 
