@@ -1,12 +1,11 @@
 """The "torch" engine's ops on the CPU: the same maths as `ops.TorchOps`, arranged for a CPU.
 
-- Matmuls (`capability.planner_matmul`): in fp32 on an AVX2 CPU the extension's register-tiled kernel
-  on weights packed once into 24-column panels (csrc/linear_cpu.cpp), the MLP's GELU applied to each
-  finished tile; elsewhere oneDNN with weights reordered once into its blocked layout (`pack_weight`),
-  bf16 on AMX where the CPU has it; in bf16 the MLP's GELU runs as a oneDNN post-op on the fp32
-  accumulator (one pass over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer),
-  in fp32 as PyTorch's GELU after the matmul (faster: `capability.planner_gelu`). Without
-  oneDNN's linear op (other builds) this falls back to `F.linear`.
+- Matmuls (`capability.planner_matmul`): the extension's register-tiled kernels (csrc/linear_cpu.cpp: AVX2
+  or AVX-512 in fp32, AVX512-BF16 in bf16) on weights packed once into panels, with the MLP's GELU and the
+  modulations' column planes written by the matmul itself; elsewhere (no such kernel, or AMX in bf16)
+  oneDNN with weights reordered once into its blocked layout (`pack_weight`), the GELU as its post-op in
+  bf16 and PyTorch's after it in fp32 (`capability.planner_gelu`). Without oneDNN's linear op (other
+  builds) this falls back to `F.linear`. docs/cpu-planner.md says how and why.
 - Attention over the window uses PyTorch's CPU attention kernel on the bf16 K/V in place (scores and
   softmax in fp32 inside it): dtype conversions of whole K/V windows cost more than the attention.
 - The elementwise chains (norm + modulate + norm, gate + residual) are many tiny ops in eager
@@ -175,14 +174,21 @@ class CpuOps(ops.TorchOps):
     name = "torch-cpu"
     skip_unread_queries = True  # rollout._attention_out: ~7% less matmul work, in smaller matmuls
 
-    def __init__(self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False):
+    def __init__(
+        self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False, matmul: str | None = None,
+        cpp_kernel: str | None = None,
+    ):  # fmt: skip
+        """matmul: "cpp", "onednn" or "torch" (default `capability.planner_matmul`); cpp_kernel: the C++
+        matmul's kernel (default `capability.cpp_linear_kernel`). Benchmarks set them to compare choices."""
         from lewm_fast import _ext, capability
 
         self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
         keep_freed_memory()
-        self.matmul = capability.planner_matmul(dtype)
-        self.cpp_kernel = capability.cpp_linear_kernel(dtype) if self.matmul == "cpp" else None
-        self.gelu_post_op = capability.planner_gelu(dtype) == "post-op"
+        self.matmul = matmul or capability.planner_matmul(dtype)
+        if self.matmul not in ("cpp", "onednn", "torch") or (self.matmul == "cpp" and self.ext is None):
+            raise ValueError(f"matmul: expected 'onednn', 'torch' or (with the extension) 'cpp', got {matmul!r}")
+        self.cpp_kernel = (cpp_kernel or capability.cpp_linear_kernel(dtype)) if self.matmul == "cpp" else None
+        self.gelu_post_op = capability.planner_gelu(dtype, self.matmul) == "post-op"
         self.rows_hint = rows_hint
         self._gate_residual = _gate_residual
         self._norm_modulate = ops.norm_modulate
