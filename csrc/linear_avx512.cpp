@@ -27,6 +27,7 @@ namespace {
 #define LEWM_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")))
 
 constexpr int64_t kNR = 48, kMR = 8, kV = kNR / 16;
+static_assert(kNR <= kMaxPanel, "a panel's bias fits the driver's buffer");
 
 // Lane masks of a tile row's kV vectors: the first `cols` columns.
 LEWM_AVX512 LEWM_INLINE void column_masks(int64_t cols, __mmask16* m) {

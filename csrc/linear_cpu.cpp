@@ -282,7 +282,7 @@ class RowBlock {
   void run_panel(int64_t p, int64_t k0, int64_t kc) {
     const bool last = k0 + kc >= m.K;
     const NextPanel next = next_panel(p, k0, kc);
-    float bias[64];  // the panel's bias in fp32, zero past N
+    float bias[linear_detail::kMaxPanel];  // the panel's bias in fp32, zero past N
     TileArgs t{};
     t.b = m.packed + (p * kpacked + k0) * s.nr * esize;
     t.kc = kc, t.cols = std::min(s.nr, m.N - p * s.nr), t.gelu = m.gelu && last;

@@ -26,6 +26,9 @@ struct TileArgs {
   bool gelu;
 };
 
+// The widest panel of any kernel (the driver keeps a panel's bias on the stack).
+constexpr int64_t kMaxPanel = 64;
+
 // An ISA's kernel: its tile shape, its k block, and its two functions.
 struct KernelSpec {
   int64_t nr, mr;  // panel width (the tile's columns), tile rows

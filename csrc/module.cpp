@@ -155,12 +155,14 @@ int runnable_kernel(const std::string& name) {
     throw std::invalid_argument("kernel: expected portable, avx2, avx512, portable-bf16 or avx512bf16, got '" + name +
                                 "'");
   if (!lewm::linear_kernel_runs(kernel))
-    throw std::invalid_argument("kernel: '" + name + "' does not run on this CPU (linear_kernels() lists those that do)");
+    throw std::invalid_argument("kernel: '" + name +
+                                "' does not run on this CPU (linear_kernels() lists those that do)");
   return kernel;
 }
 
 std::string linear_kernel(const std::string& dtype) {
-  if (dtype != "fp32" && dtype != "bf16") throw std::invalid_argument("dtype: expected 'fp32' or 'bf16', got '" + dtype + "'");
+  if (dtype != "fp32" && dtype != "bf16")
+    throw std::invalid_argument("dtype: expected 'fp32' or 'bf16', got '" + dtype + "'");
   return lewm::linear_kernel_name(lewm::linear_kernel(dtype == "bf16"));
 }
 
@@ -190,8 +192,9 @@ void expect_packed(const py::array& packed, int kernel, int64_t N, int64_t K) {
   if (packed.ndim() != 3 || packed.shape(0) != shape[0] || packed.shape(1) != shape[1] || packed.shape(2) != shape[2] ||
       packed.itemsize() != (lewm::linear_kernel_bf16(kernel) ? 2 : 4) || !(packed.flags() & py::array::c_style) ||
       reinterpret_cast<uintptr_t>(packed.data()) % 64)
-    throw std::invalid_argument("packed: expected a 64-byte aligned C-contiguous array of linear_packed_shape(kernel, " +
-                                std::to_string(N) + ", " + std::to_string(K) + ") and the kernel's element size");
+    throw std::invalid_argument("packed: expected a 64-byte aligned C-contiguous array of linear_packed_shape(kernel, "
+                                "N, K) and the kernel's element size, for N = " + std::to_string(N) + ", K = " +
+                                std::to_string(K));
 }
 
 void pack_linear_weight(const py::array& w, py::array& packed, const std::string& kernel_name) {
