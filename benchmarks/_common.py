@@ -152,6 +152,7 @@ def gemm_ceiling(
     history: int = 1,
     seconds: float = 0.5,
     clock: str = "wall",
+    matmul: str | None = None,
 ) -> dict:
     """The rate of the CPU rollout's own matmuls, alone: the ceiling a plan's GFLOP/s is measured against.
 
@@ -160,15 +161,15 @@ def gemm_ceiling(
     distinct one alone (without a GELU epilogue: not matmul work), warm, best of repeats within
     `seconds`, on `threads` threads at once (each its own copy, as the planner's chunk workers run).
     `clock="cpu"`: each thread's CPU time (`time.thread_time`) instead of wall time, for a machine shared
-    with other jobs. Returns GFLOP/s over the whole list (each matmul weighted by its count) and the
-    per-shape rates.
+    with other jobs. `matmul`: another of the planner's matmul choices than this CPU's (`CpuOps`). Returns
+    GFLOP/s over the whole list (each matmul weighted by its count) and the per-shape rates.
     """
     import threading
 
     from lewm_fast.planning.cpu_ops import CpuOps
     from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
 
-    ops = CpuOps(dtype)
+    ops = CpuOps(dtype, matmul=matmul)
     packed = PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight)
     calls: dict[tuple, list] = {}
     depth = [0]  # a matmul op that calls another (linear_planes without the C++ matmul) is one matmul

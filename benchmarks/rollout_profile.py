@@ -2,6 +2,7 @@
 
     python benchmarks/rollout_profile.py                 # published size, 150 candidates, fp32, 1 thread
     python benchmarks/rollout_profile.py --rows 800 --dtype bf16 --repeats 5
+    python benchmarks/rollout_profile.py --dtype bf16 --matmul onednn --clock cpu   # another matmul, CPU time
 
 Runs the fast rollout (`rollout.rollout_cost`) of one chunk of candidates on one thread, as a planner's
 chunk worker does, with every method of the op set (`CpuOps`) wrapped by a timer, and keeps the fastest
@@ -10,7 +11,9 @@ epilogue) with their GFLOP/s in place; beside them, each shape timed alone on a 
 (the GEMM ceiling of `_common.gemm_ceiling`), so the gap between a matmul in a rollout and the same
 matmul alone shows. The window attention's GFLOP/s counts its scores and weighted sum as
 `benchmarks/flops.py` does. Everything not inside an op (Python, views, allocation) is "outside the ops";
-nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op.
+nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op. `--matmul` profiles
+another of the planner's matmul choices than this CPU's (`capability.planner_matmul`); `--clock cpu` times
+by the thread's CPU time (a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=5)
     p.add_argument("--repeats", type=int, default=8, help="rollouts timed; the fastest is reported")
     p.add_argument("--alone-seconds", type=float, default=0.5, help="timing of each matmul shape alone")
+    p.add_argument("--matmul", choices=("cpp", "onednn", "torch"), default=None,
+                   help="the planner's matmul to profile (default: this CPU's choice)")  # fmt: skip
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or the thread's CPU time")
     p.add_argument("--out", default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
@@ -57,7 +63,8 @@ def shape_key(rows: int, k: int, n: int) -> str:
 class OpTimer:
     """Wraps an op set's methods; `spent[key]` is the time inside each op less the ops it called."""
 
-    def __init__(self, ops):
+    def __init__(self, ops, clock=time.perf_counter):
+        self.clock = clock
         self.spent: dict[str, float] = defaultdict(float)
         self.flops: dict[str, float] = defaultdict(float)
         self._stack: list[list[float]] = []  # [time, work] of the nested ops, per open op
@@ -67,9 +74,9 @@ class OpTimer:
     def _wrap(self, name, fn):
         def timed(*args, **kwargs):
             self._stack.append([0.0, 0.0])
-            t0 = time.perf_counter()
+            t0 = self.clock()
             out = fn(*args, **kwargs)
-            elapsed = time.perf_counter() - t0
+            elapsed = self.clock() - t0
             nested, nested_work = self._stack.pop()
             key, work = name, 0.0
             if name in MATMULS:
@@ -105,7 +112,8 @@ def _profile(args) -> dict:
     torch.manual_seed(0)
     model = lf.LeWM(lf.LeWMConfig()).eval()
     dtype = DTYPES[args.dtype]
-    ops = CpuOps(dtype, rows_hint=args.rows)
+    ops = CpuOps(dtype, rows_hint=args.rows, matmul=args.matmul)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     packed = PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight)
     d, a = model.cfg.embed_dim, model.cfg.action_block_dim
     hist, goal = torch.randn(1, 1, d), torch.randn(1, d)
@@ -114,16 +122,17 @@ def _profile(args) -> dict:
     with torch.inference_mode():
         rollout_cost(packed, ops, hist, goal, cand)  # warm: allocations, first-touch pages
         for _ in range(args.repeats):
-            timer = OpTimer(ops)
-            t0 = time.perf_counter()
+            timer = OpTimer(ops, clock)
+            t0 = clock()
             rollout_cost(packed, ops, hist, goal, cand)
-            total = time.perf_counter() - t0
+            total = clock() - t0
             if best is None or total < best[0]:
                 best = (total, dict(timer.spent), dict(timer.flops))
             for name in OPS:  # unwrap (the class's methods again) for the next round
                 delattr(ops, name)
     total, spent, flops = best
-    alone = gemm_ceiling(model, dtype, args.rows, threads=1, horizon=args.horizon, seconds=args.alone_seconds)
+    alone = gemm_ceiling(model, dtype, args.rows, threads=1, horizon=args.horizon, seconds=args.alone_seconds,
+                         clock=args.clock, matmul=ops.matmul)  # fmt: skip
     alone_rate = {shape_key(math.prod(s["x"][:-1]), s["w"][1], s["w"][0]): s["gflops"] for s in alone["shapes"]}
     matmul_flops = {k: f for k, f in flops.items() if k.split(" ", 1)[0] in MATMULS}
     rows = []
@@ -140,6 +149,8 @@ def _profile(args) -> dict:
         "rows": args.rows,
         "dtype": args.dtype,
         "matmul": ops.matmul,
+        "matmul_kernel": ops.cpp_kernel,
+        "clock": args.clock,
         "total_ms": total * 1e3,
         "gflops": sum(flops.values()) / total / 1e9,
         "matmul_gflops_in_place": sum(matmul_flops.values()) / sum(spent[k] for k in matmul_flops) / 1e9,

@@ -1,63 +1,38 @@
-// The planner's fp32 matmul on an AVX2 CPU: out = x @ W^T + bias (F.linear is its specification).
+// The planner's matmul on the CPU: out = x @ W^T + bias (F.linear is its specification), fp32 or bf16.
 //
-// Why: on an AVX2-only CPU (AMD EPYC, Zen 3) the rollout spends ~80-90% of its time in four matmul
-// shapes, rows x (192 -> 3072 | 1024 -> 192 | 192 -> 2048 | 2048 -> 192), where oneDNN reaches 56-80
-// GFLOP/s on one core of a ~93 GFLOP/s peak (measured side by side; the host drifts by ~20% within
-// minutes, so only interleaved figures compare). The planner's weights are fixed for a whole plan, so
-// they are packed once into 24-column panels; each call then packs its rows in blocks and runs a 4 x 24
-// register tile (12 accumulators, three panel loads and four broadcasts per k: FMA-bound).
-// Why 4 x 24 and not the 6 x 16 of the BLIS/OpenBLAS Haswell kernels (this kernel's first layout): 7
-// loads per 12 FMAs instead of 8; on the shared cloud host it was measured on, a loop that mixes loads
-// with FMAs stays well below the FMA peak that a register-only loop reaches (93 GFLOP/s); one load fewer
-// per k measured 8-15% faster in a synthetic tile loop, 0.98-1.07x per rollout matmul shape (medians of
-// 40 interleaved calls). Each output's sum is the same as with 6 x 16: the same bits.
+// Why its own: the planner's weights are fixed for a whole plan and its matmuls are small (150-750 rows
+// per call), so the weights are packed once into panels of NR columns and each call only packs its rows;
+// the MLP's GELU and the AdaLN modulations' column planes are written by the matmul itself (epilogues), not
+// by extra passes over the output. Rows go in blocks (their packed block stays in L2 while every panel
+// passes over it), k in blocks (a panel's block stays in L1 while it meets every MR-row group); a register
+// tile of MR x NR outputs accumulates in fp32 and carries on from the partial sums of the k blocks before.
 //
-// Blocking: rows in blocks of kRowBlock (their packed block, kRowBlock x kDepthBlock floats, stays in L2
-// while every panel passes over it); k in blocks of kDepthBlock (a panel's block, kDepthBlock x 24 floats,
-// stays in L1 while it meets every 4-row group). A k block carries on from the partial sums in `out`, so
-// each output is one fp32 sum over k in ascending order, started from the bias.
-//
-// GELU (the MLP's first matmul): applied to each finished tile right after it is stored, while it is in L1
-// (gelu8), instead of a separate pass over the (rows, 2048) hidden activations; PyTorch's erf GELU costs
-// ~4 ns per element on the AMD EPYC, ~10% of a whole fp32 rollout (profiled), the epilogue ~0.7 ns.
-//
-// Elsewhere (no AVX2/FMA, aarch64, other compilers) a portable loop computes the same layout.
+// One build runs everywhere: each ISA's tile is compiled for its ISA by target attributes (linear_avx2.cpp,
+// linear_avx512.cpp) and chosen at run time from cpuid (linear_kernel), never run where the CPU lacks it;
+// a portable tile in plain C++ computes the same layout on any CPU (aarch64, old x86, other compilers).
+// docs/cpu-planner.md says how the kernels are built and how the planner picks them.
 
 #include "linear_cpu.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu_common.h"
-
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define LEWM_LINEAR_AVX2 1
-#include <immintrin.h>
-#endif
+#include "linear_kernels.h"
 
 namespace lewm {
 namespace {
 
-constexpr int64_t kNR = kLinearPanel;
-constexpr int64_t kMR = 4;           // rows per register tile
-constexpr int64_t kRowBlock = 192;   // at most this many rows per packed block; blocks are balanced
-constexpr int64_t kDepthBlock = 256; // k per block; a last block under half this joins the one before
+using linear_detail::KernelSpec;
+using linear_detail::TileArgs;
 
-// The k blocks of a depth K: [k0, k0 + kc) with no block shorter than kDepthBlock / 2 (except K itself).
-LEWM_INLINE int64_t depth_block(int64_t k0, int64_t K) {
-  const int64_t rest = K - k0;
-  return rest < kDepthBlock + kDepthBlock / 2 ? rest : kDepthBlock;
-}
-
-// Rows in blocks of equal size (a multiple of kMR), as few as fit kRowBlock: 200 rows as two blocks of
-// 100, not 192 + 8 (an 8-row block meets every weight panel for two tiles' worth of work).
-LEWM_INLINE int64_t row_block(int64_t M) {
-  const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
-  return ((M + blocks - 1) / blocks + kMR - 1) / kMR * kMR;
-}
+constexpr int64_t kRowBlock = 192;  // at most this many rows per packed block; blocks are balanced
 
 LEWM_INLINE float gelu_erf_inline(float x) {
   const float z = std::fabs(x) * 0.70710678118654752f;
@@ -68,281 +43,349 @@ LEWM_INLINE float gelu_erf_inline(float x) {
   return 0.5f * x * (1.f + std::copysign(erf_abs, x));
 }
 
-// GELU in place on rows x cols values, rows ldc apart: the portable path's (the AVX2 kernel uses gelu8).
-LEWM_INLINE void gelu_rows(float* c, int64_t ldc, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = c + r * ldc;
+// ---- the portable tile: plain loops the compiler vectorises for the target's baseline (NEON, SSE2) ----
+
+template <int64_t NR, int64_t MR, bool BF16>
+void portable_tile(const TileArgs& t) {
+  float acc[MR][NR];
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t j = 0; j < NR; ++j)
+      acc[r][j] = t.carry ? (j < t.cols ? t.carry[r * t.ld_carry + j] : 0.f) : t.bias ? t.bias[j] : 0.f;
+  if constexpr (BF16) {  // each pair's odd product first, then the even one: vdpbf16ps's order
+    const uint16_t *a = static_cast<const uint16_t*>(t.a), *b = static_cast<const uint16_t*>(t.b);
+    for (int64_t p = 0; p < (t.kc + 1) / 2; ++p)
+      for (int64_t r = 0; r < t.rows; ++r) {
+        const float a1 = bf16_to_float(a[(p * MR + r) * 2 + 1]), a0 = bf16_to_float(a[(p * MR + r) * 2]);
+        for (int64_t j = 0; j < NR; ++j) {
+          acc[r][j] += a1 * bf16_to_float(b[(p * NR + j) * 2 + 1]);
+          acc[r][j] += a0 * bf16_to_float(b[(p * NR + j) * 2]);
+        }
+      }
+  } else {
+    const float *a = static_cast<const float*>(t.a), *b = static_cast<const float*>(t.b);
+    for (int64_t k = 0; k < t.kc; ++k)
+      for (int64_t r = 0; r < t.rows; ++r) {
+        const float ar = a[k * MR + r];
 #pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) row[j] = gelu_erf_inline(row[j]);
+        for (int64_t j = 0; j < NR; ++j) acc[r][j] += ar * b[k * NR + j];
+      }
   }
+  for (int64_t r = 0; r < t.rows; ++r) {
+    if (t.partial != nullptr) {
+      std::memcpy(t.partial + r * t.ld_partial, acc[r], t.cols * sizeof(float));
+      continue;
+    }
+    if (t.gelu)
+      for (int64_t j = 0; j < t.cols; ++j) acc[r][j] = gelu_erf_inline(acc[r][j]);
+    if constexpr (BF16) {
+      uint16_t* o = static_cast<uint16_t*>(t.out) + r * t.ldo;
+      for (int64_t j = 0; j < t.cols; ++j) o[j] = float_to_bf16(acc[r][j]);
+    } else {
+      std::memcpy(static_cast<float*>(t.out) + r * t.ldo, acc[r], t.cols * sizeof(float));
+    }
+  }
+}
+
+template <int64_t MR, typename T>
+void portable_pack_rows(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst) {
+  constexpr int64_t pair = std::is_same_v<T, uint16_t> ? 2 : 1;
+  const int64_t kp = (kc + pair - 1) / pair;
+  for (int64_t g = 0; g < mc; g += MR) {
+    T* d = static_cast<T*>(dst) + g * kp * pair;
+    for (int64_t q = 0; q < kp; ++q)
+      for (int64_t r = 0; r < MR; ++r)
+        for (int64_t e = 0; e < pair; ++e) {
+          const int64_t k = q * pair + e;
+          d[(q * MR + r) * pair + e] =
+              g + r < mc && k < kc ? static_cast<const T*>(x)[(m0 + g + r) * ldx + k0 + k] : T(0);
+        }
+  }
+}
+
+constexpr KernelSpec kPortableSpec{24, 4, 256, false, portable_pack_rows<4, float>, portable_tile<24, 4, false>};
+constexpr KernelSpec kPortableBf16Spec{48, 4, 256, true, portable_pack_rows<4, uint16_t>,
+                                       portable_tile<48, 4, true>};
+
+const KernelSpec* spec_of(int kernel) {
+  switch (kernel) {
+    case kLinearPortable: return &kPortableSpec;
+    case kLinearPortableBf16: return &kPortableBf16Spec;
+#ifdef LEWM_LINEAR_X86
+    case kLinearAvx2: return &linear_detail::kAvx2Spec;
+    case kLinearAvx512: return &linear_detail::kAvx512Spec;
+    case kLinearAvx512Bf16: return &linear_detail::kAvx512Bf16Spec;
+#endif
+    default: return nullptr;
+  }
+}
+
+// ---- which kernel runs here ----
+
+struct CpuFeatures {
+  bool avx2 = false, avx512 = false, avx512bf16 = false;
+};
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures c;
+#ifdef LEWM_LINEAR_X86
+    __builtin_cpu_init();  // libgcc's / compiler-rt's cpuid, which also asks the OS (xgetbv) for the state
+    c.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    c.avx512 = c.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    c.avx512bf16 = c.avx512 && __builtin_cpu_supports("avx512bf16");
+#endif
+    return c;
+  }();
+  return f;
+}
+
+// LEWM_CPU_KERNEL's ISA levels, lowest first; the kernels with their level, widest first.
+constexpr const char* kLevels[] = {"portable", "avx2", "avx512", "avx512bf16"};
+struct Ranked {
+  int kernel, level;
+  bool bf16;
+};
+constexpr Ranked kByLevel[] = {{kLinearAvx512Bf16, 3, true}, {kLinearAvx512, 2, false}, {kLinearAvx2, 1, false},
+                               {kLinearPortableBf16, 0, true}, {kLinearPortable, 0, false}};
+
+int level_cap() {
+  static const std::string raw = [] {
+    const char* v = std::getenv("LEWM_CPU_KERNEL");
+    return std::string(v ? v : "");
+  }();
+  if (raw.empty() || raw == "auto") return 3;
+  for (int i = 0; i < 4; ++i)
+    if (raw == kLevels[i]) return i;
+  throw std::invalid_argument("LEWM_CPU_KERNEL: expected auto, portable, avx2, avx512 or avx512bf16, got '" + raw +
+                              "'");
+}
+
+// ---- the blocking (one row block on the calling thread) ----
+
+// Rows in blocks of equal size (a multiple of mr), as few as fit kRowBlock: 200 rows as two blocks of 100,
+// not 192 + 8 (an 8-row block meets every weight panel for two tiles' worth of work).
+int64_t row_block(int64_t M, int64_t mr) {
+  const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
+  return ((M + blocks - 1) / blocks + mr - 1) / mr * mr;
+}
+
+// The k blocks of a depth K: [k0, k0 + kc), no block shorter than depth / 2 (except K itself).
+int64_t depth_block(int64_t k0, int64_t K, int64_t depth) {
+  const int64_t rest = K - k0;
+  return rest < depth + depth / 2 ? rest : depth;
 }
 
 // Where output panel p's first column lives: the output is `planes` of plane_cols columns each (one plane
-// when plane_cols == N), plane_stride elements apart; plane_cols is a multiple of kNR, so a panel never
-// straddles two planes.
+// when plane_cols == N), plane_stride elements apart; plane_cols is a multiple of the panel, so a panel
+// never straddles two planes.
 struct OutPlanes {
-  int64_t cols, stride;
-  LEWM_INLINE int64_t panel_offset(int64_t p) const { return (p * kNR / cols) * stride + p * kNR % cols; }
+  int64_t cols, stride, nr;
+  int64_t panel_offset(int64_t p) const { return (p * nr / cols) * stride + p * nr % cols; }
 };
 
-// The bias of panel p (kNR values, zero-padded past N), or null.
-LEWM_INLINE const float* panel_bias(const float* bias, int64_t p, int64_t N, float* pad) {
-  if (bias == nullptr) return nullptr;
-  if ((p + 1) * kNR <= N) return bias + p * kNR;
-  for (int64_t j = 0; j < kNR; ++j) pad[j] = p * kNR + j < N ? bias[p * kNR + j] : 0.f;
-  return pad;
-}
-
-void portable_rows(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
-                   OutPlanes planes, int64_t m0, int64_t m1, int64_t N, int64_t K, bool gelu) {
-  const int64_t panels = (N + kNR - 1) / kNR;
-  float acc[kNR], pad[kNR];
-  for (int64_t m = m0; m < m1; ++m) {
-    for (int64_t p = 0; p < panels; ++p) {
-      const float* b = panel_bias(bias, p, N, pad);
-      for (int64_t j = 0; j < kNR; ++j) acc[j] = b ? b[j] : 0.f;
-      const float* w = packed + p * K * kNR;
-      for (int64_t k = 0; k < K; ++k) {
-        const float a = x[m * ldx + k];
-#pragma omp simd
-        for (int64_t j = 0; j < kNR; ++j) acc[j] += a * w[k * kNR + j];
-      }
-      const int64_t cols = std::min(kNR, N - p * kNR);
-      if (gelu) gelu_rows(acc, kNR, 1, cols);
-      std::memcpy(out + m * ldo + planes.panel_offset(p), acc, cols * sizeof(float));
-    }
-  }
-}
-
-#ifdef LEWM_LINEAR_AVX2
-#define LEWM_AVX2 __attribute__((target("avx2,fma")))
-
-// gelu_erf_inline on G vectors of 8 lanes, in place: the same formula and operations (A&S 7.1.26,
-// exp_nonpositive's range reduction and series), so the same bits as the portable path. Each stage runs
-// for all G vectors before the next, so G independent chains advance in step. Why: written one vector
-// after another, each vector's chain of ~30 dependent operations is longer than the out-of-order window
-// overlaps, and the epilogue ran latency-bound (18.7 against 15.3 cycles per vector over 4 x 24 tiles
-// from memory, G = 1 against G = 3 or 4, the AMD EPYC). The kernel applies it to a stored tile, one row
-// (G = 3) at a time: on the 12 accumulators still in registers the stages spilled (73 against 78 GFLOP/s
-// at 150 x (192 -> 2048)); from the stored rows 80.5 against 78 for the previous one-vector epilogue.
-template <int G>
-LEWM_AVX2 LEWM_INLINE void gelu8(__m256* xs) {
-  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
-  __m256 z[G], t[G], poly[G], n[G], r[G], p[G];
-  for (int i = 0; i < G; ++i)
-    z[i] = _mm256_mul_ps(_mm256_andnot_ps(sign, xs[i]), _mm256_set1_ps(0.70710678118654752f));
-  for (int i = 0; i < G; ++i)  // a true division: the same bits as the scalar formula
-    t[i] = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z[i], one));
-  // exp(-z^2), z^2 >= 0, as exp_nonpositive: -z^2 = n ln2 + r
-  for (int i = 0; i < G; ++i)
-    r[i] = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z[i], sign), z[i]), _mm256_set1_ps(-87.f));
-  for (int i = 0; i < G; ++i)
-    n[i] = _mm256_round_ps(_mm256_mul_ps(r[i], _mm256_set1_ps(1.44269504088896341f)),
-                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(0.693145751953125f), r[i]);
-  for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(1.42860682030941723212e-6f), r[i]);
-  // the A&S polynomial in t and exp's series in r, interleaved
-  for (int i = 0; i < G; ++i)
-    poly[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t[i], _mm256_set1_ps(-1.453152027f));
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.f / 5040), r[i], _mm256_set1_ps(1.f / 720));
-  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(1.421413741f));
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 120));
-  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(-0.284496736f));
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 24));
-  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(0.254829592f));
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 6));
-  for (int i = 0; i < G; ++i) poly[i] = _mm256_mul_ps(poly[i], t[i]);
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(0.5f));
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], one);
-  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], one);
-  for (int i = 0; i < G; ++i) {
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n[i]), _mm256_set1_epi32(127)), 23);
-    const __m256 erf_abs = _mm256_fnmadd_ps(poly[i], _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits)), one);
-    const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, xs[i]));  // copysign(erf_abs, x)
-    xs[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), xs[i]), _mm256_add_ps(one, erf));
-  }
-}
-
-// R x 24 outputs at c (row stride ldc) += a (kc, 4: packed rows, R used) @ b (kc, 24); the sums start
-// from c (carry), the bias, or zero; GELU on the finished sums once they are stored if `gelu`.
-template <int R>
-LEWM_AVX2 void tile(const float* a, const float* b, int64_t kc, float* c, int64_t ldc, bool carry,
-                    const float* bias, bool gelu) {
-  constexpr int V = kNR / 8;  // 8-float vectors per row of the tile
-  __m256 acc[R][V];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < V; ++v)
-      acc[r][v] = carry ? _mm256_loadu_ps(c + r * ldc + 8 * v)
-                  : bias != nullptr ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    __m256 bv[V];
-#pragma GCC unroll 3
-    for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + k * kNR + 8 * v);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 ar = _mm256_broadcast_ss(a + k * kMR + r);
-#pragma GCC unroll 3
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
-  if (gelu) {  // on the stored tile, a row at a time: 12 live accumulators leave gelu8 no registers
-    for (int r = 0; r < R; ++r) {
-      __m256 row[V];
-      for (int v = 0; v < V; ++v) row[v] = _mm256_loadu_ps(c + r * ldc + 8 * v);
-      gelu8<V>(row);
-      for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, row[v]);
-    }
-  }
-}
-
-LEWM_AVX2 void tile_rows(int64_t rows, const float* a, const float* b, int64_t kc, float* c, int64_t ldc, bool carry,
-                         const float* bias, bool gelu) {
-  static_assert(kMR == 4, "one case per tile height");
-  switch (rows) {
-    case 4: return tile<4>(a, b, kc, c, ldc, carry, bias, gelu);
-    case 3: return tile<3>(a, b, kc, c, ldc, carry, bias, gelu);
-    case 2: return tile<2>(a, b, kc, c, ldc, carry, bias, gelu);
-    default: return tile<1>(a, b, kc, c, ldc, carry, bias, gelu);
-  }
-}
-
-// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into `dst` as 4-row groups, each (kc, 4) (k-major: the tile
-// reads one stream), zero rows past mc. Eight k of four rows at a time by a 4 x 8 register transpose.
-LEWM_AVX2 void pack_rows(const float* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
-  static_assert(kMR == 4, "the transpose below packs 4-row groups");
-  for (int64_t g = 0; g < mc; g += kMR) {
-    float* d = dst + g * kc;
-    const int64_t rows = std::min(kMR, mc - g);
-    const float* src[kMR];
-    for (int64_t r = 0; r < kMR; ++r) src[r] = x + (m0 + g + std::min(r, rows - 1)) * ldx + k0;
-    int64_t k = 0;
-    if (rows == kMR) {
-      for (; k + 8 <= kc; k += 8) {
-        const __m256 r0 = _mm256_loadu_ps(src[0] + k), r1 = _mm256_loadu_ps(src[1] + k);
-        const __m256 r2 = _mm256_loadu_ps(src[2] + k), r3 = _mm256_loadu_ps(src[3] + k);
-        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);  // k, k+4 | k+1, k+5
-        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);  // k+2, k+6 | k+3, k+7
-        float* o = d + k * kMR;
-        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u1, 0x20));
-        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
-        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
-        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
-      }
-    }
-    for (; k < kc; ++k)
-      for (int64_t r = 0; r < kMR; ++r) d[k * kMR + r] = r < rows ? src[r][k] : 0.f;
-  }
+// Prefetches into L2 (hint 2) or for writing into L1 (hint 3); nothing where the compiler has no builtin.
+template <int Write, int Hint>
+LEWM_INLINE void prefetch(const char* at) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(at, Write, Hint);
+#else
+  (void)at;
+#endif
 }
 
 // The weight block the panel after p reads (the next panel's, or the next k block's first panel), fetched
-// into L2 a few 64-byte lines per tile while panel p runs. Why: a panel block is contiguous, but the next
-// one starts K x 24 floats further on when K is split, and the hardware prefetcher, which learns within a
-// 4 KB page, starts each panel on misses to L3 or memory (a rollout reads ~40 MB of weights per step, more
-// than the L3 keeps). Measured in one 150-candidate rollout chunk on one thread of the AMD EPYC, A/B in
-// one process: the matmuls 307 -> 297 ms, the chunk 341 -> 334 ms (medians of 12).
+// into L2 a few 64-byte lines per tile while panel p runs. Why: a panel's block is contiguous, but the next
+// one starts K x NR values further on when K is split, and the hardware prefetcher, which learns within a
+// 4 KB page, would start each panel on misses to L3 or memory (a rollout step reads all the predictor's
+// weights, more than the L3 keeps for one core).
 struct NextPanel {
-  const char* at;
-  int64_t lines, per_tile;
-  LEWM_AVX2 void fetch(int64_t tile) const {
-    for (int64_t l = tile * per_tile, end = std::min(lines, l + per_tile); l < end; ++l)
-      _mm_prefetch(at + 64 * l, _MM_HINT_T1);
+  const char* at = nullptr;
+  int64_t lines = 0, per_tile = 0;
+  void fetch(int64_t tile) const {
+    for (int64_t l = tile * per_tile, end = std::min(lines, l + per_tile); l < end; ++l) prefetch<0, 2>(at + 64 * l);
   }
 };
 
-LEWM_INLINE NextPanel next_panel(const float* packed, int64_t p, int64_t panels, int64_t k0, int64_t kc, int64_t K,
-                                 int64_t tiles) {
-  const bool more_panels = p + 1 < panels;
-  if (!more_panels && k0 + kc >= K) return {nullptr, 0, 0};
-  const float* at = more_panels ? packed + ((p + 1) * K + k0) * kNR : packed + (k0 + kc) * kNR;
-  const int64_t lines = (more_panels ? kc : depth_block(k0 + kc, K)) * kNR * sizeof(float) / 64;
-  return {reinterpret_cast<const char*>(at), lines, (lines + tiles - 1) / tiles};
-}
+// A tile's destination rows (`bytes` each, `stride` apart), fetched for writing one tile ahead. Why: a fresh
+// output is in no cache, and without the fetch the reads for ownership of a tile's lines start only at its
+// stores, at the tile's end, and stall the next tile.
+struct Dest {
+  char* at;
+  int64_t stride, bytes;
+  void fetch(int64_t rows) const {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t l = 0; l < bytes; l += 64) prefetch<1, 3>(at + r * stride + l);
+  }
+};
 
-// One row block of out: rows [mb, mb + mc), mc <= kRowBlock.
-LEWM_AVX2 void avx2_block(const float* x, int64_t ldx, const float* packed, const float* bias, float* out,
-                          int64_t ldo, OutPlanes planes, int64_t mb, int64_t mc, int64_t N, int64_t K, bool gelu) {
-  thread_local std::vector<float> rows_buf;
-  rows_buf.resize(kRowBlock * (kDepthBlock + kDepthBlock / 2));
-  const int64_t panels = (N + kNR - 1) / kNR;
-  float pad[kNR], edge[kMR * kNR];  // the bias and a tile of the last panel when N % kNR != 0
-  for (int64_t k0 = 0; k0 < K; k0 += depth_block(k0, K)) {
-    const int64_t kc = depth_block(k0, K);
-    const bool carry = k0 > 0, last = k0 + kc >= K;
-    pack_rows(x, ldx, mb, mc, k0, kc, rows_buf.data());
-    for (int64_t p = 0; p < panels; ++p) {
-      const float* b = packed + (p * K + k0) * kNR;
-      const NextPanel next = next_panel(packed, p, panels, k0, kc, K, (mc + kMR - 1) / kMR);
-      const float* pb = carry ? nullptr : panel_bias(bias, p, N, pad);
-      const int64_t cols = std::min(kNR, N - p * kNR);
-      for (int64_t g = 0; g < mc; g += kMR) {
-        const int64_t rows = std::min(kMR, mc - g);
-        float* c = out + (mb + g) * ldo + planes.panel_offset(p);
-        next.fetch(g / kMR);
-        if (cols == kNR) {
-          tile_rows(rows, rows_buf.data() + g * kc, b, kc, c, ldo, carry, pb, gelu && last);
-          continue;
-        }
-        for (int64_t r = 0; r < rows && carry; ++r) std::memcpy(edge + r * kNR, c + r * ldo, cols * sizeof(float));
-        tile_rows(rows, rows_buf.data() + g * kc, b, kc, edge, kNR, carry, pb, gelu && last);
-        for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * ldo, edge + r * kNR, cols * sizeof(float));
-      }
+// The matmul as linear() received it; pointers in bytes where the element type is the kernel's.
+struct Problem {
+  const char *x, *packed;
+  int64_t ldx;
+  const float* bias;  // fp32 or null
+  char* out;
+  int64_t ldo;
+  OutPlanes planes;
+  int64_t N, K;
+  bool gelu;
+};
+
+// One block of rows [mb, mb + mc) through every k block and panel, on the calling thread.
+class RowBlock {
+ public:
+  RowBlock(const KernelSpec& s, const Problem& m, int64_t mb, int64_t mc)
+      : s(s), m(m), mb(mb), mc(mc), esize(s.bf16 ? 2 : 4), pair(s.bf16 ? 2 : 1), panels((m.N + s.nr - 1) / s.nr),
+        kpacked((m.K + pair - 1) / pair * pair), tiles((mc + s.mr - 1) / s.mr) {
+    rows_buf().resize((kRowBlock + s.mr) * (s.depth + s.depth / 2 + 1) * esize);
+    if (s.bf16 && m.K > depth_block(0, m.K, s.depth)) sums().resize(mc * panels * s.nr);
+  }
+
+  void run() {
+    for (int64_t k0 = 0, kc; k0 < m.K; k0 += kc) {
+      kc = depth_block(k0, m.K, s.depth);
+      s.pack_rows(m.x, m.ldx, mb, mc, k0, kc, rows_buf().data());
+      for (int64_t p = 0; p < panels; ++p) run_panel(p, k0, kc);
     }
   }
-}
-#endif  // LEWM_LINEAR_AVX2
+
+ private:
+  const KernelSpec& s;
+  const Problem& m;
+  const int64_t mb, mc, esize, pair, panels, kpacked, tiles;
+
+  static std::vector<char>& rows_buf() {  // the packed rows of a k block
+    thread_local std::vector<char> buf;
+    return buf;
+  }
+  static std::vector<float>& sums() {  // bf16 output, K split: the fp32 partial sums (mc, panels * nr)
+    thread_local std::vector<float> buf;
+    return buf;
+  }
+  char* out_at(int64_t p, int64_t g) const { return m.out + ((mb + g) * m.ldo + m.planes.panel_offset(p)) * esize; }
+  // The fp32 sums of tile g in panel p: in the output itself (fp32), else in sums().
+  float* acc_at(int64_t p, int64_t g) const {
+    return s.bf16 ? sums().data() + g * panels * s.nr + p * s.nr : reinterpret_cast<float*>(out_at(p, g));
+  }
+  Dest dest(int64_t p, int64_t g, bool last) const {
+    if (last || !s.bf16) return {out_at(p, g), m.ldo * esize, s.nr * esize};
+    return {reinterpret_cast<char*>(acc_at(p, g)), panels * s.nr * 4, s.nr * 4};
+  }
+  NextPanel next_panel(int64_t p, int64_t k0, int64_t kc) const {
+    if (p + 1 == panels && k0 + kc >= m.K) return {};
+    const bool same_k = p + 1 < panels;
+    const int64_t k_next = same_k ? k0 : k0 + kc, depth_next = same_k ? kc : depth_block(k_next, m.K, s.depth);
+    const int64_t lines = depth_next * s.nr * esize / 64;
+    return {m.packed + ((same_k ? p + 1 : 0) * kpacked + k_next) * s.nr * esize, lines, (lines + tiles - 1) / tiles};
+  }
+
+  void run_panel(int64_t p, int64_t k0, int64_t kc) {
+    const bool last = k0 + kc >= m.K;
+    const NextPanel next = next_panel(p, k0, kc);
+    float bias[linear_detail::kMaxPanel];  // the panel's bias in fp32, zero past N
+    TileArgs t{};
+    t.b = m.packed + (p * kpacked + k0) * s.nr * esize;
+    t.kc = kc, t.cols = std::min(s.nr, m.N - p * s.nr), t.gelu = m.gelu && last;
+    if (k0 == 0 && m.bias != nullptr) {
+      for (int64_t j = 0; j < s.nr; ++j) bias[j] = j < t.cols ? m.bias[p * s.nr + j] : 0.f;
+      t.bias = bias;
+    }
+    const int64_t ld_acc = s.bf16 ? panels * s.nr : m.ldo, group = (kc + pair - 1) / pair * pair * s.mr;
+    for (int64_t g = 0; g < mc; g += s.mr) {
+      next.fetch(g / s.mr);
+      if (g + s.mr < mc) dest(p, g + s.mr, last).fetch(std::min(s.mr, mc - g - s.mr));
+      t.a = rows_buf().data() + (g / s.mr) * group * esize;
+      t.rows = std::min(s.mr, mc - g);
+      t.carry = k0 > 0 ? acc_at(p, g) : nullptr, t.ld_carry = ld_acc;
+      t.partial = last ? nullptr : acc_at(p, g), t.ld_partial = ld_acc;
+      t.out = last ? out_at(p, g) : nullptr, t.ldo = m.ldo;
+      s.tile(t);
+    }
+  }
+};
 
 }  // namespace
 
-void pack_linear_weight(const float* w, int64_t N, int64_t K, float* packed) {
-  const int64_t panels = (N + kNR - 1) / kNR;
-  for (int64_t p = 0; p < panels; ++p)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < kNR; ++j) {
-        const int64_t n = p * kNR + j;
-        packed[(p * K + k) * kNR + j] = n < N ? w[n * K + k] : 0.f;
-      }
+const char* linear_kernel_name(int kernel) {
+  constexpr const char* names[] = {"portable", "avx2", "avx512", "portable-bf16", "avx512bf16"};
+  return kernel >= 0 && kernel < 5 ? names[kernel] : nullptr;
 }
 
-bool linear_f32_native() {
-#ifdef LEWM_LINEAR_AVX2
-  static const bool native = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return native;
-#else
-  return false;
-#endif
+int linear_kernel_of(const char* name) {
+  for (int k = 0; k < 5; ++k)
+    if (std::strcmp(name, linear_kernel_name(k)) == 0) return k;
+  return -1;
+}
+
+bool linear_kernel_bf16(int kernel) { return kernel == kLinearPortableBf16 || kernel == kLinearAvx512Bf16; }
+
+bool linear_kernel_runs(int kernel) {
+  const CpuFeatures& f = cpu_features();
+  switch (kernel) {
+    case kLinearPortable:
+    case kLinearPortableBf16: return true;
+    case kLinearAvx2: return f.avx2;
+    case kLinearAvx512: return f.avx512;
+    case kLinearAvx512Bf16: return f.avx512bf16;
+    default: return false;
+  }
+}
+
+int linear_kernel(bool bf16) {
+  const int cap = level_cap();
+  for (const Ranked& k : kByLevel)
+    if (k.bf16 == bf16 && k.level <= cap && linear_kernel_runs(k.kernel)) return k.kernel;
+  return bf16 ? kLinearPortableBf16 : kLinearPortable;
+}
+
+int64_t linear_panel(int kernel) {
+  const KernelSpec* s = spec_of(kernel);
+  return s ? s->nr : 0;
+}
+
+int64_t linear_packed_size(int kernel, int64_t N, int64_t K) {
+  const int64_t nr = linear_panel(kernel), pair = linear_kernel_bf16(kernel) ? 2 : 1;
+  return nr == 0 ? 0 : (N + nr - 1) / nr * nr * ((K + pair - 1) / pair * pair);
+}
+
+void pack_linear_weight(int kernel, const void* w, int64_t N, int64_t K, void* packed) {
+  const int64_t nr = linear_panel(kernel), pair = linear_kernel_bf16(kernel) ? 2 : 1;
+  const int64_t panels = (N + nr - 1) / nr, kp = (K + pair - 1) / pair;
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t q = 0; q < kp; ++q)
+      for (int64_t j = 0; j < nr; ++j)
+        for (int64_t e = 0; e < pair; ++e) {
+          const int64_t n = p * nr + j, k = q * pair + e, at = ((p * kp + q) * nr + j) * pair + e;
+          const bool inside = n < N && k < K;
+          if (pair == 2)
+            static_cast<uint16_t*>(packed)[at] = inside ? static_cast<const uint16_t*>(w)[n * K + k] : 0;
+          else
+            static_cast<float*>(packed)[at] = inside ? static_cast<const float*>(w)[n * K + k] : 0.f;
+        }
 }
 
 float gelu_erf(float x) { return gelu_erf_inline(x); }
 
-void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
-                int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols,
-                int64_t plane_stride) {
-  const bool native = linear_f32_native();
-  const OutPlanes planes = plane_cols > 0 ? OutPlanes{plane_cols, plane_stride} : OutPlanes{N, 0};
-  const int64_t block = row_block(std::max<int64_t>(M, 1)), blocks = (M + block - 1) / block;
+void linear(int kernel, const void* x, int64_t ldx, const void* packed, const void* bias, void* out, int64_t ldo,
+            int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols, int64_t plane_stride) {
+  const KernelSpec* s = spec_of(kernel);
+  if (s == nullptr || !linear_kernel_runs(kernel))
+    throw std::invalid_argument("linear: kernel " + std::to_string(kernel) + " does not run on this CPU");
+  const OutPlanes planes = plane_cols > 0 ? OutPlanes{plane_cols, plane_stride, s->nr} : OutPlanes{N, 0, s->nr};
+  std::vector<float> bias32;  // a bf16 bias in fp32: the sums start from it
+  if (bias != nullptr && s->bf16) {
+    bias32.resize(N);
+    for (int64_t n = 0; n < N; ++n) bias32[n] = bf16_to_float(static_cast<const uint16_t*>(bias)[n]);
+  }
+  const Problem problem{static_cast<const char*>(x), static_cast<const char*>(packed), ldx,
+                        s->bf16 && bias != nullptr ? bias32.data() : static_cast<const float*>(bias),
+                        static_cast<char*>(out), ldo, planes, N, K, gelu};
+  const int64_t block = row_block(std::max<int64_t>(M, 1), s->mr), blocks = (M + block - 1) / block;
   num_threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, blocks)));
 #pragma omp parallel for schedule(static) num_threads(num_threads)
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t m0 = blk * block, m1 = std::min(M, m0 + block);
-#ifdef LEWM_LINEAR_AVX2
-    if (native) {
-      avx2_block(x, ldx, packed, bias, out, ldo, planes, m0, m1 - m0, N, K, gelu);
-      continue;
-    }
-#endif
-    (void)native;
-    portable_rows(x, ldx, packed, bias, out, ldo, planes, m0, m1, N, K, gelu);
+    const int64_t m0 = blk * block;
+    RowBlock(*s, problem, m0, std::min(M, m0 + block) - m0).run();
   }
 }
 

@@ -1,35 +1,64 @@
-// The planner's fp32 matmul on the CPU (linear_cpu.cpp): out = x @ W^T + bias with W packed once.
+// The planner's matmul on the CPU (linear_cpu.cpp): out = x @ W^T + bias with W packed once, by one of
+// several register-tiled kernels chosen at run time from what the CPU has.
 #pragma once
 
 #include <cstdint>
 
 namespace lewm {
 
-// Output columns per packed weight panel (three 8-float AVX2 vectors: the 4 x 24 register tile).
-constexpr int64_t kLinearPanel = 24;
+// The kernels, each with its own packed-weight layout (panel width, element type):
+//   fp32: kLinearPortable (any CPU), kLinearAvx2 (AVX2 + FMA), kLinearAvx512 (AVX-512 F/BW/DQ/VL);
+//   bf16: kLinearPortableBf16 (any CPU), kLinearAvx512Bf16 (AVX-512 + AVX512-BF16, vdpbf16ps).
+// Their order is the ISA level LEWM_CPU_KERNEL caps (linear_kernel below).
+enum LinearKernel : int {
+  kLinearPortable = 0,
+  kLinearAvx2 = 1,
+  kLinearAvx512 = 2,
+  kLinearPortableBf16 = 3,
+  kLinearAvx512Bf16 = 4,
+};
 
-// W (N, K) fp32 row-major -> packed (ceil(N / 24), K, 24): panel p holds output columns 24p .. 24p + 23,
-// k-major, zero-padded past N. Packed once per weight; every call then streams one panel at a time.
-void pack_linear_weight(const float* w, int64_t N, int64_t K, float* packed);
+// "portable", "avx2", "avx512", "portable-bf16", "avx512bf16"; null for an unknown value.
+const char* linear_kernel_name(int kernel);
+// The kernel of that name, or -1.
+int linear_kernel_of(const char* name);
+// Whether `kernel` works on bf16 (uint16 bits) operands (else fp32).
+bool linear_kernel_bf16(int kernel);
+// Whether this CPU (and its OS) can run `kernel`.
+bool linear_kernel_runs(int kernel);
+// The kernel the planner uses for fp32 (bf16 = false) or bf16 operands on this CPU: the widest one the CPU
+// runs, at most the ISA level named by the environment variable LEWM_CPU_KERNEL if set (portable < avx2 <
+// avx512 < avx512bf16; the fp32 kernel for "avx512bf16" is avx512, the bf16 kernel below it is
+// portable-bf16). A level above what the CPU runs falls back to what it runs. Throws std::invalid_argument
+// for an unknown LEWM_CPU_KERNEL value. Read once per process.
+int linear_kernel(bool bf16);
 
-// out (M, N) <- x (M, K) @ W^T + bias, then GELU if `gelu`; W given packed. Row strides ldx, ldo
-// (elements; the last axes are contiguous); bias (N) or null. With plane_cols > 0 (a multiple of
-// kLinearPanel that divides N) the output is N / plane_cols planes (M, plane_cols), plane_stride elements
-// apart: column j of row m at out[(j / plane_cols) * plane_stride + m * ldo + j % plane_cols] (the
-// planner's AdaLN modulations, so that a (shift, scale) plane is read row after row). Blocks of rows
-// are split over num_threads; each output element is one fp32 sum over k in order (ascending k, from the
-// bias), so the result does not depend on the threads. The GELU is the exact (erf) one, applied to each
-// 4 x 24 tile right after it is stored, while it is in L1 (gelu_erf in linear_cpu.cpp).
-void linear_f32(const float* x, int64_t ldx, const float* packed, const float* bias, float* out, int64_t ldo,
-                int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols = 0,
-                int64_t plane_stride = 0);
+// Output columns per packed panel (the register tile's width) and elements per packed weight of `kernel`:
+// W (N, K) -> packed (ceil(N / P), K', P * pair) with pair = 2, K' = ceil(K / 2) for bf16 kernels (pairs of
+// consecutive k side by side, as vdpbf16ps reads them) and pair = 1, K' = K for fp32.
+int64_t linear_panel(int kernel);
+int64_t linear_packed_size(int kernel, int64_t N, int64_t K);
+
+// W (N, K) row-major -> packed for `kernel`, zero-padded past N (and past K to a whole pair). `w` is float
+// for fp32 kernels, uint16 bf16 bits for bf16 ones; `packed` likewise.
+void pack_linear_weight(int kernel, const void* w, int64_t N, int64_t K, void* packed);
+
+// out (M, N) <- x (M, K) @ W^T + bias, then GELU if `gelu`, by `kernel` (which the CPU must run) on W packed
+// for it. Element type: fp32 for fp32 kernels; bf16 (uint16 bits) for x, bias and out with bf16 kernels.
+// Row strides ldx, ldo (elements; the last axes are contiguous); bias (N) or null. With plane_cols > 0 (a
+// multiple of the panel that divides N) the output is N / plane_cols planes (M, plane_cols), plane_stride
+// elements apart: column j of row m at out[(j / plane_cols) * plane_stride + m * ldo + j % plane_cols] (the
+// planner's AdaLN modulations, so that a (shift, scale) plane is read row after row).
+// Arithmetic: each output is one fp32 sum started from the bias, over k in ascending order (bf16: over pairs
+// of k, each pair's two exact products added as vdpbf16ps adds them), so the result does not depend on the
+// threads (blocks of rows are split over num_threads). The GELU (the exact, erf one: gelu_erf) acts on the
+// fp32 sum; bf16 kernels then round once to bf16, to nearest even.
+void linear(int kernel, const void* x, int64_t ldx, const void* packed, const void* bias, void* out, int64_t ldo,
+            int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols = 0,
+            int64_t plane_stride = 0);
 
 // 0.5 x (1 + erf(x / sqrt 2)) with erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), PyTorch's
 // formula for its vectorised CPU erf. Exposed for the kernel check.
 float gelu_erf(float x);
-
-// Whether linear_f32 runs the AVX2 + FMA register-tiled kernel on this CPU (else a portable loop over
-// the same layout, correct but several times slower: the planner then keeps oneDNN).
-bool linear_f32_native();
 
 }  // namespace lewm

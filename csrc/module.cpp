@@ -6,8 +6,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu_common.h"
 #include "linear_cpu.h"
@@ -19,7 +21,7 @@ namespace py = pybind11;
 namespace {
 
 // Bumped whenever a signature or a result changes; lewm_fast/_ext.py refuses a stale build.
-constexpr int kApiVersion = 5;
+constexpr int kApiVersion = 6;
 
 using F32 = py::array_t<float, py::array::c_style>;
 using F64 = py::array_t<double, py::array::c_style>;
@@ -128,44 +130,107 @@ void residual_norm_modulate(py::array& x, const py::object& gate, const py::obje
   lewm::residual_norm_modulate(xp, X.s0, X.s1, G, De, Sh, Sc, op, bf16, N, n, D, eps1, eps2, num_threads);
 }
 
-// A 2-d float32 array whose last axis is contiguous: (data, rows, cols, row stride in elements).
+// A 2-d float32 or bf16 (16-bit) array whose last axis is contiguous: (data, rows, cols, row stride in
+// elements, whether bf16).
 struct Rows2 {
-  const float* data;
+  const void* data;
   int64_t n0, n1, s0;
+  bool bf16;
 };
 
 Rows2 rows2(const py::array& a, const char* name) {
-  if (a.ndim() != 2 || !a.dtype().is(py::dtype::of<float>()) || a.strides(1) != 4 || a.strides(0) % 4 ||
-      a.strides(0) < 0)
-    throw std::invalid_argument(std::string(name) + ": expected a 2-d float32 array with a contiguous last axis");
-  return {static_cast<const float*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / 4};
+  const bool f32 = a.dtype().is(py::dtype::of<float>());
+  const bool b16 = a.itemsize() == 2 && (a.dtype().kind() == 'u' || a.dtype().kind() == 'i');
+  const auto it = a.itemsize();
+  if (a.ndim() != 2 || !(f32 || b16) || a.strides(1) != it || a.strides(0) % it || a.strides(0) < 0)
+    throw std::invalid_argument(std::string(name) +
+                                ": expected a 2-d float32 or bfloat16 (16-bit) array with a contiguous last axis");
+  return {a.data(), a.shape(0), a.shape(1), a.strides(0) / it, b16};
 }
 
-void pack_linear_weight(const F32& w, F32& packed) {
-  if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1) throw std::invalid_argument("w: expected shape (N, K)");
-  const auto N = w.shape(0), K = w.shape(1);
-  expect_shape(packed, "packed", {(N + lewm::kLinearPanel - 1) / lewm::kLinearPanel, K, lewm::kLinearPanel});
-  const float* wp = w.data();
-  float* pp = packed.mutable_data();
+// The kernel named `name` (linear_cpu.h), which must run on this CPU.
+int runnable_kernel(const std::string& name) {
+  const int kernel = lewm::linear_kernel_of(name.c_str());
+  if (kernel < 0)
+    throw std::invalid_argument("kernel: expected portable, avx2, avx512, portable-bf16 or avx512bf16, got '" + name +
+                                "'");
+  if (!lewm::linear_kernel_runs(kernel))
+    throw std::invalid_argument("kernel: '" + name +
+                                "' does not run on this CPU (linear_kernels() lists those that do)");
+  return kernel;
+}
+
+std::string linear_kernel(const std::string& dtype) {
+  if (dtype != "fp32" && dtype != "bf16")
+    throw std::invalid_argument("dtype: expected 'fp32' or 'bf16', got '" + dtype + "'");
+  return lewm::linear_kernel_name(lewm::linear_kernel(dtype == "bf16"));
+}
+
+py::list linear_kernels() {
+  py::list names;
+  for (int k = lewm::kLinearPortable; k <= lewm::kLinearAvx512Bf16; ++k)
+    if (lewm::linear_kernel_runs(k)) names.append(lewm::linear_kernel_name(k));
+  return names;
+}
+
+// The packed shape of a (N, K) weight for `kernel`: (panels, K', P * pair) (linear_cpu.h).
+std::vector<py::ssize_t> packed_shape(int kernel, int64_t N, int64_t K) {
+  const int64_t nr = lewm::linear_panel(kernel), pair = lewm::linear_kernel_bf16(kernel) ? 2 : 1;
+  return {(N + nr - 1) / nr, (K + pair - 1) / pair, nr * pair};
+}
+
+py::tuple linear_packed_shape(const std::string& kernel_name, int64_t N, int64_t K) {
+  if (N < 1 || K < 1) throw std::invalid_argument("N, K: expected at least one output and one input column");
+  const auto shape = packed_shape(runnable_kernel(kernel_name), N, K);
+  return py::make_tuple(shape[0], shape[1], shape[2]);
+}
+
+// A packed weight as linear reads it: (panels, K', P * pair) C-contiguous, of the kernel's element size, 64-byte
+// aligned (its panel loads are whole cache lines).
+void expect_packed(const py::array& packed, int kernel, int64_t N, int64_t K) {
+  const auto shape = packed_shape(kernel, N, K);
+  if (packed.ndim() != 3 || packed.shape(0) != shape[0] || packed.shape(1) != shape[1] || packed.shape(2) != shape[2] ||
+      packed.itemsize() != (lewm::linear_kernel_bf16(kernel) ? 2 : 4) || !(packed.flags() & py::array::c_style) ||
+      reinterpret_cast<uintptr_t>(packed.data()) % 64)
+    throw std::invalid_argument("packed: expected a 64-byte aligned C-contiguous array of linear_packed_shape(kernel, "
+                                "N, K) and the kernel's element size, for N = " + std::to_string(N) + ", K = " +
+                                std::to_string(K));
+}
+
+void pack_linear_weight(const py::array& w, py::array& packed, const std::string& kernel_name) {
+  const int kernel = runnable_kernel(kernel_name);
+  const bool bf16 = lewm::linear_kernel_bf16(kernel);
+  const auto W = rows2(w, "w");
+  if (W.n0 < 1 || W.n1 < 1 || W.s0 != W.n1 || W.bf16 != bf16)
+    throw std::invalid_argument(std::string("w: expected a C-contiguous (N, K) ") + (bf16 ? "bfloat16" : "float32") +
+                                " array for kernel " + kernel_name);
+  expect_packed(packed, kernel, W.n0, W.n1);
+  if (!packed.writeable()) throw std::invalid_argument("packed: expected a writeable array");
+  void* pp = packed.mutable_data();
   py::gil_scoped_release release;
-  lewm::pack_linear_weight(wp, N, K, pp);
+  lewm::pack_linear_weight(kernel, W.data, W.n0, W.n1, pp);
 }
 
-void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::object& bias, py::array& out,
-                bool gelu, int num_threads) {
+void linear(const py::array& x, const py::array& packed, int64_t n_out, const py::object& bias, py::array& out,
+            bool gelu, int num_threads, const std::string& kernel_name) {
+  const int kernel = runnable_kernel(kernel_name);
+  const bool bf16 = lewm::linear_kernel_bf16(kernel);
+  const int64_t panel = lewm::linear_panel(kernel);
   const auto X = rows2(x, "x");
   const int64_t M = X.n0, K = X.n1;
+  if (X.bf16 != bf16) throw std::invalid_argument("x: expected the kernel's element type");
   if (K < 1 || n_out < 1) throw std::invalid_argument("x, n_out: expected at least one input and one output column");
-  expect_shape(packed, "packed", {(n_out + lewm::kLinearPanel - 1) / lewm::kLinearPanel, K, lewm::kLinearPanel});
+  expect_packed(packed, kernel, n_out, K);
   // out (M, n_out), or (planes, M, plane_cols) with planes * plane_cols == n_out (linear_cpu.h)
   int64_t plane_cols = 0, plane_stride = 0;
   Rows2 O;
+  const auto it = out.itemsize();
   if (out.ndim() == 3) {
-    if (out.strides(0) % 4 || out.strides(0) < 0 || n_out % lewm::kLinearPanel ||
-        out.shape(0) * out.shape(2) != n_out || out.shape(2) % lewm::kLinearPanel)
-      throw std::invalid_argument("out: expected (planes, M, plane_cols) float32 planes, plane_cols a multiple of " +
-                                  std::to_string(lewm::kLinearPanel) + " and planes * plane_cols == n_out");
-    plane_cols = out.shape(2), plane_stride = out.strides(0) / 4;
+    if (out.strides(0) % it || out.strides(0) < 0 || n_out % panel || out.shape(0) * out.shape(2) != n_out ||
+        out.shape(2) % panel)
+      throw std::invalid_argument("out: expected (planes, M, plane_cols) planes, plane_cols a multiple of " +
+                                  std::to_string(panel) + " (the kernel's panel) and planes * plane_cols == n_out");
+    plane_cols = out.shape(2), plane_stride = out.strides(0) / it;
     O = rows2(out.attr("__getitem__")(0).cast<py::array>(), "out");
     O.n1 = n_out;
     if (out.shape(0) > 1 && plane_stride < (M - 1) * O.s0 + plane_cols)
@@ -173,18 +238,20 @@ void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::
   } else {
     O = rows2(out, "out");
   }
-  if (O.n0 != M || O.n1 != n_out || !out.writeable())
-    throw std::invalid_argument("out: expected a writeable (M, n_out) float32 array matching x (M, K)");
-  const float* bp = nullptr;
+  if (O.n0 != M || O.n1 != n_out || O.bf16 != bf16 || !out.writeable())
+    throw std::invalid_argument("out: expected a writeable (M, n_out) array of x's element type, matching x (M, K)");
+  const void* bp = nullptr;
   if (!bias.is_none()) {
-    const auto b = bias.cast<F32>();
-    expect_shape(b, "bias", {n_out});
+    const auto b = bias.cast<py::array>();
+    if (b.ndim() != 1 || b.shape(0) != n_out || b.itemsize() != (bf16 ? 2 : 4) || b.strides(0) != b.itemsize() ||
+        (!bf16 && !b.dtype().is(py::dtype::of<float>())))
+      throw std::invalid_argument("bias: expected a contiguous (n_out,) array of x's element type");
     bp = b.data();
   }
-  const float* pp = packed.data();
-  float* op = static_cast<float*>(out.mutable_data());
+  const void* pp = packed.data();
+  void* op = out.mutable_data();
   py::gil_scoped_release release;
-  lewm::linear_f32(X.data, X.s0, pp, bp, op, O.s0, M, n_out, K, gelu, num_threads, plane_cols, plane_stride);
+  lewm::linear(kernel, X.data, X.s0, pp, bp, op, O.s0, M, n_out, K, gelu, num_threads, plane_cols, plane_stride);
 }
 
 }  // namespace
@@ -192,7 +259,6 @@ void linear_f32(const py::array& x, const F32& packed, int64_t n_out, const py::
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lewm_fast CPU kernels (see csrc/)";
   m.attr("API_VERSION") = kApiVersion;
-  m.attr("LINEAR_PANEL") = lewm::kLinearPanel;
   m.def("charfn_sums", &charfn_sums, py::arg("z").noconvert(), py::arg("knots"), py::arg("dt"),
         py::arg("cos_sum").noconvert(), py::arg("sin_sum").noconvert(), py::arg("num_threads"),
         "cos_sum, sin_sum (T, K, M) float64 <- sum_n cos/sin(k dt z), z (T, N, M) float32");
@@ -202,14 +268,25 @@ PYBIND11_MODULE(_C, m) {
   m.def("window_attention", &window_attention, py::arg("q").noconvert(), py::arg("k").noconvert(),
         py::arg("v").noconvert(), py::arg("out").noconvert(), py::arg("heads"), py::arg("num_threads"),
         "out (N, nq, I) <- causal attention of q (N, nq, I) over k, v (N, L, I); fp32 or bf16 (16-bit) arrays");
+  m.def("linear_kernel", &linear_kernel, py::arg("dtype"),
+        "the matmul kernel for 'fp32' or 'bf16' operands on this CPU (the widest it runs, capped by LEWM_CPU_KERNEL)");
+  m.def("linear_kernels", &linear_kernels, "the matmul kernels this CPU runs: portable, avx2, avx512, portable-bf16, "
+        "avx512bf16");
+  m.def("linear_panel", [](const std::string& kernel) { return lewm::linear_panel(runnable_kernel(kernel)); },
+        py::arg("kernel"), "output columns per packed weight panel of `kernel`");
+  m.def("linear_packed_shape", &linear_packed_shape, py::arg("kernel"), py::arg("n"), py::arg("k"),
+        "the shape (panels, K', P * pair) of a (n, k) weight packed for `kernel`: P = linear_panel(kernel) columns per "
+        "panel; bf16 kernels hold pairs of k side by side (pair = 2, K' = ceil(k / 2)), fp32 ones pair = 1, K' = k");
   m.def("pack_linear_weight", &pack_linear_weight, py::arg("w").noconvert(), py::arg("packed").noconvert(),
-        "packed (ceil(N / P), K, P) float32 <- w (N, K) float32, in P = LINEAR_PANEL-column panels (zero-padded)");
-  m.def("linear_f32", &linear_f32, py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("n_out"),
+        py::arg("kernel"),
+        "packed <- w (N, K) float32 (bfloat16 as 16-bit for bf16 kernels) in `kernel`'s panels, zero-padded; packed: "
+        "64-byte aligned, linear_packed_shape(kernel, N, K), the kernel's element size");
+  m.def("linear", &linear, py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("n_out"),
         py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("gelu"), py::arg("num_threads"),
-        "out (M, n_out) <- x (M, K) @ W^T + bias, then the erf GELU if `gelu`; W packed by pack_linear_weight; "
-        "float32, rows may be strided; out may be (planes, M, plane_cols) planes of the columns");
-  m.def("linear_f32_native", &lewm::linear_f32_native,
-        "whether linear_f32 runs its AVX2 + FMA kernel on this CPU (else a portable loop)");
+        py::arg("kernel"),
+        "out (M, n_out) <- x (M, K) @ W^T + bias, then the erf GELU if `gelu`, by `kernel` on W packed for it; "
+        "float32, or bfloat16 (16-bit) in and out with fp32 sums for bf16 kernels; rows may be strided; out may be "
+        "(planes, M, plane_cols) planes of the columns");
   m.def("kernel_isa", &lewm::kernel_isa, "the instruction set of the kernels' clone the loader picked on this CPU");
   m.def("residual_norm_modulate", &residual_norm_modulate, py::arg("x").noconvert(), py::arg("gate").none(true),
         py::arg("delta").none(true), py::arg("shift").none(true), py::arg("scale").none(true),

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-API_VERSION = 5  # must equal kApiVersion in csrc/module.cpp
+API_VERSION = 6  # must equal kApiVersion in csrc/module.cpp
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 # The same flags as setup.py. No -ffast-math: the range reduction in sigreg_cpu.cpp must not be reassociated.
 # OpenMP comes from `openmp_flags()` (a compiler without it, like Apple's clang, still builds the kernels).

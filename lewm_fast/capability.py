@@ -156,60 +156,53 @@ def onednn_linear(dtype: torch.dtype) -> bool:
         return False
 
 
-def cpp_linear_native() -> bool:
-    """Whether the C++ extension's fp32 matmul (csrc/linear_cpu.cpp) runs its AVX2 + FMA kernel here."""
+def cpp_linear_kernel(dtype: torch.dtype) -> str | None:
+    """The C++ extension's matmul kernel for `dtype` on this CPU (csrc/linear_cpu.cpp: the widest one it
+    runs, at most the ISA level LEWM_CPU_KERNEL names), e.g. "avx512bf16"; None without the extension."""
     from lewm_fast import _ext
 
     ext = _ext.load()
-    return ext is not None and bool(ext.linear_f32_native())
+    return None if ext is None else ext.linear_kernel("bf16" if dtype == torch.bfloat16 else "fp32")
+
+
+# The extension's kernels the planner prefers to oneDNN, by dtype (the portable ones never: several times
+# slower); in bf16 not on AMX, where oneDNN's AMX kernels are faster still.
+PLANNER_CPP_KERNELS = {torch.float32: ("avx2", "avx512"), torch.bfloat16: ("avx512bf16",)}
 
 
 def planner_matmul(dtype: torch.dtype) -> str:
-    """The planner's CPU matmuls:
-    - "cpp" in fp32 on a CPU whose best vector ISA is AVX2 (PyTorch's dispatch level "AVX2"): the
-      extension's register-tiled kernel on weights packed once (csrc/linear_cpu.cpp), measured 1.02-1.3x
-      oneDNN's rate at the rollout's four matmul shapes on one core of an AMD EPYC (Zen 3); with AVX-512
-      oneDNN's wider vectors win, so it is not used there;
-    - "onednn" (weights reordered once into oneDNN's blocked layout, GELU as a post-op; AMX in bf16 where
-      present) wherever the build has it: measured faster than F.linear (MKL) on AMX in bf16 and on AVX2
-      in fp32 (the whole fp32 rollout ~4-7% less CPU time on an AMD EPYC);
-    - "torch" (F.linear) otherwise."""
-    if dtype == torch.float32 and cpu_capability().isa == "AVX2" and cpp_linear_native():
+    """The planner's CPU matmuls: "cpp" (the extension's register-tiled kernels on weights packed once,
+    `PLANNER_CPP_KERNELS`, with the GELU and the modulation planes as epilogues) where a native kernel for
+    `dtype` runs, in bf16 not on AMX; else "onednn" (weights reordered once into oneDNN's blocked layout, AMX
+    in bf16) where the build has it; else "torch" (F.linear). docs/cpu-planner.md says how each is built.
+    A/B (one 150-row chunk per core, medians): Zen 3 fp32 C++ 1.02-1.3x oneDNN per shape; Zen 4 fp32 a tie
+    (328 against 331 ms), bf16 C++ 178 against 191 ms (benchmarks/results/linear_kernels-*-zen4-kernels*.json)."""
+    kernel = cpp_linear_kernel(dtype)
+    amx = "amx_bf16" in cpu_capability().flags
+    if kernel in PLANNER_CPP_KERNELS[dtype] and not (dtype == torch.bfloat16 and amx):
         return "cpp"
     return "onednn" if onednn_linear(dtype) else "torch"
 
 
-def planner_gelu(dtype: torch.dtype) -> str:
-    """Where the planner's MLP GELU runs:
-    - "epilogue" with the "cpp" matmul (fp32 on AVX2): on each finished tile, right after it is stored;
-      PyTorch's erf GELU as a separate pass costs ~4 ns per element on an AMD EPYC (AVX2), ~10% of a
-      whole fp32 rollout (profiled); its erf is Abramowitz & Stegun 7.1.26, PyTorch's formula (|error|
-      < 1.5e-7), so the values agree within 1e-6 (tested);
-    - "post-op" in bf16 on oneDNN: on the matmul's fp32 accumulator (one rounding fewer and one pass over
-      the (rows, 2048) hidden activations saved; measured faster on AMX);
-    - "after" otherwise: PyTorch's vectorised GELU after the matmul (fp32 on oneDNN: its erf post-op is
-      the slower of the two, measured on an AMD EPYC (AVX2), (450 x 192) @ (192 x 2048): 5.2 ms matmul +
-      1.0 ms GELU against 7.7 ms fused; bit for bit the reference path's GELU)."""
-    matmul = planner_matmul(dtype)
+def planner_gelu(dtype: torch.dtype, matmul: str | None = None) -> str:
+    """Where the planner's MLP GELU runs with `matmul` (default `planner_matmul(dtype)`): "epilogue" with the
+    C++ matmul (on each finished tile, in fp32, the A&S erf of PyTorch's formula); "post-op" in bf16 on oneDNN
+    (on its fp32 accumulator); "after" otherwise (PyTorch's GELU after oneDNN's fp32 matmul: its erf post-op
+    is slower). A separate GELU pass cost ~10% of an fp32 rollout on Zen 3, oneDNN's fp32 post-op 7.7 against
+    5.2 + 1.0 ms (benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json)."""
+    matmul = matmul or planner_matmul(dtype)
     if matmul == "cpp":
         return "epilogue"
     return "post-op" if dtype == torch.bfloat16 and matmul == "onednn" else "after"
 
 
-# Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (measured on
-# an AMD EPYC (AVX2): oneDNN fp32 at 75 rows ~90% of its rate at 300, at 25 rows ~70%).
+# Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (oneDNN fp32 at 75
+# rows ~90% of its rate at 300 on Zen 3: benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json).
 MIN_ROWS_PER_THREAD = 128
-# The largest chunk of candidates one worker rolls out at once, by the planner's matmul. More chunks than
-# threads let the other workers catch up with one that a busy core slowed down.
-# - oneDNN / F.linear (E = 16, S = 300 on 2 threads: 6 chunks of 800): per candidate, one thread's CPU
-#   time was the same from 600 to 4,800 candidates per chunk on the AMD EPYC, 4% more at 300 and 3-13%
-#   more at 150 (per-op overheads; two measurements).
-# - the extension's fp32 matmul ("cpp", few per-op overheads): one thread alone rolls out 150 to 800
-#   candidates per chunk at the same cost per candidate (within 1%), but two threads side by side slow
-#   each other less with small chunks (each chunk's AdaLN modulations, 0.14 MB per candidate, and its
-#   activations share the L3 with the other's): E = 16 on 2 threads of the AMD EPYC, one rollout, A/B in
-#   one process (min of 3): chunks of <= 1024 / 600 / 300 / 200 / 150 / 100 / 64 candidates 5.94 / 5.57
-#   / 5.39 / 5.35 / 5.31 / 5.38 / 5.54 s; E = 4: <= 1024 / 300 / 150 1.45 / 1.35 / 1.36 s.
+# The largest chunk of candidates one worker rolls out at once, by the planner's matmul; more chunks than
+# threads let the other workers catch up with one that a busy core slowed down. E = 16 on 2 cores of Zen 3:
+# with the C++ matmul chunks of <= 160 were fastest (two workers share the L3 better), with oneDNN the cost
+# per candidate was flat from 600 up (same history file).
 MAX_CHUNK_ROWS = {"cpp": 160, "onednn": 1024, "torch": 1024}
 
 
@@ -258,6 +251,8 @@ def cpu_choices() -> dict:
         "native_bf16": cap.native_bf16,
         "dtype_auto": str(auto).removeprefix("torch."),
         "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
+        "matmul_kernel": {str(d).removeprefix("torch."): cpp_linear_kernel(d) if planner_matmul(d) == "cpp" else None
+                          for d in (torch.float32, torch.bfloat16)},
         "gelu": {str(d).removeprefix("torch."): planner_gelu(d) for d in (torch.float32, torch.bfloat16)},
         "kernels": ext.kernel_isa() if ext is not None and hasattr(ext, "kernel_isa") else None,
         "planner_threads": torch.get_num_threads(),

@@ -109,15 +109,21 @@ def test_info_prints_the_capability_and_the_choices(capsys):
     assert info["cpu_dtype_auto"] == ("bfloat16" if cap.native_bf16 else "float32")
     assert set(info["cpu_matmul"]) == {"float32", "bfloat16"} and info["cpu_planner_threads"] >= 1
     assert info["cpu_gelu"]["float32"] == ("epilogue" if info["cpu_matmul"]["float32"] == "cpp" else "after")
+    for dtype in ("float32", "bfloat16"):  # the kernel's name with the C++ matmul, e.g. "avx512bf16"
+        assert (info["cpu_matmul_kernel"][dtype] is not None) == (info["cpu_matmul"][dtype] == "cpp")
     if info["cpp_extension"]:
         assert info["cpu_kernels"]  # the clone the loader picked, e.g. "x86-64-v3 (AVX2, FMA)"
 
 
-def test_planner_matmul_is_the_cpp_kernel_only_in_fp32_on_avx2():
-    """The extension's AVX2 matmul where AVX2 is the best the CPU has; oneDNN (or F.linear) elsewhere."""
-    cpp = capability.cpu_capability().isa == "AVX2" and capability.cpp_linear_native()
-    assert (capability.planner_matmul(torch.float32) == "cpp") == cpp
-    assert capability.planner_matmul(torch.bfloat16) in ("onednn", "torch")
+def test_planner_matmul_is_the_cpp_kernel_where_a_native_one_runs():
+    """The extension's matmul where its kernel for the dtype is a native one (AVX2 or AVX-512 in fp32,
+    AVX512-BF16 in bf16) and, in bf16, the CPU has no AMX; oneDNN (or F.linear) elsewhere."""
+    amx = "amx_bf16" in capability.cpu_capability().flags
+    for dtype in (torch.float32, torch.bfloat16):
+        kernel = capability.cpp_linear_kernel(dtype)
+        cpp = kernel in capability.PLANNER_CPP_KERNELS[dtype] and not (dtype == torch.bfloat16 and amx)
+        assert (capability.planner_matmul(dtype) == "cpp") == cpp
+        assert capability.planner_matmul(dtype) in ("cpp", "onednn", "torch")
 
 
 def test_planner_gelu_follows_the_matmul():

@@ -1,28 +1,19 @@
-"""The planner's C++ CPU kernels (csrc/planner_cpu.cpp and linear_cpu.cpp, through
-lewm_fast.planning.cpu_ops) against their PyTorch references in lewm_fast.planning.ops: window attention,
-the fused residual + norm chain and the fp32 matmul, fp32 and bf16, strided operands (views of the qkv
-output and the modulation table), awkward sizes.
+"""The planner's C++ CPU kernels (csrc/planner_cpu.cpp, through lewm_fast.planning.cpu_ops) against their
+PyTorch references in lewm_fast.planning.ops: window attention and the fused residual + norm chain, fp32 and
+bf16, strided operands (views of the qkv output and the modulation table), awkward sizes. The matmul
+(csrc/linear_cpu.cpp) has its own file, tests/test_planner_cpu_matmul.py.
 
 Tolerance rule: fp32 within 1e-5 absolute (values are O(1); the kernels sum in a different order);
 bf16 outputs within one bf16 rounding of the fp32 reference output (2^-8 relative, plus 1e-3 absolute
 for values near 0), i.e. no worse than PyTorch's own bf16 rounding of the same result.
 """
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lewm_fast import _ext
 from lewm_fast.planning import ops
-from lewm_fast.planning.cpu_ops import (
-    CppPackedWeight,
-    CpuOps,
-    cpp_linear,
-    cpp_residual_norm_modulate,
-    cpp_window_attention,
-)  # fmt: skip
+from lewm_fast.planning.cpu_ops import CpuOps, cpp_residual_norm_modulate, cpp_window_attention
 
 ext = _ext.load()
 pytestmark = pytest.mark.skipif(ext is None, reason="the C++ extension is not built")
@@ -94,60 +85,6 @@ def test_cpu_ops_linear_join_norm_equals_composition(dtype):
                                atol=1e-4 if dtype == torch.float32 else 1e-2)  # fmt: skip
 
 
-# The rollout's shapes (rows x in -> out) and every edge of the blocking: rows past a 4-row tile or a row
-# block, columns past a 24-column panel (2048 = 85 x 24 + 8) or within one, depths split into k blocks
-# (> 384) or not, single elements.
-@pytest.mark.parametrize("rows, k, n", [
-    (150, 192, 3072), (450, 1024, 192), (300, 192, 2048), (151, 2048, 192), (1, 1, 1), (7, 5, 17),
-    (13, 400, 33), (193, 385, 16), (6, 2049, 15), (385, 64, 1), (5, 24, 25), (3, 7, 48),
-])  # fmt: skip
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("gelu", [False, True])
-def test_cpp_linear(rows, k, n, bias, gelu):
-    """fp32 sums in another order than PyTorch's: within sqrt(k) fp32 roundings of the magnitude (GELU's
-    slope is at most 1.13); the GELU's erf within 1.5e-7 (Abramowitz & Stegun 7.1.26)."""
-    x = torch.randn(rows, 2, k)[:, 1]  # strided rows, as the rollout's views
-    w, b = torch.randn(n, k), torch.randn(n) if bias else None
-    got = cpp_linear(x, CppPackedWeight(ext, w), b, gelu=gelu)
-    exact = F.linear(x.double(), w.double(), None if b is None else b.double())
-    magnitude = x.double().abs() @ w.double().abs().T + (0 if b is None else b.double().abs())
-    tol = 1.2e-6 * math.sqrt(k) * magnitude + 1e-6
-    if gelu:
-        exact, tol = F.gelu(exact), tol + 1e-7 * exact.abs()
-    assert got.dtype == torch.float32 and got.shape == (rows, n)
-    assert ((got.double() - exact).abs() <= tol).all()
-
-
-@pytest.mark.parametrize("columns", [1, 48])
-def test_cpp_gelu_is_within_its_derived_error_of_the_exact_gelu(columns):
-    """The epilogue's GELU, x * (1 + erf(x / sqrt 2)) / 2 with Abramowitz & Stegun's erf (|error| < 1.5e-7),
-    against the float64 GELU of the same fp32 inputs (an identity weight), in a partial panel (one column)
-    and in whole panels. Not against PyTorch's fp32 GELU, whose rounding depends on the ISA it dispatches to."""
-    x = torch.linspace(-10, 10, 20016).reshape(-1, columns)
-    got = cpp_linear(x, CppPackedWeight(ext, torch.eye(columns)), None, gelu=True).double()
-    exact = F.gelu(x.double())
-    # erf's error times |x| / 2, plus a few fp32 roundings (2^-24 each) of the products and the sum
-    tol = 0.75e-7 * x.double().abs() + 4 * 2**-24 * (exact.abs() + x.double().abs())
-    assert ((got - exact).abs() <= tol).all()
-
-
-def test_planes_the_cpp_matmul_cannot_write_are_a_view():
-    """A plane width that is not whole panels (16 of 24 columns): the row-major result, viewed as planes."""
-    x, w, b = torch.randn(5, 9), torch.randn(48, 9), torch.randn(48)
-    packed = CppPackedWeight(ext, w)
-    got = CpuOps(torch.float32).linear_planes(x, packed, b, 16)
-    assert got.shape == (3, 5, 16) and torch.equal(got, cpp_linear(x, packed, b).view(5, 3, 16).transpose(0, 1))
-
-
-def test_cpp_linear_does_not_depend_on_threads():
-    x, w, b = torch.randn(700, 300), torch.randn(40, 300), torch.randn(40)
-    packed = CppPackedWeight(ext, w).packed.numpy()
-    outs = [torch.empty(700, 40) for _ in range(2)]
-    for out, threads in zip(outs, (1, 2)):
-        ext.linear_f32(x.numpy(), packed, 40, b.numpy(), out.numpy(), True, threads)
-    assert torch.equal(outs[0], outs[1])
-
-
 def test_nan_propagates():
     x = torch.randn(4, 1, 192)
     x[2, 0, 5] = float("nan")
@@ -165,20 +102,6 @@ def test_bad_input_is_refused():
         ext.window_attention(q.numpy(), torch.randn(4, 2, 64).bfloat16().view(torch.int16).numpy(),
                              torch.randn(4, 2, 64).numpy(),
                              torch.empty(4, 1, 64).numpy(), 1, 1)  # fmt: skip
-    p = ext.LINEAR_PANEL
-    packed = torch.empty(1, 8, p).numpy()
-    with pytest.raises(ValueError, match="packed"):
-        ext.linear_f32(torch.randn(3, 9).numpy(), packed, p, None, torch.empty(3, p).numpy(), False, 1)
-    with pytest.raises(ValueError, match="out"):
-        ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, None, torch.empty(3, p - 1).numpy(), False, 1)
-    with pytest.raises(ValueError, match="planes"):  # planes of 12 columns: not whole panels
-        ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, None, torch.empty(2, 3, p // 2).numpy(), False, 1)
-    with pytest.raises(ValueError, match="overlap"):  # two planes of p columns over each other's rows
-        ext.linear_f32(torch.randn(3, 8).numpy(), torch.empty(2, 8, p).numpy(), 2 * p, None,
-                       torch.empty(2, 3, p).as_strided((2, 3, p), (p, p, 1)).numpy(), False, 1)  # fmt: skip
-    with pytest.raises(ValueError, match="bias"):
-        ext.linear_f32(torch.randn(3, 8).numpy(), packed, p, torch.randn(p - 1).numpy(), torch.empty(3, p).numpy(),
-                       False, 1)  # fmt: skip
     with pytest.raises(ValueError, match="out"):
         ext.residual_norm_modulate(torch.randn(2, 1, 8).numpy(), None, None, None, None,
                                    torch.empty(2, 2, 8).numpy(), False, 1e-6, 0.0, 1)  # fmt: skip

@@ -18,7 +18,7 @@ MATMULS = ["cpp", "onednn", "torch"]
 
 def op_set(matmul: str, monkeypatch) -> CpuOps:
     if matmul == "cpp" and capability.planner_matmul(torch.float32) != "cpp":
-        pytest.skip("the C++ matmul is not this CPU's choice (AVX2 level only)")
+        pytest.skip("the C++ matmul is not this CPU's fp32 choice (no AVX2 or AVX-512 kernel runs here)")
     monkeypatch.setattr(capability, "planner_matmul", lambda dtype: matmul)
     return CpuOps(torch.float32)
 

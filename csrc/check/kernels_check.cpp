@@ -8,7 +8,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "../cpu_common.h"
@@ -180,33 +182,98 @@ void check_charfn(Rng& g, int64_t T, int64_t N, int64_t M, int64_t K) {
       }
 }
 
-// ---- the fp32 matmul: out = x @ W^T + bias, W packed; x rows ldx apart; with plane_cols > 0 the
-// columns in planes of plane_cols, each plane M * plane_cols + 5 floats after the one before (a gap the
-// kernel must leave alone) ----
-void check_linear(Rng& g, int64_t M, int64_t N, int64_t K, int64_t ldx, bool bias, bool gelu, int threads,
-                  int64_t plane_cols = 0) {
-  auto x = randn(g, M * ldx), w = randn(g, N * K), b = randn(g, N);
-  std::vector<float> packed(((N + lewm::kLinearPanel - 1) / lewm::kLinearPanel) * K * lewm::kLinearPanel);
-  lewm::pack_linear_weight(w.data(), N, K, packed.data());
-  const int64_t cols = plane_cols > 0 ? plane_cols : N, stride = M * cols + 5;
-  auto at = [&](int64_t m, int64_t n) { return (n / cols) * stride + m * cols + n % cols; };
-  std::vector<float> out((N / cols) * stride, -7.f);  // -7: the gaps' sentinel
-  lewm::linear_f32(x.data(), ldx, packed.data(), bias ? b.data() : nullptr, out.data(), cols, M, N, K, gelu, threads,
-                   plane_cols, stride);
-  for (int64_t p = 0; p < N / cols; ++p)
-    for (int64_t i = 0; i < 5; ++i) expect("linear_f32 plane gap", out[p * stride + M * cols + i], -7.0, 0.0, 0.0);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n) {
-      double want = bias ? b[n] : 0.0, mag = std::fabs(want);
-      for (int64_t k = 0; k < K; ++k) {
-        want += static_cast<double>(x[m * ldx + k]) * w[n * K + k];
-        mag += std::fabs(static_cast<double>(x[m * ldx + k]) * w[n * K + k]);
+// ---- the matmul: out = x @ W^T + bias by each kernel, W packed for it; x rows ldx apart; with plane_cols > 0
+// the columns in planes of plane_cols, each plane M * plane_cols + 5 values after the one before (a gap the
+// kernel must leave alone). bf16 kernels: x, W, bias rounded to bf16 first, the reference on those ----
+struct LinearCase {
+  int64_t M, N, K, ldx;
+  bool bias, gelu;
+  int threads;
+  int64_t plane_cols = 0;
+  bool integers = false;  // small integers: every sum is exact in fp32, so the kernels must match exactly
+};
+
+std::vector<float> inputs(Rng& g, size_t n, bool integers, bool bf16) {
+  auto v = randn(g, n);
+  if (integers)
+    for (auto& e : v) e = std::nearbyint(std::clamp(e * 2.f, -4.f, 4.f));
+  return bf16 ? rounded(v) : v;
+}
+
+void check_linear(Rng& g, int kernel, const LinearCase& c) {
+  const bool bf16 = lewm::linear_kernel_bf16(kernel);
+  const std::string name = std::string("linear ") + lewm::linear_kernel_name(kernel);
+  const auto x = inputs(g, c.M * c.ldx, c.integers, bf16), w = inputs(g, c.N * c.K, c.integers, bf16);
+  const auto b = inputs(g, c.N, c.integers, bf16);
+  const auto xb = to_bf16(x), wb = to_bf16(w), bb = to_bf16(b);
+  const int64_t esize = bf16 ? 2 : 4, cols = c.plane_cols > 0 ? c.plane_cols : c.N, stride = c.M * cols + 5;
+  std::vector<char> packed(lewm::linear_packed_size(kernel, c.N, c.K) * esize);
+  lewm::pack_linear_weight(kernel, bf16 ? (const void*)wb.data() : w.data(), c.N, c.K, packed.data());
+  std::vector<float> out((c.N / cols) * stride, -7.f);  // -7: the gaps' sentinel (exact in bf16 too)
+  std::vector<uint16_t> outb(out.size(), lewm::float_to_bf16(-7.f));
+  const void* bias = !c.bias ? nullptr : bf16 ? (const void*)bb.data() : b.data();
+  lewm::linear(kernel, bf16 ? (const void*)xb.data() : x.data(), c.ldx, packed.data(), bias,
+               bf16 ? (void*)outb.data() : out.data(), cols, c.M, c.N, c.K, c.gelu, c.threads, c.plane_cols, stride);
+  if (bf16)
+    for (size_t i = 0; i < out.size(); ++i) out[i] = lewm::bf16_to_float(outb[i]);
+  for (int64_t p = 0; p < c.N / cols; ++p)
+    for (int64_t i = 0; i < 5; ++i) expect((name + " plane gap").c_str(), out[p * stride + c.M * cols + i], -7.0, 0, 0);
+  const double u = std::ldexp(1.0, -24), u_out = bf16 ? std::ldexp(1.0, -8) : 0.0;  // fp32 sums; bf16 output
+  for (int64_t m = 0; m < c.M; ++m)
+    for (int64_t n = 0; n < c.N; ++n) {
+      double want = c.bias ? b[n] : 0.0, mag = std::fabs(want);
+      for (int64_t k = 0; k < c.K; ++k) {
+        want += static_cast<double>(x[m * c.ldx + k]) * w[n * c.K + k];
+        mag += std::fabs(static_cast<double>(x[m * c.ldx + k]) * w[n * c.K + k]);
       }
-      // fp32 sums: ~sqrt(K) roundings of the magnitude (GELU's slope is at most 1.13); erf within 1.5e-7
-      const double tol = 1.2e-6 * std::sqrt(double(K)) * mag + 1e-6;
-      if (gelu) want = 0.5 * want * (1.0 + std::erf(want / std::sqrt(2.0)));
-      expect(gelu ? "linear_f32 gelu" : "linear_f32", out[at(m, n)], want, 0.0, tol + (gelu ? 1e-7 * std::fabs(want) : 0.0));
+      const double got = out[(n / cols) * stride + m * cols + n % cols];
+      if (c.integers) {  // exact sums; bf16: one rounding of the exact sum
+        expect(name.c_str(), got, bf16 ? lewm::bf16_to_float(lewm::float_to_bf16(float(want))) : want, 0, 0);
+        continue;
+      }
+      // K + 2 fp32 roundings of the magnitude at most (one per product and sum); GELU's slope is at most 1.13
+      // and its own error is A&S erf's 1.5e-7 times |x| / 2 plus four fp32 roundings; bf16: one rounding more.
+      double tol = (c.K + 2) * u * mag;
+      if (c.gelu) {
+        const double pre = want;
+        want = 0.5 * pre * (1.0 + std::erf(pre / std::sqrt(2.0)));
+        tol = 1.13 * tol + 0.75e-7 * std::fabs(pre) + 4 * u * (std::fabs(want) + std::fabs(pre));
+      }
+      expect(name.c_str(), got, want, 0.0, tol + u_out * (std::fabs(want) + tol));
     }
+}
+
+const LinearCase kLinearCases[] = {
+    {150, 192, 192, 192, true, false, 2},    // a rollout shape (one row block per thread)
+    {13, 33, 400, 405, true, false, 1},      // every edge: rows past a tile, columns past a panel, k blocks
+    {7, 5, 3, 3, false, false, 1},
+    {13, 33, 400, 405, true, true, 1},
+    {10, 96, 192, 192, true, true, 1},       // GELU in whole panels
+    {301, 50, 1025, 1031, true, false, 2},   // an odd depth split in k blocks (bf16: a lone last k)
+    {13, 144, 40, 40, true, false, 2, 48},   // column planes (the AdaLN modulations')
+    {9, 96, 7, 7, true, true, 1, 48},
+    {37, 61, 700, 700, true, false, 2, 0, true},  // exact sums
+};
+
+// Every matmul kernel this build runs here, up to the ISA level LEWM_CPU_KERNEL caps; those the CPU lacks are
+// named, not run.
+void check_linear_kernels(Rng& g) {
+  const int fp32 = lewm::linear_kernel(false), bf16 = lewm::linear_kernel(true);
+  std::printf("matmul kernels: fp32 %s, bf16 %s\n", lewm::linear_kernel_name(fp32), lewm::linear_kernel_name(bf16));
+  for (int kernel = lewm::kLinearPortable; kernel <= lewm::kLinearAvx512Bf16; ++kernel) {
+    const int top = lewm::linear_kernel_bf16(kernel) ? bf16 : fp32;
+    const bool within = kernel == top || kernel == lewm::kLinearPortable || kernel == lewm::kLinearPortableBf16 ||
+                        (kernel == lewm::kLinearAvx2 && top == lewm::kLinearAvx512);
+    if (!lewm::linear_kernel_runs(kernel) || !within) {
+      std::printf("  %s: not checked (%s)\n", lewm::linear_kernel_name(kernel),
+                  lewm::linear_kernel_runs(kernel) ? "above LEWM_CPU_KERNEL"
+                                                   : "not in this build, or this CPU lacks its instructions");
+      continue;
+    }
+    const int before = failures;
+    for (const auto& c : kLinearCases) check_linear(g, kernel, c);
+    std::printf("  %s: %s\n", lewm::linear_kernel_name(kernel), failures == before ? "matches" : "FAILED");
+  }
 }
 
 }  // namespace
@@ -224,12 +291,7 @@ int main() {
       check_norm(g, 5, 3, 192, join, modulate);  // D = 192: the unrolled path
       check_norm(g, 3, 2, 40, join, modulate);
     }
-  check_linear(g, 150, 192, 192, 192, true, false, 2);  // a rollout shape (one row block per thread)
-  check_linear(g, 13, 33, 400, 405, true, false, 1);    // every edge: rows past a tile, columns past a panel, k blocks
-  check_linear(g, 7, 5, 3, 3, false, false, 1);
-  check_linear(g, 13, 33, 400, 405, true, true, 1);
-  check_linear(g, 10, 48, 192, 192, true, true, 1);  // GELU in whole panels (the register epilogue)
-  check_linear(g, 13, 144, 40, 40, true, false, 2, 48);  // column planes (the AdaLN modulations')
+  check_linear_kernels(g);
   for (int i = -4000; i <= 4000; ++i) {  // GELU alone over [-8, 8]
     const double x = i / 500.0;
     expect("gelu_erf", lewm::gelu_erf(static_cast<float>(x)), 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))), 1e-6, 1e-6);

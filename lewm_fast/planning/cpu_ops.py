@@ -1,12 +1,11 @@
 """The "torch" engine's ops on the CPU: the same maths as `ops.TorchOps`, arranged for a CPU.
 
-- Matmuls (`capability.planner_matmul`): in fp32 on an AVX2 CPU the extension's register-tiled kernel
-  on weights packed once into 24-column panels (csrc/linear_cpu.cpp), the MLP's GELU applied to each
-  finished tile; elsewhere oneDNN with weights reordered once into its blocked layout (`pack_weight`),
-  bf16 on AMX where the CPU has it; in bf16 the MLP's GELU runs as a oneDNN post-op on the fp32
-  accumulator (one pass over the (rows, 2048) hidden activations saved, and one bf16 rounding fewer),
-  in fp32 as PyTorch's GELU after the matmul (faster: `capability.planner_gelu`). Without
-  oneDNN's linear op (other builds) this falls back to `F.linear`.
+- Matmuls (`capability.planner_matmul`): the extension's register-tiled kernels (csrc/linear_cpu.cpp: AVX2
+  or AVX-512 in fp32, AVX512-BF16 in bf16) on weights packed once into panels, with the MLP's GELU and the
+  modulations' column planes written by the matmul itself; elsewhere (no such kernel, or AMX in bf16)
+  oneDNN with weights reordered once into its blocked layout (`pack_weight`), the GELU as its post-op in
+  bf16 and PyTorch's after it in fp32 (`capability.planner_gelu`). Without oneDNN's linear op (other
+  builds) this falls back to `F.linear`. docs/cpu-planner.md says how and why.
 - Attention over the window uses PyTorch's CPU attention kernel on the bf16 K/V in place (scores and
   softmax in fp32 inside it): dtype conversions of whole K/V windows cost more than the attention.
 - The elementwise chains (norm + modulate + norm, gate + residual) are many tiny ops in eager
@@ -51,39 +50,56 @@ def keep_freed_memory() -> bool:
 
 
 class CppPackedWeight:
-    """A fp32 Linear weight (out, in) in panels of `ext.LINEAR_PANEL` columns for the extension's matmul
-    (csrc/linear_cpu.cpp), which it keeps: the weight is only usable by that kernel. The unpacked weight
-    is not kept."""
+    """A Linear weight (out, in), fp32 or bf16, packed for one of the extension's matmul kernels
+    (csrc/linear_cpu.cpp: panels of `ext.linear_panel(kernel)` columns), which it keeps: the packed weight
+    is only usable by that kernel. The unpacked weight is not kept. kernel: an `ext.linear_kernels()` name
+    of the weight's dtype (default: `ext.linear_kernel`, the widest this CPU runs)."""
 
-    def __init__(self, ext, w: torch.Tensor):
-        self.ext = ext
-        self.shape = w.shape
+    def __init__(self, ext, w: torch.Tensor, kernel: str | None = None):
+        self.ext, self.shape, self.dtype = ext, w.shape, w.dtype
+        self.kernel = kernel or ext.linear_kernel("bf16" if w.dtype == torch.bfloat16 else "fp32")
+        self.panel = ext.linear_panel(self.kernel)
         out_features, in_features = w.shape
-        panel = ext.LINEAR_PANEL
-        self.packed = torch.empty(-(-out_features // panel), in_features, panel)
-        ext.pack_linear_weight(w.detach().contiguous().numpy(), self.packed.numpy())
+        shape = ext.linear_packed_shape(self.kernel, out_features, in_features)
+        self.packed = torch.empty(shape, dtype=torch.int16 if w.dtype == torch.bfloat16 else torch.float32)
+        self.packed_np = self.packed.numpy()  # views made once: a rollout calls the matmul ~200 times per chunk
+        ext.pack_linear_weight(_numpy_view(w.detach().contiguous()), self.packed_np, self.kernel)
+        self._bias: tuple[torch.Tensor, object] | None = None
+
+    def bias_view(self, b: torch.Tensor | None):
+        """b (N,) as the numpy view the extension takes, in the weight's dtype. The view of the last bias that
+        needed no copy is kept (a packed weight meets the same bias tensor on every call; a view follows its
+        tensor's in-place changes)."""
+        if b is None:
+            return None
+        if b.dtype != self.dtype or not b.is_contiguous():
+            return _numpy_view(b.to(self.dtype).contiguous())
+        if self._bias is None or self._bias[0] is not b:
+            self._bias = (b, _numpy_view(b))
+        return self._bias[1]
 
 
 def cpp_linear(
     x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False, plane_cols: int | None = None
 ) -> torch.Tensor:
-    """x @ w.T + b by the extension's fp32 matmul, then the erf GELU on each finished tile if `gelu`.
-    x (..., K) fp32 (rows may be strided) -> (..., N); with `plane_cols` (a multiple of the weight panel
-    dividing N) x (M, K) -> (N / plane_cols, M, plane_cols) planes of the columns, the same sums."""
+    """x @ w.T + b by the extension's matmul, then the erf GELU on the fp32 sums if `gelu`; in the weight's
+    dtype (bf16: fp32 sums rounded once to bf16). x (..., K) (rows may be strided) -> (..., N); with
+    `plane_cols` (a multiple of the weight's panel dividing N) x (M, K) -> (N / plane_cols, M, plane_cols)
+    planes of the columns, the same sums."""
     n_out, k = w.shape
-    if x.shape[-1] != k or x.dtype != torch.float32:  # RuntimeError, as F.linear raises for its mismatches
-        raise RuntimeError(f"linear: expected x (..., {k}) float32 for a ({n_out}, {k}) weight, got "
+    if x.shape[-1] != k or x.dtype != w.dtype:  # RuntimeError, as F.linear raises for its mismatches
+        raise RuntimeError(f"linear: expected x (..., {k}) {w.dtype} for a ({n_out}, {k}) weight, got "
                            f"{tuple(x.shape)} {x.dtype}")  # fmt: skip
     rows = x.reshape(-1, k)
     if rows.stride(-1) != 1 or rows.stride(0) < k:
         rows = rows.contiguous()
     if plane_cols is None:
-        out = torch.empty(*x.shape[:-1], n_out)
+        out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype)
         out_rows = out.view(-1, n_out)
     else:
-        out = out_rows = torch.empty(n_out // plane_cols, rows.shape[0], plane_cols)
-    w.ext.linear_f32(rows.numpy(), w.packed.numpy(), n_out, None if b is None else b.numpy(), out_rows.numpy(),
-                     gelu, torch.get_num_threads())  # fmt: skip
+        out = out_rows = torch.empty(n_out // plane_cols, rows.shape[0], plane_cols, dtype=x.dtype)
+    w.ext.linear(_numpy_view(rows), w.packed_np, n_out, w.bias_view(b), _numpy_view(out_rows), gelu,
+                 torch.get_num_threads(), w.kernel)  # fmt: skip
     return out
 
 
@@ -158,13 +174,21 @@ class CpuOps(ops.TorchOps):
     name = "torch-cpu"
     skip_unread_queries = True  # rollout._attention_out: ~7% less matmul work, in smaller matmuls
 
-    def __init__(self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False):
+    def __init__(
+        self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False, matmul: str | None = None,
+        cpp_kernel: str | None = None,
+    ):  # fmt: skip
+        """matmul: "cpp", "onednn" or "torch" (default `capability.planner_matmul`); cpp_kernel: the C++
+        matmul's kernel (default `capability.cpp_linear_kernel`). Benchmarks set them to compare choices."""
         from lewm_fast import _ext, capability
 
         self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
         keep_freed_memory()
-        self.matmul = capability.planner_matmul(dtype)
-        self.gelu_post_op = capability.planner_gelu(dtype) == "post-op"
+        self.matmul = matmul or capability.planner_matmul(dtype)
+        if self.matmul not in ("cpp", "onednn", "torch") or (self.matmul == "cpp" and self.ext is None):
+            raise ValueError(f"matmul: expected 'onednn', 'torch' or (with the extension) 'cpp', got {matmul!r}")
+        self.cpp_kernel = (cpp_kernel or capability.cpp_linear_kernel(dtype)) if self.matmul == "cpp" else None
+        self.gelu_post_op = capability.planner_gelu(dtype, self.matmul) == "post-op"
         self.rows_hint = rows_hint
         self._gate_residual = _gate_residual
         self._norm_modulate = ops.norm_modulate
@@ -204,7 +228,7 @@ class CpuOps(ops.TorchOps):
 
     def pack_weight(self, w: torch.Tensor):
         if self.matmul == "cpp":
-            return CppPackedWeight(self.ext, w)
+            return CppPackedWeight(self.ext, w, self.cpp_kernel)
         return PackedWeight(w, self.rows_hint) if self.matmul == "onednn" else w
 
     def linear(self, x: torch.Tensor, w, b: torch.Tensor) -> torch.Tensor:
@@ -217,7 +241,7 @@ class CpuOps(ops.TorchOps):
     def linear_planes(self, x: torch.Tensor, w, b: torch.Tensor, plane_cols: int) -> torch.Tensor:
         """`TorchOps.linear_planes`; the C++ matmul writes the planes themselves (plane_cols a multiple of its
         panel), so that a plane's rows follow each other in memory."""
-        if isinstance(w, CppPackedWeight) and plane_cols % w.ext.LINEAR_PANEL == 0:
+        if isinstance(w, CppPackedWeight) and plane_cols % w.panel == 0:
             return cpp_linear(x, w, b, plane_cols=plane_cols)
         return super().linear_planes(x, w, b, plane_cols)
 

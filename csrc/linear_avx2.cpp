@@ -1,0 +1,166 @@
+// The matmul's AVX2 + FMA tile (fp32): 4 rows x 24 columns, 12 accumulators; per k three panel loads and
+// four broadcasts feed 12 FMAs. Why 4 x 24 and not the 6 x 16 of the BLIS/OpenBLAS Haswell kernels: one
+// load fewer per 12 FMAs, and on the AMD EPYC (Zen 3) a loop that mixes loads with FMAs stays well below
+// the FMA peak (benchmarks/results/linear_kernels-*.json). Compiled for AVX2 by target attributes; called
+// only where the CPU has AVX2 and FMA (linear_cpu.cpp).
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu_common.h"
+#include "linear_kernels.h"
+
+#ifdef LEWM_LINEAR_X86
+#include <immintrin.h>
+
+namespace lewm {
+namespace linear_detail {
+namespace {
+
+#define LEWM_AVX2 __attribute__((target("avx2,fma")))
+
+constexpr int64_t kNR = 24, kMR = 4;
+
+// The portable GELU (linear_cpu.cpp: A&S 7.1.26 for erf, exp_nonpositive's range reduction and series) on G
+// vectors of 8 lanes in place, each stage for all G vectors before the next: one vector's chain of ~30
+// dependent operations is longer than the out-of-order window overlaps, G chains in step are not.
+template <int G>
+LEWM_AVX2 LEWM_INLINE void gelu8(__m256* xs) {
+  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
+  __m256 z[G], t[G], poly[G], n[G], r[G], p[G];
+  for (int i = 0; i < G; ++i)
+    z[i] = _mm256_mul_ps(_mm256_andnot_ps(sign, xs[i]), _mm256_set1_ps(0.70710678118654752f));
+  for (int i = 0; i < G; ++i)  // a true division, as the scalar formula
+    t[i] = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z[i], one));
+  // exp(-z^2), z^2 >= 0, as exp_nonpositive: -z^2 = n ln2 + r
+  for (int i = 0; i < G; ++i)
+    r[i] = _mm256_max_ps(_mm256_mul_ps(_mm256_xor_ps(z[i], sign), z[i]), _mm256_set1_ps(-87.f));
+  for (int i = 0; i < G; ++i)
+    n[i] = _mm256_round_ps(_mm256_mul_ps(r[i], _mm256_set1_ps(1.44269504088896341f)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(0.693145751953125f), r[i]);
+  for (int i = 0; i < G; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(1.42860682030941723212e-6f), r[i]);
+  // the A&S polynomial in t and exp's series in r, interleaved
+  for (int i = 0; i < G; ++i)
+    poly[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t[i], _mm256_set1_ps(-1.453152027f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.f / 5040), r[i], _mm256_set1_ps(1.f / 720));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(1.421413741f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 120));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(-0.284496736f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 24));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_fmadd_ps(poly[i], t[i], _mm256_set1_ps(0.254829592f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(1.f / 6));
+  for (int i = 0; i < G; ++i) poly[i] = _mm256_mul_ps(poly[i], t[i]);
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(0.5f));
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], one);
+  for (int i = 0; i < G; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], one);
+  for (int i = 0; i < G; ++i) {
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n[i]), _mm256_set1_epi32(127)), 23);
+    const __m256 erf_abs = _mm256_fnmadd_ps(poly[i], _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits)), one);
+    const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, xs[i]));  // copysign(erf_abs, x)
+    xs[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), xs[i]), _mm256_add_ps(one, erf));
+  }
+}
+
+// R x 24 outputs at c (row stride ldc) <- a (kc, 4: packed rows, R used) @ b (kc, 24), the sums started
+// from `carry` (row stride ld_carry), the bias or zero; GELU on the finished sums once they are stored.
+template <int R>
+LEWM_AVX2 void tile(const float* a, const float* b, int64_t kc, const float* carry, int64_t ld_carry,
+                    const float* bias, float* c, int64_t ldc, bool gelu) {
+  constexpr int V = kNR / 8;  // 8-float vectors per row of the tile
+  __m256 acc[R][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = carry ? _mm256_loadu_ps(carry + r * ld_carry + 8 * v)
+                  : bias != nullptr ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    __m256 bv[V];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(b + k * kNR + 8 * v);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 ar = _mm256_broadcast_ss(a + k * kMR + r);
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+  if (gelu) {  // on the stored tile, a row at a time: 12 live accumulators leave gelu8 no registers
+    for (int r = 0; r < R; ++r) {
+      __m256 row[V];
+      for (int v = 0; v < V; ++v) row[v] = _mm256_loadu_ps(c + r * ldc + 8 * v);
+      gelu8<V>(row);
+      for (int v = 0; v < V; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, row[v]);
+    }
+  }
+}
+
+LEWM_AVX2 void tile_rows(int64_t rows, const float* a, const float* b, int64_t kc, const float* carry,
+                         int64_t ld_carry, const float* bias, float* c, int64_t ldc, bool gelu) {
+  static_assert(kMR == 4, "one case per tile height");
+  switch (rows) {
+    case 4: return tile<4>(a, b, kc, carry, ld_carry, bias, c, ldc, gelu);
+    case 3: return tile<3>(a, b, kc, carry, ld_carry, bias, c, ldc, gelu);
+    case 2: return tile<2>(a, b, kc, carry, ld_carry, bias, c, ldc, gelu);
+    default: return tile<1>(a, b, kc, carry, ld_carry, bias, c, ldc, gelu);
+  }
+}
+
+// TileArgs -> tile: fp32 in and out, so the partial sums and the results go to the same place. A panel's
+// last columns past N (cols < 24) go through a whole tile on the stack.
+LEWM_AVX2 void avx2_tile(const TileArgs& t) {
+  const float *a = static_cast<const float*>(t.a), *b = static_cast<const float*>(t.b);
+  float* dst = t.partial != nullptr ? t.partial : static_cast<float*>(t.out);
+  const int64_t ld = t.partial != nullptr ? t.ld_partial : t.ldo;
+  if (t.cols == kNR) return tile_rows(t.rows, a, b, t.kc, t.carry, t.ld_carry, t.bias, dst, ld, t.gelu);
+  float edge[kMR * kNR] = {};
+  for (int64_t r = 0; r < t.rows && t.carry; ++r) std::memcpy(edge + r * kNR, t.carry + r * t.ld_carry, t.cols * 4);
+  tile_rows(t.rows, a, b, t.kc, t.carry ? edge : nullptr, kNR, t.bias, edge, kNR, t.gelu);
+  for (int64_t r = 0; r < t.rows; ++r) std::memcpy(dst + r * ld, edge + r * kNR, t.cols * 4);
+}
+
+// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into `dst` as 4-row groups, each (kc, 4) (k-major: the tile
+// reads one stream), zero rows past mc. Eight k of four rows at a time by a 4 x 8 register transpose.
+LEWM_AVX2 void pack_rows(const void* xv, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dstv) {
+  static_assert(kMR == 4, "the transpose below packs 4-row groups");
+  const float* x = static_cast<const float*>(xv);
+  for (int64_t g = 0; g < mc; g += kMR) {
+    float* d = static_cast<float*>(dstv) + g * kc;
+    const int64_t rows = std::min(kMR, mc - g);
+    const float* src[kMR];
+    for (int64_t r = 0; r < kMR; ++r) src[r] = x + (m0 + g + std::min(r, rows - 1)) * ldx + k0;
+    int64_t k = 0;
+    if (rows == kMR) {
+      for (; k + 8 <= kc; k += 8) {
+        const __m256 r0 = _mm256_loadu_ps(src[0] + k), r1 = _mm256_loadu_ps(src[1] + k);
+        const __m256 r2 = _mm256_loadu_ps(src[2] + k), r3 = _mm256_loadu_ps(src[3] + k);
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);  // k, k+4 | k+1, k+5
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);  // k+2, k+6 | k+3, k+7
+        float* o = d + k * kMR;
+        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u1, 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+      }
+    }
+    for (; k < kc; ++k)
+      for (int64_t r = 0; r < kMR; ++r) d[k * kMR + r] = r < rows ? src[r][k] : 0.f;
+  }
+}
+
+}  // namespace
+
+// k blocks of 256: a panel's block, 256 x 24 floats (24 KB), stays in L1.
+const KernelSpec kAvx2Spec{kNR, kMR, 256, false, pack_rows, avx2_tile};
+
+}  // namespace linear_detail
+}  // namespace lewm
+
+#endif  // LEWM_LINEAR_X86

@@ -1,0 +1,250 @@
+// The matmul's AVX-512 tiles: fp32 (FMA on 16-lane vectors) and bf16 (vdpbf16ps: pairs of bf16 products
+// added into 16 fp32 lanes), both 8 rows x 48 columns: 24 accumulators of the 32 vector registers, per k
+// (bf16: per pair of k) three panel loads and eight broadcasts feed 24 FMAs. Partial panels (cols < 48)
+// load and store through lane masks. Compiled for AVX-512 by target attributes; called only where the CPU
+// has AVX-512 F/BW/DQ/VL (and AVX512-BF16 for the bf16 tile), as linear_cpu.cpp checks.
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu_common.h"
+#include "linear_kernels.h"
+
+#ifdef LEWM_LINEAR_X86
+#include <immintrin.h>
+
+// GCC 12 reports its own AVX-512 intrinsics' _mm512_undefined_* self-initialisation as "may be used
+// uninitialized" once they are inlined here (-Wall -Werror in csrc/check/cross_check.sh).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace lewm {
+namespace linear_detail {
+namespace {
+
+#define LEWM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define LEWM_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")))
+
+constexpr int64_t kNR = 48, kMR = 8, kV = kNR / 16;
+static_assert(kNR <= kMaxPanel, "a panel's bias fits the driver's buffer");
+
+// Lane masks of a tile row's kV vectors: the first `cols` columns.
+LEWM_AVX512 LEWM_INLINE void column_masks(int64_t cols, __mmask16* m) {
+  for (int v = 0; v < kV; ++v) {
+    const int64_t n = std::clamp<int64_t>(cols - 16 * v, 0, 16);
+    m[v] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+}
+
+// The portable GELU (linear_cpu.cpp: A&S 7.1.26 for erf, exp_nonpositive's range reduction and series) on G
+// vectors of 16 lanes in place, in the AVX2 kernel's operations (gelu8), each stage for all G vectors before
+// the next: independent chains in step.
+template <int G>
+LEWM_AVX512 LEWM_INLINE void gelu16(__m512* xs) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  __m512 z[G], t[G], poly[G], n[G], r[G], p[G];
+  for (int i = 0; i < G; ++i) z[i] = _mm512_mul_ps(_mm512_abs_ps(xs[i]), _mm512_set1_ps(0.70710678118654752f));
+  for (int i = 0; i < G; ++i)  // a true division, as the scalar formula
+    t[i] = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), z[i], one));
+  // exp(-z^2), z^2 >= 0, as exp_nonpositive: -z^2 = n ln2 + r
+  for (int i = 0; i < G; ++i)
+    r[i] = _mm512_max_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(z[i]), sign)), z[i]),
+                         _mm512_set1_ps(-87.f));
+  for (int i = 0; i < G; ++i)
+    n[i] = _mm512_roundscale_ps(_mm512_mul_ps(r[i], _mm512_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  for (int i = 0; i < G; ++i) r[i] = _mm512_fnmadd_ps(n[i], _mm512_set1_ps(0.693145751953125f), r[i]);
+  for (int i = 0; i < G; ++i) r[i] = _mm512_fnmadd_ps(n[i], _mm512_set1_ps(1.42860682030941723212e-6f), r[i]);
+  // the A&S polynomial in t and exp's series in r, interleaved
+  for (int i = 0; i < G; ++i)
+    poly[i] = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t[i], _mm512_set1_ps(-1.453152027f));
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(_mm512_set1_ps(1.f / 5040), r[i], _mm512_set1_ps(1.f / 720));
+  for (int i = 0; i < G; ++i) poly[i] = _mm512_fmadd_ps(poly[i], t[i], _mm512_set1_ps(1.421413741f));
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.f / 120));
+  for (int i = 0; i < G; ++i) poly[i] = _mm512_fmadd_ps(poly[i], t[i], _mm512_set1_ps(-0.284496736f));
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.f / 24));
+  for (int i = 0; i < G; ++i) poly[i] = _mm512_fmadd_ps(poly[i], t[i], _mm512_set1_ps(0.254829592f));
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.f / 6));
+  for (int i = 0; i < G; ++i) poly[i] = _mm512_mul_ps(poly[i], t[i]);
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(0.5f));
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], one);
+  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], one);
+  for (int i = 0; i < G; ++i) {
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n[i]), _mm512_set1_epi32(127)), 23);
+    const __m512 erf_abs = _mm512_fnmadd_ps(poly[i], _mm512_mul_ps(p[i], _mm512_castsi512_ps(bits)), one);
+    const __m512i x_sign = _mm512_and_si512(_mm512_castps_si512(xs[i]), sign);
+    const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), x_sign));  // copysign
+    xs[i] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), xs[i]), _mm512_add_ps(one, erf));
+  }
+}
+
+// The start of a tile's sums: the carried partial sums, the bias, or zero.
+template <int R>
+LEWM_AVX512 LEWM_INLINE void start_sums(const TileArgs& t, const __mmask16* m, __m512 (&acc)[R][kV]) {
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kV; ++v)
+      acc[r][v] = t.carry ? _mm512_maskz_loadu_ps(m[v], t.carry + r * t.ld_carry + 16 * v)
+                  : t.bias ? _mm512_loadu_ps(t.bias + 16 * v) : _mm512_setzero_ps();
+}
+
+// fp32: R x 48 outputs <- a (kc, 8: packed rows, R used) @ b (kc, 48); partial sums and results go to the
+// same place (fp32 out), the GELU on the stored tile a row at a time (24 live accumulators leave it no
+// registers).
+template <int R>
+LEWM_AVX512 void tile_f32(const TileArgs& t) {
+  const float *a = static_cast<const float*>(t.a), *b = static_cast<const float*>(t.b);
+  __mmask16 m[kV];
+  column_masks(t.cols, m);
+  __m512 acc[R][kV];
+  start_sums<R>(t, m, acc);
+  for (int64_t k = 0; k < t.kc; ++k) {
+    __m512 bv[kV];
+    for (int v = 0; v < kV; ++v) bv[v] = _mm512_loadu_ps(b + k * kNR + 16 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m512 ar = _mm512_set1_ps(a[k * kMR + r]);
+      for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+    }
+  }
+  float* c = t.partial != nullptr ? t.partial : static_cast<float*>(t.out);
+  const int64_t ldc = t.partial != nullptr ? t.ld_partial : t.ldo;
+  if (t.cols == kNR) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kV; ++v) _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
+  } else {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kV; ++v) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, m[v], acc[r][v]);
+  }
+  if (!t.gelu) return;
+  for (int r = 0; r < R; ++r) {
+    __m512 row[kV];
+    for (int v = 0; v < kV; ++v) row[v] = _mm512_maskz_loadu_ps(m[v], c + r * ldc + 16 * v);
+    gelu16<kV>(row);
+    for (int v = 0; v < kV; ++v) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, m[v], row[v]);
+  }
+}
+
+// bf16: R x 48 outputs <- a (ceil(kc / 2), 8 pairs) @ b (ceil(kc / 2), 48 pairs) by vdpbf16ps; partial sums
+// to the fp32 buffer, results (after the GELU) rounded to bf16 by vcvtneps2bf16 (to nearest even).
+template <int R>
+LEWM_AVX512BF16 void tile_bf16(const TileArgs& t) {
+  const char *a = static_cast<const char*>(t.a), *b = static_cast<const char*>(t.b);
+  __mmask16 m[kV];
+  column_masks(t.cols, m);
+  __m512 acc[R][kV];
+  start_sums<R>(t, m, acc);
+  for (int64_t p = 0; p < (t.kc + 1) / 2; ++p) {
+    __m512i bv[kV];
+    for (int v = 0; v < kV; ++v) bv[v] = _mm512_loadu_si512(b + (p * kNR + 16 * v) * 4);
+    for (int r = 0; r < R; ++r) {
+      const __m512i ar = _mm512_broadcastd_epi32(_mm_loadu_si32(a + (p * kMR + r) * 4));
+      for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)ar, (__m512bh)bv[v]);
+    }
+  }
+  if (t.partial != nullptr) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kV; ++v) _mm512_mask_storeu_ps(t.partial + r * t.ld_partial + 16 * v, m[v], acc[r][v]);
+    return;
+  }
+  uint16_t* out = static_cast<uint16_t*>(t.out);
+  for (int r = 0; r < R; ++r) {
+    if (t.gelu) gelu16<kV>(acc[r]);
+    for (int v = 0; v < kV; ++v)
+      _mm256_mask_storeu_epi16(out + r * t.ldo + 16 * v, m[v], (__m256i)_mm512_cvtneps_pbh(acc[r][v]));
+  }
+}
+
+LEWM_AVX512 void f32_tile(const TileArgs& t) {
+  static_assert(kMR == 8, "one case per tile height");
+  switch (t.rows) {
+    case 8: return tile_f32<8>(t);
+    case 7: return tile_f32<7>(t);
+    case 6: return tile_f32<6>(t);
+    case 5: return tile_f32<5>(t);
+    case 4: return tile_f32<4>(t);
+    case 3: return tile_f32<3>(t);
+    case 2: return tile_f32<2>(t);
+    default: return tile_f32<1>(t);
+  }
+}
+
+LEWM_AVX512BF16 void bf16_tile(const TileArgs& t) {
+  static_assert(kMR == 8, "one case per tile height");
+  switch (t.rows) {
+    case 8: return tile_bf16<8>(t);
+    case 7: return tile_bf16<7>(t);
+    case 6: return tile_bf16<6>(t);
+    case 5: return tile_bf16<5>(t);
+    case 4: return tile_bf16<4>(t);
+    case 3: return tile_bf16<3>(t);
+    case 2: return tile_bf16<2>(t);
+    default: return tile_bf16<1>(t);
+  }
+}
+
+// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into 8-row groups of 32-bit words, word-major: fp32 values
+// (esize 4), or bf16 pairs (esize 2; a lone last k paired with zero). Eight words of eight rows at a time
+// by an 8 x 8 register transpose; rows past mc repeat the last row (the tile never reads them).
+LEWM_AVX512 void pack_words(const char* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, char* dst,
+                            int64_t esize) {
+  static_assert(kMR == 8, "the transpose below packs 8-row groups");
+  const int64_t words = kc * esize / 4, tail = kc * esize % 4;  // tail: a lone bf16
+  const int64_t group = (words + (tail ? 1 : 0)) * kMR;        // words per packed group
+  for (int64_t g = 0; g < mc; g += kMR) {
+    int32_t* d = reinterpret_cast<int32_t*>(dst) + g / kMR * group;
+    const char* src[kMR];
+    for (int64_t r = 0; r < kMR; ++r) src[r] = x + ((m0 + std::min(g + r, mc - 1)) * ldx + k0) * esize;
+    int64_t w = 0;
+    for (; w + 8 <= words; w += 8) {
+      __m256 r_[8];
+      for (int r = 0; r < 8; ++r) r_[r] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i*)(src[r] + 4 * w)));
+      const __m256 t0 = _mm256_unpacklo_ps(r_[0], r_[1]), t1 = _mm256_unpackhi_ps(r_[0], r_[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r_[2], r_[3]), t3 = _mm256_unpackhi_ps(r_[2], r_[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r_[4], r_[5]), t5 = _mm256_unpackhi_ps(r_[4], r_[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r_[6], r_[7]), t7 = _mm256_unpackhi_ps(r_[6], r_[7]);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* o = reinterpret_cast<float*>(d + w * kMR);  // words w .. w + 7, each 8 rows
+      _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; w < words; ++w)
+      for (int64_t r = 0; r < kMR; ++r) std::memcpy(d + w * kMR + r, src[r] + 4 * w, 4);
+    if (tail)
+      for (int64_t r = 0; r < kMR; ++r) {
+        uint16_t pair[2] = {0, 0};
+        std::memcpy(pair, src[r] + 4 * words, 2);
+        std::memcpy(d + words * kMR + r, pair, 4);
+      }
+  }
+}
+
+LEWM_AVX512 void pack_f32(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst) {
+  pack_words(static_cast<const char*>(x), ldx, m0, mc, k0, kc, static_cast<char*>(dst), 4);
+}
+
+LEWM_AVX512 void pack_bf16(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst) {
+  pack_words(static_cast<const char*>(x), ldx, m0, mc, k0, kc, static_cast<char*>(dst), 2);
+}
+
+}  // namespace
+
+// k blocks: fp32 192 (a panel's block, 36 KB, about L1; the rollout's depth of 192 in one block: a split
+// writes and reads its partial sums once more), bf16 512 (48 KB; fewer passes over the fp32 partial sums of a
+// long depth measured faster than L1-sized blocks of 256, benchmarks/results/linear_kernels-*.json).
+const KernelSpec kAvx512Spec{kNR, kMR, 192, false, pack_f32, f32_tile};
+const KernelSpec kAvx512Bf16Spec{kNR, kMR, 512, true, pack_bf16, bf16_tile};
+
+}  // namespace linear_detail
+}  // namespace lewm
+
+#endif  // LEWM_LINEAR_X86

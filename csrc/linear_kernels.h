@@ -1,0 +1,52 @@
+// Internal to the matmul (linear_cpu.cpp drives, linear_avx2.cpp and linear_avx512.cpp hold the x86 tiles):
+// what one register tile reads and writes, and the table of an ISA's tile and row packing.
+#pragma once
+
+#include <cstdint>
+
+namespace lewm {
+namespace linear_detail {
+
+// One register tile: rows x cols outputs (rows <= the kernel's MR, cols <= its NR) of one panel, over one
+// k block. The sums start from `carry` (fp32 partial sums of the k blocks before), else from `bias`, else
+// from zero; at the end they go to `partial` (fp32, when more k blocks follow) or, after the optional GELU,
+// to `out` in the kernel's output type (the last k block).
+struct TileArgs {
+  const void* a;  // the packed rows: (kc, MR) fp32, or (ceil(kc / 2), MR) bf16 pairs
+  const void* b;  // the panel's k block: (kc, NR) fp32, or (ceil(kc / 2), NR) bf16 pairs
+  int64_t kc;     // the k block's depth in elements
+  const float* carry;
+  int64_t ld_carry;
+  const float* bias;  // NR fp32 values (zero past the panel's columns)
+  float* partial;
+  int64_t ld_partial;
+  void* out;
+  int64_t ldo;
+  int64_t rows, cols;
+  bool gelu;
+};
+
+// The widest panel of any kernel (the driver keeps a panel's bias on the stack).
+constexpr int64_t kMaxPanel = 64;
+
+// An ISA's kernel: its tile shape, its k block, and its two functions.
+struct KernelSpec {
+  int64_t nr, mr;  // panel width (the tile's columns), tile rows
+  int64_t depth;   // k per block: a panel's block (depth x nr values) stays in L1 while it meets every row group
+  bool bf16;
+  // Rows [m0, m0 + mc) x k [k0, k0 + kc) of x (row stride ldx) into dst as MR-row groups, each
+  // (kc, MR) (bf16: (ceil(kc / 2), MR) pairs, a lone last k paired with zero), rows past mc zero.
+  void (*pack_rows)(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst);
+  void (*tile)(const TileArgs& t);
+};
+
+// The x86 kernels, defined in their own files; each is called only where linear_kernel_runs says so.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define LEWM_LINEAR_X86 1
+extern const KernelSpec kAvx2Spec;
+extern const KernelSpec kAvx512Spec;
+extern const KernelSpec kAvx512Bf16Spec;
+#endif
+
+}  // namespace linear_detail
+}  // namespace lewm
