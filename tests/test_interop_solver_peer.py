@@ -19,7 +19,7 @@ pytest.importorskip("transformers", reason="needs transformers")
 pytestmark = pytest.mark.peer
 
 NAMES = ["CEMSolver", "ICEMSolver", "MPPISolver", "PredictiveSamplingSolver", "GradientSolver"]
-OURS_ONLY = {"cost", "backend", "dtype", "cuda_graph", "callbacks"}
+OURS_ONLY = {"cost", "backend", "dtype", "cuda_graph", "callbacks", "layout"}
 SETTINGS = {  # 30 iterations, as a user runs them (S small to keep the test short)
     "CEMSolver": dict(num_samples=40, n_steps=30, topk=6),
     "ICEMSolver": dict(num_samples=40, n_steps=30, topk=6, n_elite_keep=3),
