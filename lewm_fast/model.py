@@ -64,8 +64,16 @@ class LeWM(nn.Module):
             raise ValueError(f"{name}: expected height and width divisible by patch_size={cfg.patch_size}, got {h}x{w}")
         return pixels
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (B, T, C, H, W) float -> embeddings (B, T, D) = projector(CLS(ViT(frame)))."""
+    def encode(self, pixels: torch.Tensor | dict) -> torch.Tensor | dict:
+        """pixels (B, T, C, H, W) float -> embeddings (B, T, D) = projector(CLS(ViT(frame))).
+
+        Given a dict (stable-worldmodel's `Dynamics.encode(info)`), fills and returns it: `emb` from
+        `pixels`, `act_emb` from `action` when present (lewm_fast/interop/cost.py).
+        """
+        if isinstance(pixels, dict):
+            from lewm_fast.interop.cost import encode_info  # interop imports this module: import on use
+
+            return encode_info(self, pixels)
         self.check_pixels("pixels", pixels)
         b, t = pixels.shape[:2]
         return self.encode_frames(pixels.flatten(0, 1)).view(b, t, -1)
@@ -99,6 +107,15 @@ class LeWM(nn.Module):
         from lewm_fast.interop.cost import get_cost  # interop imports this module: import on use
 
         return get_cost(self, info_dict, action_candidates)
+
+    def rollout(self, info: dict, action_candidates: torch.Tensor, history_size: int | None = None) -> dict:
+        """stable-worldmodel's `Dynamics.rollout` (its current source's `LeWM.rollout`), so this model works
+        inside its `ShootingCostEvaluator`: `info["predicted_emb"]` (B, S, H + T, D) from context frames
+        `pixels` (B, S, H, C, h, w), strictly future candidates (B, S, T, A) and, when H > 1,
+        `info["action_history"]` (B, S, H - 1, A). Conventions: lewm_fast/interop/cost.py."""
+        from lewm_fast.interop.cost import dynamics_rollout
+
+        return dynamics_rollout(self, info, action_candidates, history_size)
 
     # ---- unchecked building blocks (used inside hot loops) ---------------------------------------
 

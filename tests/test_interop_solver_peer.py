@@ -19,7 +19,7 @@ pytest.importorskip("transformers", reason="needs transformers")
 pytestmark = pytest.mark.peer
 
 NAMES = ["CEMSolver", "ICEMSolver", "MPPISolver", "PredictiveSamplingSolver", "GradientSolver"]
-OURS_ONLY = {"cost", "backend", "dtype", "cuda_graph", "callbacks"}
+OURS_ONLY = {"cost", "backend", "dtype", "cuda_graph", "callbacks", "layout"}
 SETTINGS = {  # 30 iterations, as a user runs them (S small to keep the test short)
     "CEMSolver": dict(num_samples=40, n_steps=30, topk=6),
     "ICEMSolver": dict(num_samples=40, n_steps=30, topk=6, n_elite_keep=3),
@@ -141,7 +141,7 @@ def test_public_lewm_on_the_packed_engine(public_pair, name):
     ref = configure(getattr(lf.interop, name)(public, seed=2, backend="reference", **short), 1).solve(one)
     fast_solver = configure(getattr(lf.interop, name)(public, seed=2, backend="torch", **short), 1)
     fast = fast_solver.solve(one)
-    assert fast_solver._planner.backend == "torch"
+    assert fast_solver.planner_cache.planner.backend == "torch"
     assert rel_err(fast["actions"], ref["actions"]) <= 1e-3
     many = configure(getattr(lf.interop, name)(public, backend="torch", **SETTINGS[name])).solve(observation())
     assert many["actions"].shape == (3, 4, 10) and torch.isfinite(many["actions"]).all()

@@ -1,5 +1,8 @@
-"""`LeWM.get_cost(info_dict, candidates)`: the public cost (stable-worldmodel 0.1.1 `LeWM.get_cost`),
-so an `lf.LeWM` works with any public solver (CEM, iCEM, MPPI, predictive sampling, gradient, PGD, ...).
+"""The public LeWM's planning surfaces for an `lf.LeWM`, so it works with any public solver (CEM, iCEM,
+MPPI, predictive sampling, gradient, PGD, ...) in both stable-worldmodel layouts:
+- release 0.1.1: `LeWM.get_cost(info_dict, candidates)` (`get_cost` below);
+- the current source: the `Dynamics` surface a `ShootingCostEvaluator` composes with an objective,
+  `encode(info)` and `rollout(info, candidates)` (`encode_info`, `dynamics_rollout` below).
 
 The public conventions, step by step (each solver hands the model the same dict on every iteration):
 - `info_dict` holds tensors expanded over the S samples: `pixels` (B, S, H, C, h, w) the history,
@@ -91,3 +94,42 @@ def get_cost(model, info_dict: dict, candidates: torch.Tensor) -> torch.Tensor:
     goal = info_dict["goal_emb"][..., -1, :]  # (B, D), or (B, S, D) for a goal_emb given per sample
     goal = goal.unsqueeze(1) if goal.ndim == 2 else goal
     return F.mse_loss(last, goal.detach().expand_as(last), reduction="none").sum(-1)
+
+
+def encode_info(model, info: dict) -> dict:
+    """The current source's `LeWM.encode(info)`: `emb` (B, T, D) from `pixels` (B, T, C, h, w), and `act_emb`
+    from `action` when there is one; returns `info`."""
+    info["emb"] = model.encode(info["pixels"])
+    if "action" in info:
+        info["act_emb"] = model.action_encoder(info["action"])
+    return info
+
+
+def dynamics_rollout(model, info: dict, candidates: torch.Tensor, history_size: int | None = None) -> dict:
+    """The current source's `LeWM.rollout`: `predicted_emb` (B, S, H + T, D) into `info`, returned.
+
+    pixels (B, S, H, C, h, w) H context frames; candidates (B, S, T, A) strictly future action blocks;
+    `info["action_history"]` (B, S, H - 1, A) the executed blocks between the context frames (needed when
+    H > 1). Context frame k is paired with the block leaving it, the current frame with the first
+    candidate; each of the T predictions feeds the last `history_size` (num_frames) embeddings.
+    """
+    if "pixels" not in info:
+        raise ValueError(f"info: expected a 'pixels' entry, got keys {sorted(info)}")
+    h = info["pixels"].size(2)
+    b, s, t = candidates.shape[:3]
+    past = info.get("action_history")
+    past = candidates.new_zeros(b, s, 0, candidates.size(-1)) if past is None else past
+    if past.size(2) != h - 1:
+        raise ValueError(f"info['action_history']: expected H - 1 = {h - 1} executed blocks, got {past.size(2)}")
+    info["action"] = torch.cat([past, candidates[:, :, :1]], dim=2)
+    if "emb" not in info:
+        emb = model.encode(info["pixels"][:, 0])  # (B, H, D): the context, once, without gradient
+        info["emb"] = emb.detach().unsqueeze(1).expand(b, s, -1, -1)
+    act_emb = model.action_encoder(torch.cat([past.flatten(0, 1), candidates.flatten(0, 1)], dim=1))
+    emb_list = list(info["emb"].flatten(0, 1).unbind(1))  # H tensors (B*S, D)
+    window = history_size or model.cfg.num_frames
+    for step in range(t):
+        lo = max(0, h + step - window)
+        emb_list.append(model.predict_unchecked(torch.stack(emb_list[lo:], dim=1), act_emb[:, lo : h + step])[:, -1])
+    info["predicted_emb"] = torch.stack(emb_list, dim=1).unflatten(0, (b, s))
+    return info

@@ -22,7 +22,7 @@ from lewm_fast._memory import memory_limit
 from lewm_fast.capability import resolve_dtype
 from lewm_fast.model import LeWM
 from lewm_fast.planning.backends import engine_class, resolve_backend
-from lewm_fast.planning.optimizers import make_optimizer, optimizer_defaults
+from lewm_fast.planning.optimizers import available_optimizers, make_optimizer, optimizer_defaults
 from lewm_fast.planning.plan_result import PlanResult
 
 DTYPES = (torch.float32, torch.bfloat16)
@@ -56,18 +56,46 @@ def solve_bytes(cfg, e: int, num_samples: int, horizon: int, dtype: torch.dtype)
     return e * num_samples * per_row
 
 
+def resolve_optimizer(solver, solver_params: dict):
+    """The planner's optimizer: a registry name and its parameters, or an optimizer built by the caller
+    (`make_optimizer`, or an object with the same interface and a registered `name`)."""
+    if isinstance(solver, str):
+        return make_optimizer(solver, **solver_params)
+    if getattr(solver, "name", None) not in available_optimizers():
+        raise TypeError(f"solver: expected one of {available_optimizers()} or an optimizer of that registry, "
+                        f"got {type(solver).__name__}")  # fmt: skip
+    if solver_params:
+        raise TypeError(f"{', '.join(sorted(solver_params))}: not accepted with an optimizer instance (its "
+                        f"parameters are its own)")  # fmt: skip
+    return solver
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """A caller's generator must draw on the planner's device (the model's)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator: expected one on the model's device ({device.type}), got {generator.device}")
+    return generator
+
+
 class Planner:
     """Plan with one optimizer of the registry over LeWM rollouts.
 
     Args:
         model: an `lf.LeWM` (put in eval mode; the planner never trains it).
-        solver: "cem" | "icem" | "mppi" | "ps" | "grad" (`lewm_fast.planning.optimizers`).
+        solver: "cem" | "icem" | "mppi" | "ps" | "grad" (`lewm_fast.planning.optimizers`), or an optimizer
+            of that registry built by the caller (`make_optimizer(...)`; then no **solver_params).
         horizon: action blocks per plan (5).
         seed: seed of the planner's generator (persists across calls, like the public solver's).
         backend: "reference" (the public loop), "torch" (the batched restructured rollout: the CPU fast
             path), "triton" (fused Triton kernels: the GPU fast path), "auto" (`backends.resolve_backend`).
         dtype: torch.float32 | torch.bfloat16 | "auto" (bf16 where the device runs it natively).
         cuda_graph: capture a whole sampling solve in a CUDA graph (fast backends on CUDA).
+        generator: the caller's torch.Generator on the model's device (e.g. a solver's own noise stream);
+            None: a new one seeded with `seed`. The planner draws all its noise from it.
         **solver_params: the public solver's parameters (num_samples, var_scale, n_steps, topk,
             noise_beta, alpha, n_elite_keep, return_mean, temperature, noise_scale, optimizer_cls,
             optimizer_kwargs, action_noise, grad_clip, action_low/high); defaults are the public ones.
@@ -76,19 +104,20 @@ class Planner:
     cost(pixels, goal, cand (E, S, horizon, A)) -> (E, S), the exact public cost.
     """
 
-    def __init__(self, model, solver: str = "cem", horizon: int = 5, seed: int = 0, backend: str = "auto",
-                 dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True, **solver_params):  # fmt: skip
+    def __init__(self, model, solver="cem", horizon: int = 5, seed: int = 0, backend: str = "auto",
+                 dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True,
+                 generator: torch.Generator | None = None, **solver_params):  # fmt: skip
         self.model = check_model(model).eval()
         self.device = next(model.parameters()).device
-        self.optimizer = make_optimizer(solver, **solver_params).to(self.device)
+        self.optimizer = resolve_optimizer(solver, solver_params).to(self.device)
         self.optimizer.check_action_dim(self.action_block_dim)
-        self.solver = solver
+        self.solver = self.optimizer.name
         self.horizon = check_positive_int("horizon", horizon)
         check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
         self.dtype = resolve_dtype(dtype, self.device)
         self.cuda_graph = cuda_graph
         self.seed = seed
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.generator = check_generator(generator, self.device) or torch.Generator(self.device).manual_seed(seed)
         self._check_memory(1)
         self.backend = resolve_backend(backend, self.device)
         self._lock = threading.RLock()
@@ -141,8 +170,9 @@ class Planner:
             raise ValueError(f"goal: expected frames of the pixels' size {tuple(pixels.shape[-2:])}, "
                              f"got {tuple(goal.shape[-2:])}")  # fmt: skip
 
-    def _initial_distribution(self, e: int, init_mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) (E, horizon, A): zeros or the warm start, and the optimizer's initial std."""
+    def _initial_distribution(self, e: int, init_mean, init_std) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) (E, horizon, A) in the engine's distribution dtype: the warm start `init_mean`
+        (E, t <= horizon, A) followed by zeros, and `init_std` (E, horizon, A) or the optimizer's initial std."""
         a, dtype = self.action_block_dim, self.engine.distribution_dtype
         mean = torch.zeros(e, self.horizon, a, device=self.device, dtype=dtype)
         if init_mean is not None:
@@ -150,7 +180,10 @@ class Planner:
             if init_mean.shape[1] > self.horizon:
                 raise ValueError(f"init_mean: expected at most horizon={self.horizon} blocks, got {init_mean.shape[1]}")
             mean[:, : init_mean.shape[1]] = init_mean.to(self.device, dtype)
-        return mean, torch.full_like(mean, self.optimizer.initial_std)
+        if init_std is None:
+            return mean, torch.full_like(mean, self.optimizer.initial_std)
+        check_tensor("init_std", init_std, (e, self.horizon, a), finite=True)
+        return mean, init_std.to(self.device, dtype)
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -168,15 +201,20 @@ class Planner:
             return self.engine.cost(pixels, goal, cand.to(self.device))
 
     def plan_with_info(
-        self, pixels: torch.Tensor, goal: torch.Tensor, init_mean: torch.Tensor | None = None
+        self,
+        pixels: torch.Tensor,
+        goal: torch.Tensor,
+        init_mean: torch.Tensor | None = None,
+        init_std: torch.Tensor | None = None,
     ) -> PlanResult:
         """Like `plan`, also returning the final std and the reported cost (`PlanResult`).
 
-        init_mean (E, t <= horizon, A) warm-starts the first t blocks of the mean (the rest is 0).
+        init_mean (E, t <= horizon, A) warm-starts the first t blocks of the mean (the rest is 0);
+        init_std (E, horizon, A) is the initial std (default: the optimizer's `initial_std` everywhere).
         """
         self._check_observations(pixels, goal)
         with self._lock:
-            mean, std = self._initial_distribution(pixels.shape[0], init_mean)
+            mean, std = self._initial_distribution(pixels.shape[0], init_mean, init_std)
             return self.engine.plan(pixels, goal, mean, std)
 
     def plan(self, pixels: torch.Tensor, goal: torch.Tensor, init_mean: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,11 +5,19 @@ How a solve runs (`backend`):
 - "reference": the public loop exactly: environments in chunks of `batch_size`, one `info_dict` per
   chunk expanded over the samples and handed to `model.get_cost`, noise from the solver's generator in
   the public order. With the same seed it returns the public solver's plan.
-- a fast backend ("auto", "torch", "triton") and a LeWM (`lf.LeWM` or the public `LeWM`, its own
-  `get_cost` not overridden): the packed LeWM rollout of `lewm_fast.planning`, all environments in one
-  batch, noise on the device, no host sync inside the solve (on a GPU one CUDA graph).
-- a fast backend and any other model (anything with `get_cost`): the same optimizer loop with every
-  environment in one chunk around the model's own `get_cost`; no host sync of ours inside the solve.
+- a fast backend ("auto", "torch", "triton") and a cost object the packed path computes (an `lf.LeWM` or
+  release 0.1.1's public `LeWM`, its own `get_cost`; the current source's `ShootingCostEvaluator` over a
+  LeWM with a recognised objective: lewm_fast/interop/solvers/lewm.py): the packed LeWM rollout of
+  `lewm_fast.planning`, all environments in one batch, noise on the device, no host sync inside the
+  solve (on a GPU one CUDA graph).
+- a fast backend and any other cost object (anything with `get_cost`): the same optimizer loop with every
+  environment in one chunk around its own `get_cost`; no host sync of ours inside the solve.
+The cost object is checked at its first use (a solve), as the public solvers do: they accept any object
+at construction.
+
+Layouts: release 0.1.1 (`stable_worldmodel.solver`) and the current source (`stable_worldmodel.planning`)
+differ in a few outputs (the gradient solver's). A drop-in follows the stable-worldmodel installed beside
+it (`installed_layout`), or `layout="0.1.1"` / `"source"` given to its constructor.
 
 Callbacks (`callbacks=[...]`, the public `Callback` objects) are called after every iteration with the
 public keyword arguments, and their histories come back as `outputs["callbacks"][cb.output_key]`. They
@@ -20,7 +28,10 @@ iteration, and a solve with callbacks is not captured in a CUDA graph.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -29,17 +40,31 @@ import torch
 from lewm_fast._checks import GENERATOR_SEED_MAX, check_int
 from lewm_fast.capability import resolve_dtype
 from lewm_fast.interop.solvers import inputs
-from lewm_fast.interop.solvers.lewm import packed_lewm, solve_packed
+from lewm_fast.interop.solvers.lewm import PlannerCache, packed_cost, solve_packed
 from lewm_fast.planning.backends import BACKENDS
 from lewm_fast.planning.optimizers import make_optimizer, solve_chunks
 
+LAYOUTS = ("0.1.1", "source")
 
-def warn(message: str) -> None:
-    """A warning through the public solvers' logger: loguru where it is installed (stable-worldmodel
-    0.1.1 logs with it), else the standard `logging` (its current source does)."""
+
+@functools.cache
+def installed_layout() -> str:
+    """ "source" where the installed stable_worldmodel has the current source's layout (a `planning/solver`
+    package), else "0.1.1" (the PyPI release; also the choice without stable_worldmodel). Found without
+    importing stable_worldmodel."""
+    spec = importlib.util.find_spec("stable_worldmodel")
+    folders = (spec.submodule_search_locations or []) if spec is not None else []
+    return "source" if any(os.path.isdir(os.path.join(f, "planning", "solver")) for f in folders) else "0.1.1"
+
+
+def warn(message: str, layout: str) -> None:
+    """A warning through the public solvers' logger: loguru in release 0.1.1 (where it is installed), the
+    standard `logging` in the current source."""
     try:
         from loguru import logger
     except ImportError:
+        logger = None
+    if logger is None or layout == "source":
         logging.getLogger("lewm_fast.interop").warning(message)
     else:
         logger.warning(message)
@@ -68,12 +93,9 @@ class DropInSolver:
     optimizer_name: str = ""
     public_params: tuple[str, ...] = ()
 
-    def _setup(self, model, *, batch_size, device, seed, callbacks, backend, dtype, cuda_graph) -> None:
-        if model is None or not (callable(getattr(model, "get_cost", None)) or packed_lewm(model) is not None):
-            raise TypeError(
-                f"model: expected a model with a get_cost(info_dict, candidates) method (the public Costable "
-                f"protocol), got {type(model).__name__}"
-            )
+    def _setup(self, model, *, batch_size, device, seed, callbacks, backend, dtype, cuda_graph, layout) -> None:
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"layout: expected one of {list(LAYOUTS)} or None, got {layout!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
         check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
@@ -83,6 +105,8 @@ class DropInSolver:
         self.torch_gen = torch.Generator(device=device).manual_seed(seed)
         self.callbacks = list(callbacks) if callbacks else []
         self.backend, self.cuda_graph = backend, cuda_graph
+        self.layout = layout or installed_layout()
+        self.planner_cache = PlannerCache()  # the packed path's planner (lewm.py)
         # The rollout precision of the packed engine; the distribution and the candidates stay in `dtype`
         # below (the model's parameter dtype), as in the public solvers.
         self.plan_dtype = resolve_dtype(dtype, device)
@@ -100,8 +124,10 @@ class DropInSolver:
         self._action_dim = int(np.prod(action_space.shape[1:]))
         self._configured = True
         if not _is_box(action_space):
-            warn(f"Action space is discrete, got {type(action_space)}. {type(self).__name__} may not work as expected.")
-        lewm = packed_lewm(self.model)
+            warn(f"Action space is discrete, got {type(action_space)}. {type(self).__name__} may not work as expected.",
+                 self.layout)  # fmt: skip
+        packed = packed_cost(self.model)
+        lewm = packed.lewm if packed is not None else None
         if lewm is not None and self.action_dim != lewm.cfg.action_block_dim:
             raise ValueError(
                 f"action_space: expected action_dim x action_block = {lewm.cfg.action_block_dim} (the model's "
@@ -136,9 +162,11 @@ class DropInSolver:
 
     def init_action_distrib(self, n_envs: int, actions: torch.Tensor | None = None):
         """The public initial distribution: mean = `actions` padded with zeros to the horizon,
-        var (the std) = var_scale everywhere; both (n_envs, horizon, action_dim)."""
-        var = self.var_scale * torch.ones([n_envs, self.horizon, self.action_dim], dtype=self.dtype)
-        return inputs.pad_to_horizon(actions, n_envs, self.horizon, self.action_dim, self.dtype), var
+        var (the std) = var_scale everywhere; both (n_envs, horizon, action_dim), on `actions`' device
+        (the solver's without them)."""
+        mean = inputs.pad_to_horizon(actions, n_envs, self.horizon, self.action_dim, self.dtype, self.device)
+        var = self.var_scale * torch.ones([n_envs, self.horizon, self.action_dim], dtype=self.dtype, device=mean.device)
+        return mean, var
 
     # ---- solving ---------------------------------------------------------------------------------
 
@@ -157,17 +185,20 @@ class DropInSolver:
 
     def _start(self, info_dict: dict, init_action) -> tuple[int, torch.Tensor | None]:
         total = self._count(info_dict)
-        warm = inputs.prepare_init_action(self.model, info_dict, init_action, self.horizon, total, self.action_dim)
+        warm = inputs.prepare_init_action(self.model, info_dict, init_action, self.horizon, total, self.action_dim,
+                                          self.device)  # fmt: skip
         return total, warm
 
     def _run(self, optimizer, info_dict: dict, mean: torch.Tensor, std: torch.Tensor):
         """Run `optimizer` from (mean, std) (E, T, A) on the path `backend` chooses (module docstring)."""
-        lewm = packed_lewm(self.model)
-        if self.backend != "reference" and lewm is not None and not self.callbacks:
-            return solve_packed(self, lewm, optimizer, info_dict, mean, std)
-        # A public LeWM's own get_cost compares with the goal of one environment only: use the converted
-        # model (the same cost bit for bit) when several environments share a chunk.
-        model = self.model if self.backend == "reference" or lewm is None else lewm
+        packed = packed_cost(self.model)
+        fast = self.backend != "reference"
+        if fast and packed is not None and packed.accepts(info_dict) and not self.callbacks:
+            return solve_packed(self, packed, optimizer, info_dict, mean, std)
+        model = packed.generic if fast and packed is not None else self.model
+        if not callable(getattr(model, "get_cost", None)):
+            raise TypeError(f"cost: expected an object with a get_cost(info_dict, action_candidates) method (the "
+                            f"public Costable protocol), got {type(model).__name__}")  # fmt: skip
         batch_size = self.batch_size if self.backend == "reference" else None
         device = torch.device(self.device)
 

@@ -17,7 +17,8 @@ class CEMSolver(DropInSolver):
     The public arguments (model, batch_size, num_samples, var_scale, n_steps, topk, device, seed,
     callbacks) plus backend ("auto" | "reference" | "torch" | "triton"), dtype (the LeWM rollout's
     precision: torch.float32, torch.bfloat16 or "auto") and cuda_graph (capture the packed solve on a GPU).
-    `cost=` is accepted for `model` (the name in stable-worldmodel's current source).
+    `cost=` is accepted for `model` (the name in stable-worldmodel's current source); layout ("0.1.1" |
+    "source" | None: the installed stable-worldmodel's) picks whose outputs to reproduce where they differ.
 
     callbacks: the public `Callback` objects, called after every iteration with the public keyword
     arguments; their histories come back in `outputs["callbacks"]`. Each costs a host sync per iteration
@@ -44,7 +45,8 @@ class CEMSolver(DropInSolver):
         backend: str = "auto",
         dtype: torch.dtype | str = torch.float32,
         cuda_graph: bool = True,
+        layout: str | None = None,
     ):
         self.num_samples, self.var_scale, self.n_steps, self.topk = num_samples, var_scale, n_steps, topk
         self._setup(resolve_model(model, cost), batch_size=batch_size, device=device, seed=seed, callbacks=callbacks,
-                    backend=backend, dtype=dtype, cuda_graph=cuda_graph)  # fmt: skip
+                    backend=backend, dtype=dtype, cuda_graph=cuda_graph, layout=layout)  # fmt: skip

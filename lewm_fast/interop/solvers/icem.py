@@ -17,7 +17,7 @@ class ICEMSolver(DropInSolver):
     """Improved Cross-Entropy Method with the public `Solver` protocol.
 
     The public arguments (model, batch_size, num_samples, var_scale, n_steps, topk, noise_beta, alpha,
-    n_elite_keep, return_mean, device, seed, callbacks) plus backend / dtype / cuda_graph / cost= as
+    n_elite_keep, return_mean, device, seed, callbacks) plus backend / dtype / cuda_graph / cost= / layout as
     `CEMSolver`.
     """
 
@@ -45,12 +45,13 @@ class ICEMSolver(DropInSolver):
         backend: str = "auto",
         dtype: torch.dtype | str = torch.float32,
         cuda_graph: bool = True,
+        layout: str | None = None,
     ):
         self.num_samples, self.var_scale, self.n_steps, self.topk = num_samples, var_scale, n_steps, topk
         self.noise_beta, self.alpha, self.n_elite_keep, self.return_mean = noise_beta, alpha, n_elite_keep, return_mean
         self._action_low = self._action_high = None
         self._setup(resolve_model(model, cost), batch_size=batch_size, device=device, seed=seed, callbacks=callbacks,
-                    backend=backend, dtype=dtype, cuda_graph=cuda_graph)  # fmt: skip
+                    backend=backend, dtype=dtype, cuda_graph=cuda_graph, layout=layout)  # fmt: skip
 
     def configure(self, *, action_space, n_envs: int, config) -> None:
         """As the public solver: a Box space's bounds, tiled over the action block, clip the candidates."""

@@ -27,32 +27,38 @@ def check_init_action(init_action, n_envs: int, horizon: int, action_dim: int) -
     return init_action
 
 
-def prepare_init_action(model, info_dict: dict, init_action, horizon: int, n_envs: int, action_dim: int):
-    """The public warm start: (n_envs, horizon, action_dim) from a partial plan (n_envs, t, action_dim).
+def prepare_init_action(model, info_dict: dict, init_action, horizon: int, n_envs: int, action_dim: int, device):
+    """The public warm start: (n_envs, horizon, action_dim) on `device` (the solver's) from a partial plan
+    (n_envs, t, action_dim) on any device.
 
     Missing steps come from `model.get_action(info_dict, horizon=remaining, prefix_actions=init_action)`
-    when the model is `Actionable`, else zeros; a plan already covering the horizon is returned as is.
+    when the model is `Actionable`, else zeros; a plan already covering the horizon is returned as is
+    (moved to `device`, as the current source does; release 0.1.1 moved it later).
     """
     init_action = check_init_action(init_action, n_envs, horizon, action_dim)
+    if init_action is not None:
+        init_action = init_action.to(device)
     remaining = horizon - (init_action.shape[1] if init_action is not None else 0)
     if remaining <= 0:
         return init_action
     if not is_actionable(model):
-        device = init_action.device if init_action is not None else "cpu"
         tail = torch.zeros(n_envs, remaining, action_dim, device=device)
         return tail if init_action is None else torch.cat([init_action, tail], dim=1)
     with torch.no_grad():
         tail = model.get_action(info_dict, horizon=remaining, prefix_actions=init_action)
-    return tail if init_action is None else torch.cat([init_action.to(tail.device), tail], dim=1)
+    tail = tail.to(device)
+    return tail if init_action is None else torch.cat([init_action, tail], dim=1)
 
 
-def pad_to_horizon(actions, n_envs: int, horizon: int, action_dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """The public `init_action_distrib` mean: `actions` (or nothing) followed by zeros up to `horizon`."""
-    mean = torch.zeros([n_envs, 0, action_dim], dtype=dtype) if actions is None else actions
+def pad_to_horizon(actions, n_envs: int, horizon: int, action_dim: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The public `init_action_distrib` mean: `actions` (or nothing) followed by zeros up to `horizon`, on
+    `actions`' device (`device`, the solver's, without them)."""
+    device = actions.device if actions is not None else torch.device(device)
+    mean = torch.zeros([n_envs, 0, action_dim], dtype=dtype, device=device) if actions is None else actions
     remaining = horizon - mean.shape[1]
     if remaining > 0:
-        tail = torch.zeros([n_envs, remaining, action_dim], dtype=dtype)
-        mean = torch.cat([mean, tail], dim=1).to(mean.device)
+        tail = torch.zeros([n_envs, remaining, action_dim], dtype=dtype, device=device)
+        mean = torch.cat([mean, tail], dim=1)
     return mean
 
 

@@ -1,27 +1,27 @@
-"""The drop-ins' LeWM fast path: which models get the packed rollout, and the solve on it.
+"""The drop-ins' LeWM fast path: which cost objects get the packed rollout, and the solve on it.
 
-A model gets it when it is an `lf.LeWM` or the public `LeWM` (stable_worldmodel.wm.lewm) whose
-`get_cost` is the class's own (a subclass that changes the cost keeps its own `get_cost`, on the eager
-loop). A public LeWM is converted once (`from_swm`) and converted again when its weights change (a
-parameter updated in place, or moved), so planning between training steps stays exact.
+Packed (all environments in one batch on `lf.Planner`'s engine):
+- an `lf.LeWM`, or release 0.1.1's public `LeWM` (stable_worldmodel.wm.lewm), whose `get_cost` is its
+  class's own (a subclass that changes the cost keeps its own `get_cost`, on the generic loop);
+- the current source's `ShootingCostEvaluator` over a LeWM with a recognised objective
+  (lewm_fast/interop/evaluator.py), for solves with one context frame.
+A public LeWM is converted once (`from_swm`) and converted again when its weights change (a parameter
+updated in place, or moved), so planning between training steps stays exact. A public module that does
+not convert (a test double with another encoder) is not a LeWM to the packed path: the generic loop.
 """
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import torch
 
+from lewm_fast.interop.evaluator import GoalTerm, WithObjective, public_class, recognise_evaluator
 from lewm_fast.model import LeWM
 
 _converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # public LeWM -> (fingerprint, lf.LeWM)
-
-
-def _public_lewm_class(model) -> type | None:
-    for cls in type(model).__mro__:
-        if cls.__name__ == "LeWM" and cls.__module__.startswith("stable_worldmodel.wm.lewm"):
-            return cls
-    return None
+LEWM_MODULE = "stable_worldmodel.wm.lewm"
 
 
 def _fingerprint(model: torch.nn.Module) -> tuple:
@@ -29,21 +29,56 @@ def _fingerprint(model: torch.nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype) for t in (*model.parameters(), *model.buffers()))
 
 
-def packed_lewm(model) -> LeWM | None:
-    """The `lf.LeWM` to run the packed rollout on for `model`, or None (the model keeps its own get_cost)."""
+def converted_lewm(model) -> LeWM | None:
+    """`model` as an `lf.LeWM` (itself, or the public LeWM converted and cached), or None."""
     if isinstance(model, LeWM):
-        return model if type(model).get_cost is LeWM.get_cost else None
-    public = _public_lewm_class(model)
-    if public is None or type(model).get_cost is not public.get_cost:
+        return model
+    if public_class(model, "LeWM", LEWM_MODULE) is None:
         return None
     stamp = _fingerprint(model)
     cached = _converted.get(model)
     if cached is None or cached[0] != stamp:
         from lewm_fast.interop.swm import from_swm
 
-        cached = (stamp, from_swm(model).eval())
+        try:
+            cached = (stamp, from_swm(model).eval())
+        except (TypeError, ValueError, AttributeError):  # not the published architecture
+            return None
         _converted[model] = cached
     return cached[1]
+
+
+@dataclass(frozen=True)
+class PackedCost:
+    """A cost object the packed rollout computes: `lewm` the model it rolls out, `objective` the tree of
+    lewm_fast/interop/evaluator.py (a LeWM's own get_cost: the goal term alone), `generic` the object whose
+    `get_cost` the eager loop calls on the fast backends, `evaluator` the recognised evaluator or None."""
+
+    lewm: LeWM
+    objective: object
+    generic: object
+    evaluator: object | None = None
+
+    def accepts(self, info_dict: dict) -> bool:
+        """Whether this solve's inputs are ones the packed path computes (the evaluator's rules)."""
+        return self.evaluator is None or self.evaluator.accepts(info_dict)
+
+
+def packed_cost(model) -> PackedCost | None:
+    """The packed form of a solver's cost object, or None (the generic loop around its own get_cost)."""
+    if isinstance(model, LeWM):
+        return PackedCost(model, GoalTerm(), model) if type(model).get_cost is LeWM.get_cost else None
+    evaluator = recognise_evaluator(model)
+    if evaluator is not None:
+        lewm = converted_lewm(evaluator.model)
+        return None if lewm is None else PackedCost(lewm, evaluator.objective, model, evaluator)
+    public = public_class(model, "LeWM", LEWM_MODULE)
+    own_cost = getattr(public, "get_cost", None)
+    if own_cost is None or getattr(type(model), "get_cost", None) is not own_cost:
+        return None
+    lewm = converted_lewm(model)
+    # the public get_cost compares every environment with the first one's goal: lf.LeWM's is per environment
+    return None if lewm is None else PackedCost(lewm, GoalTerm(), lewm)
 
 
 def observations(info_dict: dict, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,22 +94,41 @@ def observations(info_dict: dict, device, dtype) -> tuple[torch.Tensor, torch.Te
     return pixels, goal
 
 
-def solve_packed(solver, lewm: LeWM, optimizer, info_dict: dict, mean: torch.Tensor, std: torch.Tensor):
-    """All environments in one batch on the packed rollout of `lf.Planner` (built once per solver and
-    setting, then kept: its static buffers and CUDA graph are reused), the solver's generator its noise."""
+class PlannerCache:
+    """A drop-in's packed planner, kept while the settings it was built for stay the same (its static
+    buffers and CUDA graphs are reused across solves). `key` and `planner` are the last ones built."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.planner = None
+
+    def get(self, key: tuple, build):
+        if self.planner is None or self.key != key:
+            self.planner, self.key = build(), key
+        return self.planner
+
+
+def solve_packed(solver, packed: PackedCost, optimizer, info_dict: dict, mean: torch.Tensor, std: torch.Tensor):
+    """All environments in one batch on the packed rollout of `lf.Planner`, the solver's generator its noise.
+
+    A sampling optimizer's planner is kept in `solver.planner_cache`; the gradient solver's optimizer holds
+    this solve's drawn samples (its `init`), so its planner is built for the solve.
+    """
     from lewm_fast.planning.optimizers import SolveResult
     from lewm_fast.planning.planner import Planner
 
-    key = (id(lewm), solver.optimizer_name, repr(solver.optimizer_settings()), mean.shape[1], solver.backend,
-           solver.plan_dtype, solver.cuda_graph)  # fmt: skip
-    planner = getattr(solver, "_planner", None)
-    if planner is None or solver._planner_key != key:
-        planner = Planner(lewm, optimizer.name, horizon=mean.shape[1], backend=solver.backend, dtype=solver.plan_dtype,
-                          cuda_graph=solver.cuda_graph, **solver.optimizer_settings())  # fmt: skip
-        planner.generator = solver.torch_gen  # one noise stream per solver, as in the public solvers
-        solver._planner, solver._planner_key = planner, key
-    planner.optimizer = optimizer  # the gradient solver's samples are drawn already (its `init`)
+    def build():
+        opt = optimizer if isinstance(packed.objective, GoalTerm) else WithObjective(optimizer, packed.objective)
+        return Planner(packed.lewm, opt, horizon=mean.shape[1], backend=solver.backend, dtype=solver.plan_dtype,
+                       cuda_graph=solver.cuda_graph, generator=solver.torch_gen)  # fmt: skip
+
+    if optimizer.kind == "sampling":
+        key = (id(packed.lewm), packed.objective, optimizer.name, repr(solver.optimizer_settings()), mean.shape[1],
+               solver.backend, solver.plan_dtype, solver.cuda_graph, id(solver.torch_gen))  # fmt: skip
+        planner = solver.planner_cache.get(key, build)
+    else:
+        planner = build()
     pixels, goal = observations(info_dict, planner.device, torch.float32)
-    out = planner.plan_with_info(pixels, goal, init_mean=mean.float())
+    out = planner.plan_with_info(pixels, goal, init_mean=mean.float(), init_std=std.float())
     std_out = None if out.std is None else out.std.to(mean.dtype)
     return SolveResult(out.actions.to(mean.dtype), std_out, out.elite_cost, out.history, out.samples)

@@ -17,7 +17,7 @@ class MPPISolver(DropInSolver):
 
     The public arguments (model, batch_size, num_samples, var_scale, n_steps, topk, temperature, device,
     seed) plus callbacks (the public `Callback` objects, as for CEM: the public MPPI has none) and
-    backend / dtype / cuda_graph / cost= as `CEMSolver`.
+    backend / dtype / cuda_graph / cost= / layout as `CEMSolver`.
     """
 
     optimizer_name = "mppi"
@@ -40,8 +40,9 @@ class MPPISolver(DropInSolver):
         backend: str = "auto",
         dtype: torch.dtype | str = torch.float32,
         cuda_graph: bool = True,
+        layout: str | None = None,
     ):
         self.num_samples, self.var_scale, self.n_steps, self.topk = num_samples, var_scale, n_steps, topk
         self.temperature = temperature
         self._setup(resolve_model(model, cost), batch_size=batch_size, device=device, seed=seed, callbacks=callbacks,
-                    backend=backend, dtype=dtype, cuda_graph=cuda_graph)  # fmt: skip
+                    backend=backend, dtype=dtype, cuda_graph=cuda_graph, layout=layout)  # fmt: skip

@@ -19,7 +19,7 @@ class PredictiveSamplingSolver(DropInSolver):
     """Predictive sampling with the public `Solver` protocol.
 
     The public arguments (model, batch_size, num_samples, noise_scale, device, seed) plus callbacks
-    (called once, after the draw) and backend / dtype / cuda_graph / cost= as `CEMSolver`.
+    (called once, after the draw) and backend / dtype / cuda_graph / cost= / layout as `CEMSolver`.
     solve(...) -> {"costs": [E floats], "actions": (E, horizon, A)} (plus "callbacks").
     """
 
@@ -40,14 +40,15 @@ class PredictiveSamplingSolver(DropInSolver):
         backend: str = "auto",
         dtype: torch.dtype | str = torch.float32,
         cuda_graph: bool = True,
+        layout: str | None = None,
     ):
         self.num_samples, self.noise_scale = num_samples, noise_scale
         self._setup(resolve_model(model, cost), batch_size=batch_size, device=device, seed=seed, callbacks=callbacks,
-                    backend=backend, dtype=dtype, cuda_graph=cuda_graph)  # fmt: skip
+                    backend=backend, dtype=dtype, cuda_graph=cuda_graph, layout=layout)  # fmt: skip
 
     def init_nominal(self, n_envs: int, actions: torch.Tensor | None = None) -> torch.Tensor:
         """The public initial nominal: `actions` padded with zeros to the horizon (n_envs, horizon, A)."""
-        return inputs.pad_to_horizon(actions, n_envs, self.horizon, self.action_dim, self.dtype)
+        return inputs.pad_to_horizon(actions, n_envs, self.horizon, self.action_dim, self.dtype, self.device)
 
     def solve(self, info_dict: dict, init_action: torch.Tensor | None = None) -> dict:
         """Plan for every environment of `info_dict` (the length of its first value)."""
