@@ -116,6 +116,20 @@ def test_sampling_solvers_return_one_cost_per_environment(name):
     assert len(out["costs"]) == 3 and all(isinstance(c, float) for c in out["costs"])
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_icem_best_candidate_reports_its_own_cost_in_the_current_layout(backend):
+    """return_mean=False: the current source reports the returned (best) candidate's cost, 0.1.1 the
+    last elites' mean cost (larger, unless the elites tie)."""
+    info = {"pixels": torch.randn(2, 1, 3, 8, 8, generator=torch.Generator().manual_seed(1))}
+    kw = dict(cost=Quadratic(), num_samples=16, n_steps=3, topk=4, return_mean=False, backend=backend)
+    outs = {lay: configure(lf.interop.ICEMSolver(layout=lay, **kw)).solve(dict(info)) for lay in ("source", "0.1.1")}
+    own = Quadratic().get_cost({"pixels": info["pixels"].unsqueeze(1)}, outs["source"]["actions"].unsqueeze(1))
+    # the same sums over a (16, ...) and a (1, ...) batch: within a few fp32 roundings of each other
+    torch.testing.assert_close(torch.tensor(outs["source"]["costs"]), own[:, 0], rtol=1e-6, atol=0)
+    assert torch.equal(outs["source"]["actions"], outs["0.1.1"]["actions"])
+    assert all(a < b for a, b in zip(outs["source"]["costs"], outs["0.1.1"]["costs"]))
+
+
 def test_layout_is_checked():
     with pytest.raises(ValueError, match="layout: expected one of"):
         lf.interop.CEMSolver(cost=Quadratic(), layout="0.2")

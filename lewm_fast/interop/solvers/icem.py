@@ -3,10 +3,13 @@
 Per iteration: coloured noise (exponent `noise_beta`) * std + mean, the first candidate = the mean, the
 next `n_elite_keep` = the previous iteration's best elites, all clipped to the action box; then a
 momentum (`alpha`) update towards the elites' mean and std. `return_mean=False` returns the best
-candidate of the last iteration. The backends and the model rules: lewm_fast/interop/solvers/base.py.
+candidate of the last iteration; its reported cost is the last elites' mean in release 0.1.1's layout, the
+returned candidate's own in the current source's. The backends and the model rules: lewm_fast/interop/solvers/base.py.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -62,6 +65,11 @@ class ICEMSolver(DropInSolver):
             kw = dict(device=self.device, dtype=self.dtype)
             self._action_low = torch.tensor(action_space.low[0], **kw).repeat(tile)
             self._action_high = torch.tensor(action_space.high[0], **kw).repeat(tile)
+
+    def optimizer(self):
+        """The current source reports the returned best candidate's own cost where `return_mean=False`."""
+        opt = super().optimizer()
+        return dataclasses.replace(opt, best_cost=True) if self.layout == "source" and not self.return_mean else opt
 
     def optimizer_settings(self) -> dict:
         return {**super().optimizer_settings(), "action_low": self._action_low, "action_high": self._action_high}

@@ -59,15 +59,21 @@ def optimizer_class(name: str) -> type:
     return _OPTIMIZERS[name]
 
 
+def public_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of an optimizer class that are the public solver's parameters (a field marked
+    `metadata={"public": False}` is a variant of the public behaviour, set with `dataclasses.replace`)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("public", True)]
+
+
 def optimizer_params(name: str) -> list[str]:
     """The parameter names `name` accepts (the public solver's names)."""
-    return [f.name for f in dataclasses.fields(optimizer_class(name))]
+    return [f.name for f in public_fields(optimizer_class(name))]
 
 
 def optimizer_defaults(name: str) -> dict:
     """{parameter: default} of `name`, equal to the public solver's defaults."""
     out = {}
-    for f in dataclasses.fields(optimizer_class(name)):
+    for f in public_fields(optimizer_class(name)):
         out[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     return out
 

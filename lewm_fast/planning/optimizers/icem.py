@@ -6,12 +6,14 @@ f^(-noise_beta / 2), back, normalised to unit std per sequence), cand = noise * 
 cand[:, 0] = mean, cand[:, 1 : 1 + n] = the previous iteration's n = min(n_elite_keep, topk) best
 elites, then clipped to the action box when bounds are given. Elites: the `topk` lowest costs; then
 mean = alpha * mean + (1 - alpha) * elite mean, std = alpha * std + (1 - alpha) * elite std (unbiased).
-The result is the mean (`return_mean`) or the last iteration's best candidate.
+The result is the mean (`return_mean`) or the last iteration's best candidate. The reported cost is the
+last elites' mean cost (release 0.1.1), or with `best_cost` the returned best candidate's own cost (the
+current source, where `return_mean=False`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -62,6 +64,7 @@ class ICEM(SamplingOptimizer):
     return_mean: bool = True
     action_low: torch.Tensor | None = None
     action_high: torch.Tensor | None = None
+    best_cost: bool = field(default=False, metadata={"public": False})
 
     name = "icem"
     public_name = "ICEMSolver"
@@ -77,8 +80,9 @@ class ICEM(SamplingOptimizer):
         if min(self.n_elite_keep, self.topk) > self.num_samples - 1:
             raise ValueError(f"n_elite_keep: expected at most num_samples - 1 = {self.num_samples - 1} elites "
                              f"carried over, got {self.n_elite_keep}")  # fmt: skip
-        if not isinstance(self.return_mean, bool):
-            raise TypeError(f"return_mean: expected a bool, got {type(self.return_mean).__name__}")
+        for flag in ("return_mean", "best_cost"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag}: expected a bool, got {type(getattr(self, flag)).__name__}")
         check_action_box(self.action_low, self.action_high)
 
     def check_action_dim(self, action_dim: int) -> None:
@@ -112,7 +116,8 @@ class ICEM(SamplingOptimizer):
         info = dict(topk_vals=new.costs, topk_inds=new.indices, topk_candidates=new.candidates, mean=new.mean,
                     var=new.std, prev_mean=state.mean, prev_var=state.std, action_low=self.action_low,
                     action_high=self.action_high)  # fmt: skip
-        return PlanState(new.mean, new.std, new.costs.mean(dim=1), new.candidates), info
+        cost = new.costs[:, 0] if self.best_cost else new.costs.mean(dim=1)  # the values are lowest first
+        return PlanState(new.mean, new.std, cost, new.candidates), info
 
     def fast_update(self, state: PlanState, cand: torch.Tensor, costs: torch.Tensor, op_set) -> PlanState:
         """One fused op (top-k, elite statistics and momentum); only the elites still needed are gathered."""
@@ -124,6 +129,8 @@ class ICEM(SamplingOptimizer):
             flat = cand.flatten(2)
             rows = torch.gather(flat, 1, idx[:, :keep, None].expand(-1, -1, flat.shape[-1]))
             elites = rows.view(cand.shape[0], keep, *cand.shape[2:])
+        if self.best_cost:
+            cost = torch.gather(costs, 1, idx[:, :1]).squeeze(1)
         return PlanState(mean, std, cost, elites)
 
     def result(self, state: PlanState):
