@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, public_lewm, write_result  # noqa: E402
+from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="interleaved measurements per row (the fastest is kept)")
     p.add_argument("--no-reference", action="store_true", help="skip the drop-in's reference row")
     p.add_argument("--tag", default="", help="a word for the results file name (e.g. the machine's load)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     return p.parse_args(argv)
 
 

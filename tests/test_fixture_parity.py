@@ -133,4 +133,8 @@ def test_plan_under_seed_over_30_iterations(model, public_fixture):
     assert rec["n_steps"] == 30 and rec["elite_margin"] > 4 * relative_bound
     params = {k: rec[k] for k in ("num_samples", "topk", "n_steps", "var_scale")}
     planner = lf.Planner(model, "cem", horizon=rec["horizon"], seed=rec["seed"], backend="reference", **params)
-    torch.testing.assert_close(planner.plan(rec["pixels"], rec["goal"]), rec["actions"], rtol=0, atol=1e-6)
+    plan = planner.plan(rec["pixels"], rec["goal"])
+    # the same selections, other reduction orders (the recording machine's kernels): each iteration's mean and
+    # std add a few (8) fp32 roundings of the plan's magnitude, carried linearly into the next iteration
+    atol = rec["n_steps"] * 8 * torch.finfo(torch.float32).eps * rec["actions"].abs().max().item()
+    torch.testing.assert_close(plan, rec["actions"], rtol=0, atol=atol)
