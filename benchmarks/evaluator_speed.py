@@ -104,7 +104,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
     model = lf.LeWM(lf.LeWMConfig()).eval()
-    info = observations(model.cfg, args.envs, args.image or model.cfg.image_size)
+    image = args.image or model.cfg.image_size
+    if image % model.cfg.patch_size:  # before any row runs: the packed encoder takes whole patches only
+        raise SystemExit(f"--image: expected a multiple of the patch size {model.cfg.patch_size}, got {image}")
+    info = observations(model.cfg, args.envs, image)
     solvers = rows(args, model)
     load_before = os.getloadavg()
     runs, outputs = measure(args, solvers, info)
