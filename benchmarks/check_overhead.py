@@ -1,4 +1,4 @@
-"""What the safety checks cost a training run (README "Safety and failure behaviour").
+"""What the safety checks cost a training run (docs/reliability.md, "What the checks cost").
 
 1. Per step: the one check added on the training hot path is SIGReg's finiteness check of its input on
    the CPU (`lewm_fast.sigreg.check_finite_inputs`). One training step of a preset (forward, backward,

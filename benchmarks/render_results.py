@@ -1,10 +1,13 @@
-"""Render the latest results files into README.md's Results section (between its markers).
+"""Render the results files of benchmarks/results/ into README.md and benchmarks/results/HISTORY.md
+(each between its `<!-- results:start -->` and `<!-- results:end -->` markers).
 
-    python benchmarks/render_results.py            # rewrite README.md in place
-    python benchmarks/render_results.py --check    # exit 1 if README.md is out of date
+    python benchmarks/render_results.py            # rewrite both in place
+    python benchmarks/render_results.py --check    # exit 1 if either is out of date
 
-For each benchmark and device, the newest file in benchmarks/results/ becomes a table; every table
-names its results file, so each figure in the README can be traced to a run. Planning tables show
+README.md gets one headline table: for each measurement (benchmark, what was timed) on each machine, the
+newest row that compares lewm_fast with a baseline, naming the CPU (model, ISA) or GPU, the date and the
+results file. Runs with deliberate neighbour processes (`--neighbours`, a busy machine) are left out of it.
+HISTORY.md gets the full table of the newest file of each benchmark and device. Planning tables show
 `x public` (the public solver as shipped) and `x best public` (its fastest configuration in the same run,
 benchmarks/public_variants.py; only for files that have it: older runs did not time it).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
+HISTORY = RESULTS / "HISTORY.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 # benchmark -> [(row key, column header)]; unknown benchmarks show every scalar column.
@@ -93,30 +97,131 @@ def table(path: Path) -> str:
 
 
 def render(results: Path = RESULTS) -> str:
+    """The full table of the newest file of each benchmark and device (HISTORY.md)."""
     files = latest_files(results)
     if not files:
         return "No results yet: run the benchmarks (they write to benchmarks/results/)."
     return "\n\n".join(table(p) for p in files)
 
 
+# ---- the README's headline table -----------------------------------------------------------------
+
+SOLVER_NAMES = {"cem": "CEM", "icem": "iCEM", "mppi": "MPPI", "ps": "predictive sampling", "grad": "gradient"}
+RATIOS = ("x_reference", "x_public", "x_best_public")
+HEADLINE_COLUMNS = ("what", "machine", "date", "lewm_fast", "x reference", "x public", "x best public", "results file")
+SIGREG_SIZES = ("train", "large")  # the training size and a large one; `small` is a test size
+
+
+def _plan_row(r: dict) -> tuple[tuple, str, float] | None:
+    """(order, what, ms) of a planning row of lewm_fast's fast backends with their defaults (no
+    torch.compile). Files before the `impl` column name the implementation in `solver` and timed CEM only."""
+    impl, solver = (r["impl"], r.get("solver")) if "impl" in r else (r.get("solver", ""), "cem")
+    if impl not in ("lewm_fast:torch", "lewm_fast:triton") or "ms_per_plan" not in r:
+        return None
+    names = list(SOLVER_NAMES)
+    order = (names.index(solver) if solver in names else len(names), r["envs"], r["dtype"])
+    return order, f"{SOLVER_NAMES.get(solver, solver)} plan, E = {r['envs']}, {r['dtype']}", r["ms_per_plan"]
+
+
+def _sigreg_row(r: dict) -> tuple[tuple, str, float] | None:
+    if r.get("phase") != "both" or r.get("backend") in (None, "reference") or r.get("size") not in SIGREG_SIZES:
+        return None
+    what = f"SIGReg forward + backward, {r['T']} x {r['B']} x {r['D']}, {r['M']} slices, {r['dtype']}"
+    return (SIGREG_SIZES.index(r["size"]), r["dtype"]), what, r["ms"]
+
+
+def _train_row(r: dict) -> tuple[tuple, str, float] | None:
+    if r.get("impl", "lewm_fast") != "lewm_fast" or r.get("compile") or "step_ms" not in r:
+        return None
+    return (r["preset"], r["batch"], r["dtype"]), f"training step, {r['preset']} preset, batch {r['batch']}, " \
+        f"{r['dtype']}", r["step_ms"]  # fmt: skip
+
+
+HEADLINE_ROWS = {"plan_speed": _plan_row, "sigreg_speed": _sigreg_row, "train_speed": _train_row}
+
+
+def machine(env: dict) -> tuple[str, str]:
+    """(the CPU model and ISA, or the GPU; the same with the thread count) a file was measured on."""
+    device = env.get("device", "?").replace("(R)", "")
+    name = device.split(" (")[0]
+    if env.get("device_type", "cpu") != "cpu":
+        return name, device
+    m = env.get("machine") or {}
+    isa = f"{m['isa']}{', native bf16' if m.get('native_bf16') else ''}" if m.get("isa") else "ISA not recorded"
+    return f"{name}, {isa}", f"{device}, {isa}"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms / 1000:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
+
+
+def headline_rows(results: Path = RESULTS) -> list[dict]:
+    """The newest row of each (benchmark, machine, what) that has a ratio to a baseline, whatever its thread
+    count or clock; runs with deliberate neighbours left out. Sorted by benchmark, machine, solver and E."""
+    newest: dict[tuple, dict] = {}
+    for path in sorted(results.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        bench, env, args = data.get("benchmark", "").split("-")[0], data.get("environment") or {}, data.get("args")
+        pick = HEADLINE_ROWS.get(bench)
+        if pick is None or not isinstance(data.get("rows"), list) or (args or {}).get("neighbours"):
+            continue
+        cpu, where = machine(env)
+        for r in data["rows"]:
+            got = pick(r) if isinstance(r, dict) and any(r.get(k) is not None for k in RATIOS) else None
+            if got is None:
+                continue
+            key = (list(HEADLINE_ROWS).index(bench), cpu, got[0])
+            if key not in newest or env.get("date", "") >= newest[key]["date"]:
+                clock = ", CPU-time clock" if "cpu" in ((args or {}).get("clock"), data.get("clock")) else ""
+                newest[key] = {"what": got[1], "machine": where + clock, "date": env.get("date", ""), "ms": got[2],
+                               "file": path.name, **{k: r.get(k) for k in RATIOS}}  # fmt: skip
+    return [newest[k] for k in sorted(newest)]
+
+
+def render_headline(results: Path = RESULTS) -> str:
+    rows = headline_rows(results)
+    if not rows:
+        return "No results yet: run the benchmarks with `--out benchmarks/results`."
+    lines = ["| " + " | ".join(HEADLINE_COLUMNS) + " |", "|" + "---|" * len(HEADLINE_COLUMNS)]
+    for r in rows:
+        ratios = [_cell(r[k]) for k in RATIOS]
+        cells = [r["what"], r["machine"], r["date"][:10], _ms(r["ms"]), *ratios, f"`{r['file']}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---- writing -----------------------------------------------------------------------------------------
+
+
+def rendered(path: Path, body: str) -> str | None:
+    """The text of `path` with `body` between its markers; None when it has no markers."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        return None
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{body}\n{END}{tail}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true")
     args = p.parse_args(argv)
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(f"README.md: no {START} ... {END} markers", file=sys.stderr)
-        return 1
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render()}\n{END}{tail}"
-    if args.check:
-        if new != text:
-            print("README.md results are out of date: run python benchmarks/render_results.py", file=sys.stderr)
+    status = 0
+    for path, body in ((README, render_headline()), (HISTORY, render())):
+        new = rendered(path, body)
+        if new is None:
+            print(f"{path.name}: no {START} ... {END} markers", file=sys.stderr)
             return 1
-        return 0
-    README.write_text(new)
-    return 0
+        if not args.check:
+            path.write_text(new)
+        elif new != path.read_text():
+            print(f"{path.name}: results are out of date: run python benchmarks/render_results.py", file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

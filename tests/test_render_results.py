@@ -1,6 +1,7 @@
-"""benchmarks/render_results.py: the README's rendered tables come from the newest table of each benchmark
-and device, files that hold no table (profiles, reports) are passed over instead of breaking the render,
-and the README in the repository is up to date with benchmarks/results/."""
+"""benchmarks/render_results.py: the README's headline table holds the newest comparison of each measurement
+on each machine (busy runs and non-default configurations left out), HISTORY.md the newest table of each
+benchmark and device; files that hold no table (profiles, reports) are passed over instead of breaking the
+render; both files in the repository are up to date with benchmarks/results/."""
 
 import json
 from pathlib import Path
@@ -9,10 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 import render_results  # noqa: E402
 
 
-def _write(folder: Path, name: str, benchmark: str, date: str, rows) -> Path:
+def _write(folder: Path, name: str, benchmark: str, date: str, rows, isa=None, args=None) -> Path:
     path = folder / name
-    env = {"device": "AMD EPYC (2 threads)", "torch": "2.13.0", "date": date}
-    path.write_text(json.dumps({"benchmark": benchmark, "environment": env, "rows": rows}))
+    env = {"device": "AMD EPYC (2 threads)", "device_type": "cpu", "torch": "2.13.0", "date": date}
+    if isa:
+        env["machine"] = {"isa": isa, "native_bf16": isa == "AVX512"}
+    path.write_text(json.dumps({"benchmark": benchmark, "environment": env, "rows": rows, "args": args or {}}))
     return path
 
 
@@ -27,8 +30,33 @@ def test_newest_table_per_benchmark_and_profiles_passed_over(tmp_path):
     assert "a-new.json" in text and "| cem |" in text and "2.3" in text and "profile.json" not in text
 
 
-def test_readme_results_are_rendered_from_the_results_folder():
+def test_readme_and_history_are_rendered_from_the_results_folder():
     assert render_results.main(["--check"]) == 0, "run: python benchmarks/render_results.py"
+
+
+def plan_row(solver="cem", impl="lewm_fast:torch", envs=1, ms=10_000.0, **ratios):
+    return {"solver": solver, "impl": impl, "dtype": "fp32", "envs": envs, "ms_per_plan": ms, **ratios}
+
+
+def test_headline_keeps_the_newest_comparison_of_each_measurement_on_each_machine(tmp_path):
+    _write(tmp_path, "old.json", "plan_speed", "2026-12-01T10:00:00", [plan_row(x_public=2.0)], isa="AVX2")
+    _write(tmp_path, "new.json", "plan_speed", "2026-12-03T10:00:00",
+           [plan_row(x_public=2.3), plan_row(envs=16, ms=160_000.0, x_public=2.25),
+            plan_row(impl="lewm_fast:reference", x_public=1.0), plan_row(impl="public stable-worldmodel", x_public=1.0),
+            plan_row(impl="lewm_fast:torch+compile", x_public=2.5), plan_row(solver="icem", envs=4)],
+           isa="AVX2")  # fmt: skip
+    _write(tmp_path, "busy.json", "plan_speed", "2026-12-04T10:00:00", [plan_row(x_public=9.0)], isa="AVX2",
+           args={"neighbours": 2})  # fmt: skip
+    _write(tmp_path, "zen4.json", "plan_speed", "2026-12-07T10:00:00",
+           [plan_row(x_public=4.87, x_best_public=2.56)], isa="AVX512")  # fmt: skip
+    rows = render_results.headline_rows(tmp_path)
+    assert [(r["what"], r["file"]) for r in rows] == [("CEM plan, E = 1, fp32", "new.json"),
+                                                      ("CEM plan, E = 16, fp32", "new.json"),
+                                                      ("CEM plan, E = 1, fp32", "zen4.json")]  # fmt: skip
+    lines = render_results.render_headline(tmp_path).splitlines()
+    assert lines[0].startswith("| what | machine | date | lewm_fast | x reference | x public | x best public |")
+    assert "| CEM plan, E = 1, fp32 | AMD EPYC (2 threads), AVX2 | 2026-12-03 | 10 s | - | 2.3 | - |" in lines[2]
+    assert "| AMD EPYC (2 threads), AVX512, native bf16 | 2026-12-07 | 10 s | - | 4.87 | 2.56 |" in lines[4]
 
 
 def test_planning_tables_show_x_best_public(tmp_path):
