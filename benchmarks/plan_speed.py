@@ -167,6 +167,13 @@ class PlanTimer:
         return per_iter, self.k, max(one - per_iter, 0.0), per_iter <= one
 
 
+def progress(timer: PlanTimer) -> str:
+    """The first round's time per iteration, or why there is none yet (a first 1-iteration plan slower
+    than the k-iteration one: its warm-up; later rounds measure it)."""
+    per_iter, _, _, consistent = timer.result()
+    return f"{per_iter * 1e3:.1f} ms/iteration" if consistent else "first round held a warm-up, measured in the rounds"
+
+
 def solver_params(solver: str, args, k: int) -> dict:
     """The solver's parameters for a k-iteration plan (public names; the rest at the public defaults)."""
     if solver == "ps":
@@ -262,8 +269,8 @@ def lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, s
                 timer = PlanTimer(make_plan, iters, args.budget, device, clock, warm=backend != "reference")
                 fields = dict(solver=solver, impl=name, dtype=dname, device=device.type, envs=e, own_flops_iter=own)
                 specs.append((fields, timer))
-                print(f"  {solver:>4} {name:>22} {dname} E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration "
-                      f"({timer.k} iterations run)", flush=True)  # fmt: skip
+                print(f"  {solver:>4} {name:>22} {dname} E={e}: {progress(timer)} ({timer.k} iterations run)",
+                      flush=True)  # fmt: skip
     os.environ["LEWM_PLAN_COMPILE"] = user_compile
     return specs
 
@@ -295,7 +302,7 @@ def public_rows(model, args, solver, e, device, clock, flops, skipped):
             mode = pv.compile_mode(device)
             fields.update(first_call_s=first_s, compile_s=max(first_s - timer.runs[0][0], 0.0),
                           note=f"first call {first_s:.0f} s (compile + 1 plan), {mode} mode")  # fmt: skip
-        print(f"  {solver:>4} {pv.LABELS[v]} E={e}: {timer.result()[0] * 1e3:.1f} ms/iteration", flush=True)
+        print(f"  {solver:>4} {pv.LABELS[v]} E={e}: {progress(timer)}", flush=True)
         out.append((fields, timer))
     return out
 
