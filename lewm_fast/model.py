@@ -1,6 +1,6 @@
 """LeWM: ViT encoder + BN projector, action encoder, AdaLN-zero causal predictor + pred_proj.
 
-This is the reference model (DESIGN.md sections 2 and 7). Submodule and parameter names equal the
+This is the reference model (docs/architecture.md). Submodule and parameter names equal the
 public `stable_worldmodel.wm.lewm.LeWM` (transformers 5.x ViT names), so `load_state_dict` of a
 public state_dict works unchanged.
 """

@@ -1,4 +1,4 @@
-"""Training windows from an episode file (DESIGN.md section 5), as the public LeWM trainer samples them.
+"""Training windows from an episode file, as the public LeWM trainer samples them.
 
 A window starts at any row s of an episode with s + T*frameskip <= L (T = num_frames + 1 = 4,
 frameskip = 5, so 20 rows): frames at rows s, s+5, s+10, s+15 and the 20 actions of rows s..s+19

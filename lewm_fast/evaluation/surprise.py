@@ -1,4 +1,4 @@
-"""The surprise test (violation of expectation, DESIGN.md section 1).
+"""The surprise test (violation of expectation: a world model should be surprised by the impossible).
 
 For each of N fresh trajectories (the env's data policy, seeds the training data did not use) three
 versions are rendered by replaying the same actions from the same start state:

@@ -1,6 +1,6 @@
 """SIGReg on the GPU: the sketched projection fused with the characteristic-function statistics.
 
-Math (DESIGN.md section 3). For X (T, N, D), unit directions A (D, M) and evenly spaced knots
+Math (lewm_fast/sigreg.py has the value; docs/numerics.md the checks). For X (T, N, D), unit directions A (D, M) and evenly spaced knots
 t_k = k dt (k = 0..K-1), with Z = X @ A:
 
     forward   cos_sum[t, k, m] = sum_n cos(k dt Z[t, n, m]),   sin_sum[t, k, m] = sum_n sin(k dt Z[t, n, m])
