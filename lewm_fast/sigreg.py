@@ -1,4 +1,4 @@
-"""SIGReg, the Sketched Isotropic Gaussian Regulariser (docs/numerics.md: how each backend is checked against the reference).
+"""SIGReg, the Sketched Isotropic Gaussian Regulariser (docs/numerics.md: how each backend is checked).
 
 For embeddings `proj` (T, B, D) (or (B, D), treated as T = 1) and unit directions A (D, M):
 

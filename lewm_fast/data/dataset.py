@@ -223,7 +223,7 @@ class WindowDataset(torch.utils.data.Dataset):
         ds = self._h5["pixels"]
         out = np.empty((*rows.shape, *self.frame_shape), dtype=np.uint8)
         # One read per frame, straight into `out`. (A strided slice per window, ds[s : s + 16 : 5], reads the
-        # same frames but measured ~1000x slower in h5py: ~1 s per window of 224 px frames.)
+        # same frames but is orders of magnitude slower in h5py.)
         try:
             for (b, t), row in np.ndenumerate(rows):
                 ds.read_direct(out, np.s_[row], np.s_[b, t])

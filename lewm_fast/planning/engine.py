@@ -63,7 +63,7 @@ def plan_threads(rows: int, threads: int | None = None) -> int:
 def _no_gc():
     """Python's cyclic garbage collector off for the duration of a solve: a solve creates thousands of
     short-lived tensor views, each allocation counting towards the next collection, and the collections
-    (which find nothing: views are freed by reference counting) took ~5-9% of a CPU plan."""
+    find nothing (views are freed by reference counting) yet cost a CPU plan several per cent."""
     was = gc.isenabled()
     gc.disable()
     try:
