@@ -40,5 +40,4 @@ class ReferenceEngine:
         def chunk_cost(lo: int, hi: int):
             return lewm_cost_reference(self.model, pixels[lo:hi], goal[lo:hi])
 
-        out = solve_chunks(opt, mean, std, chunk_cost, self.p.generator, batch_size=opt.public_batch_size)
-        return PlanResult(out.actions, out.std, out.cost)
+        return solve_chunks(opt, mean, std, chunk_cost, self.p.generator, batch_size=opt.public_batch_size)
