@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     # 2. whole plans, evaluated with the fp32 cost
     def solve(planner, seed):
         planner.reseed(seed)
-        mean, std = planner._initial_distribution(e, None)
+        mean, std = planner.initial_distribution(e)
         t0 = time.perf_counter()
         plan = planner.engine.plan_embedded(hist, goal, mean, std).actions
         print(f"  {planner.dtype} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
