@@ -21,6 +21,14 @@ from pathlib import Path
 import torch
 from _files import result_path, write_text_atomic
 
+from lewm_fast.planning.optimizers import optimizer_defaults
+from lewm_fast.planning.planner import HORIZON
+
+# The benchmarks' planning sizes, from where they are defined: CEM's in the optimizer registry (the public
+# solver's), the horizon in the planner.
+_CEM = optimizer_defaults("cem")
+SAMPLES, TOPK, ITERS = _CEM["num_samples"], _CEM["topk"], _CEM["n_steps"]
+
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -148,7 +156,7 @@ def gemm_ceiling(
     dtype: torch.dtype,
     rows: int,
     threads: int,
-    horizon: int = 5,
+    horizon: int = HORIZON,
     history: int = 1,
     seconds: float = 0.5,
     clock: str = "wall",

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import HORIZON, ITERS, SAMPLES, TOPK, print_table, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 from plan_speed import build_model, observations  # noqa: E402
 
@@ -44,10 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default="auto", help="fast engine to check (torch, triton, auto)")
     p.add_argument("--problems", type=int, default=20)
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--topk", type=int, default=30)
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--topk", type=int, default=TOPK)
+    p.add_argument("--iters", type=int, default=ITERS)
+    p.add_argument("--horizon", type=int, default=HORIZON)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--goal", choices=["image", "reachable"], default="image")
     p.add_argument("--adaln-std", type=float, default=0.3, help="random weights: std of the AdaLN modulation")

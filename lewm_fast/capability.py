@@ -97,13 +97,15 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return False
 
 
-DTYPE_NAMES = {"auto": "auto", "fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-               "bfloat16": torch.bfloat16}  # fmt: skip
+# The compute dtypes by the short names results and the CLI use; DTYPE_NAMES: every name `dtype=` accepts.
+PLAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPE_NAMES = {"auto": "auto", **PLAN_DTYPES, "float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPE_CHOICES = ("auto", *PLAN_DTYPES)  # what a --dtype flag offers
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The short name results and the CLI use for a planning dtype: "fp32" or "bf16"."""
-    return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    return next(name for name, d in PLAN_DTYPES.items() if d == dtype)
 
 
 @functools.cache
@@ -162,7 +164,7 @@ def cpp_linear_kernel(dtype: torch.dtype) -> str | None:
     from lewm_fast import _ext
 
     ext = _ext.load()
-    return None if ext is None else ext.linear_kernel("bf16" if dtype == torch.bfloat16 else "fp32")
+    return None if ext is None else ext.linear_kernel(dtype_name(dtype))
 
 
 # The extension's kernels the planner prefers to oneDNN, by dtype (the portable ones never: several times

@@ -27,6 +27,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from lewm_fast import capability
 from lewm_fast.planning import ops
 
 
@@ -57,7 +58,7 @@ class CppPackedWeight:
 
     def __init__(self, ext, w: torch.Tensor, kernel: str | None = None):
         self.ext, self.shape, self.dtype = ext, w.shape, w.dtype
-        self.kernel = kernel or ext.linear_kernel("bf16" if w.dtype == torch.bfloat16 else "fp32")
+        self.kernel = kernel or ext.linear_kernel(capability.dtype_name(w.dtype))
         self.panel = ext.linear_panel(self.kernel)
         out_features, in_features = w.shape
         shape = ext.linear_packed_shape(self.kernel, out_features, in_features)

@@ -25,8 +25,8 @@ from lewm_fast.planning.backends import engine_class, resolve_backend
 from lewm_fast.planning.optimizers import available_optimizers, make_optimizer, optimizer_defaults
 from lewm_fast.planning.plan_result import PlanResult
 
-DTYPES = (torch.float32, torch.bfloat16)
 _CEM = optimizer_defaults("cem")
+HORIZON = 5  # action blocks per plan: the paper's (every other default horizon is this one)
 
 
 def check_model(model: object) -> LeWM:
@@ -88,7 +88,7 @@ class Planner:
         model: an `lf.LeWM` (put in eval mode; the planner never trains it).
         solver: "cem" | "icem" | "mppi" | "ps" | "grad" (`lewm_fast.planning.optimizers`), or an optimizer
             of that registry built by the caller (`make_optimizer(...)`; then no **solver_params).
-        horizon: action blocks per plan (5).
+        horizon: action blocks per plan (HORIZON, 5).
         seed: seed of the planner's generator (persists across calls, like the public solver's).
         backend: "reference" (the public loop), "torch" (the batched restructured rollout: the CPU fast
             path), "triton" (fused Triton kernels: the GPU fast path), "auto" (`backends.resolve_backend`).
@@ -104,7 +104,7 @@ class Planner:
     cost(pixels, goal, cand (E, S, horizon, A)) -> (E, S), the exact public cost.
     """
 
-    def __init__(self, model, solver="cem", horizon: int = 5, seed: int = 0, backend: str = "auto",
+    def __init__(self, model, solver="cem", horizon: int = HORIZON, seed: int = 0, backend: str = "auto",
                  dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True,
                  generator: torch.Generator | None = None, **solver_params):  # fmt: skip
         self.model = check_model(model).eval()
@@ -245,8 +245,9 @@ class CEMPlanner(Planner):
     """
 
     def __init__(self, model, num_samples: int = _CEM["num_samples"], topk: int = _CEM["topk"],
-                 iters: int = _CEM["n_steps"], horizon: int = 5, var_scale: float = _CEM["var_scale"], seed: int = 0,
-                 backend: str = "auto", dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True):  # fmt: skip
+                 iters: int = _CEM["n_steps"], horizon: int = HORIZON, var_scale: float = _CEM["var_scale"],
+                 seed: int = 0, backend: str = "auto", dtype: torch.dtype | str = torch.float32,
+                 cuda_graph: bool = True):  # fmt: skip
         super().__init__(model, "cem", horizon=horizon, seed=seed, backend=backend, dtype=dtype,
                          cuda_graph=cuda_graph, num_samples=num_samples, topk=topk, n_steps=iters,
                          var_scale=var_scale)  # fmt: skip
