@@ -181,7 +181,7 @@ class CpuOps(ops.TorchOps):
     ):  # fmt: skip
         """matmul: "cpp", "onednn" or "torch" (default `capability.planner_matmul`); cpp_kernel: the C++
         matmul's kernel (default `capability.cpp_linear_kernel`). Benchmarks set them to compare choices."""
-        from lewm_fast import _ext, capability
+        from lewm_fast import _ext
 
         self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
         keep_freed_memory()
