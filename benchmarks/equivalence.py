@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ITERS, SAMPLES, print_table, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
-from lewm_fast.capability import DTYPE_NAMES  # noqa: E402
+from lewm_fast.capability import DTYPE_NAMES, PLAN_DTYPES  # noqa: E402
 from lewm_fast.planning import equivalence as eq  # noqa: E402
 
 # Every sampling solver, with the options that change its update; topk etc. scale with --samples.
@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backends", nargs="+", help="default: triton and torch on CUDA, torch on a CPU")
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--dtypes", nargs="+", default=list(PLAN_DTYPES), choices=list(PLAN_DTYPES))
     p.add_argument("--solvers", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--envs", type=int, default=2)

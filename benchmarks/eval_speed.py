@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
+from lewm_fast.capability import PLAN_DTYPES  # noqa: E402
 from lewm_fast.evaluation import evaluate, load_checkpoint  # noqa: E402
 from lewm_fast.evaluation.world import evaluate_world  # noqa: E402
 
@@ -99,7 +100,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=_common.SAMPLES)
     p.add_argument("--topk", type=int, default=_common.TOPK)
     p.add_argument("--iters", type=int, default=_common.ITERS)
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="lewm_fast's planning dtype (fp32)")
+    p.add_argument("--dtype", default="fp32", choices=list(PLAN_DTYPES), help="lewm_fast's planning dtype (fp32)")
     p.add_argument("--backend", default="auto", help="lewm_fast's planner backend (auto)")
     p.add_argument("--public-episodes", type=int, default=100, help="episodes of the public TwoRoom-v1 data (100)")
     p.add_argument("--skip-public", action="store_true", help="leave out the public solver's row")

@@ -309,7 +309,7 @@ def main(argv=None) -> int:
         fast = [b for b in (wanted,) if b in available_backends(device)]
         if not fast:
             print(f"sigreg_speed: the {wanted!r} backend is unavailable on {device}; timing the reference only")
-    dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["auto"])
+    dtypes = args.dtypes or (list(PLAN_DTYPES) if device.type == "cuda" else ["auto"])
     # "auto" resolved by lewm_fast.capability; duplicates dropped
     dtypes = list(dict.fromkeys(dtype_name(resolve_dtype(d, device)) for d in dtypes))
     args.public_variants, skipped = public_setup(args, device)
