@@ -21,6 +21,14 @@ from pathlib import Path
 import torch
 from _files import result_path, write_text_atomic
 
+from lewm_fast.planning.optimizers import optimizer_defaults
+from lewm_fast.planning.planner import HORIZON
+
+# The benchmarks' planning sizes, from where they are defined: CEM's in the optimizer registry (the public
+# solver's), the horizon in the planner.
+_CEM = optimizer_defaults("cem")
+SAMPLES, TOPK, ITERS = _CEM["num_samples"], _CEM["topk"], _CEM["n_steps"]
+
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -148,7 +156,7 @@ def gemm_ceiling(
     dtype: torch.dtype,
     rows: int,
     threads: int,
-    horizon: int = 5,
+    horizon: int = HORIZON,
     history: int = 1,
     seconds: float = 0.5,
     clock: str = "wall",
@@ -164,12 +172,39 @@ def gemm_ceiling(
     with other jobs. `matmul`: another of the planner's matmul choices than this CPU's (`CpuOps`). Returns
     GFLOP/s over the whole list (each matmul weighted by its count) and the per-shape rates.
     """
-    import threading
-
     from lewm_fast.planning.cpu_ops import CpuOps
-    from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
 
     ops = CpuOps(dtype, matmul=matmul)
+    calls = _rollout_matmuls(model, dtype, ops, rows, horizon, history)
+    old = torch.get_num_threads()
+    total_flops = total_s = 0.0
+    shapes = []
+    try:
+        for (name, xs, ws), (count, (x, w, b)) in calls.items():
+            fn = CpuOps.linear.__get__(ops)  # the matmul alone (a GELU epilogue is not matmul work)
+            best = _slowest_thread_best(fn, x, w, b, threads, seconds, clock)
+            flops = 2.0 * x.numel() * w.shape[0]
+            total_flops += count * flops
+            total_s += count * best
+            shapes.append({"op": name, "x": list(xs), "w": list(ws), "count": count, "gflops": flops / best / 1e9})
+    finally:
+        torch.set_num_threads(old)
+    return {
+        "gflops": threads * total_flops / total_s / 1e9,
+        "per_thread_gflops": total_flops / total_s / 1e9,
+        "rows": rows,
+        "threads": threads,
+        "dtype": str(dtype).removeprefix("torch."),
+        "clock": clock,
+        "shapes": shapes,
+    }
+
+
+def _rollout_matmuls(model, dtype: torch.dtype, ops, rows: int, horizon: int, history: int) -> dict[tuple, list]:
+    """{(op name, x shape, w shape): [count, (x, w, b) of one call]} of the matmuls one fast rollout of `rows`
+    candidates makes on the op set `ops` (whose matmul ops are wrapped to record them)."""
+    from lewm_fast.planning.rollout import PackedPredictor, rollout_cost
+
     packed = PackedPredictor(model, dtype, "cpu", pack=ops.pack_weight)
     calls: dict[tuple, list] = {}
     depth = [0]  # a matmul op that calls another (linear_planes without the C++ matmul) is one matmul
@@ -193,45 +228,33 @@ def gemm_ceiling(
     d, a = model.cfg.embed_dim, model.cfg.action_block_dim
     with torch.inference_mode():
         rollout_cost(packed, ops, torch.randn(1, history, d), torch.randn(1, d), torch.randn(1, rows, horizon, a))
-    old = torch.get_num_threads()
-    total_flops = total_s = 0.0
-    shapes = []
-    try:
-        for (name, xs, ws), (count, (x, w, b)) in calls.items():
-            fn = CpuOps.linear.__get__(ops)  # the matmul alone (a GELU epilogue is not matmul work)
-            best = [float("inf")] * threads
+    return calls
 
-            def worker(i, fn=fn, x=x, w=w, b=b, best=best):
-                torch.set_num_threads(1)
-                xi = x.clone()
-                fn(xi, w, b)
-                timer = time.thread_time if clock == "cpu" else time.perf_counter
-                t_end = time.perf_counter() + seconds
-                while time.perf_counter() < t_end or best[i] == float("inf"):
-                    t0 = timer()
-                    fn(xi, w, b)
-                    best[i] = min(best[i], timer() - t0)
 
-            pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-            for t in pool:
-                t.start()
-            for t in pool:
-                t.join()
-            flops = 2.0 * x.numel() * w.shape[0]
-            total_flops += count * flops
-            total_s += count * max(best)
-            shapes.append({"op": name, "x": list(xs), "w": list(ws), "count": count, "gflops": flops / max(best) / 1e9})
-    finally:
-        torch.set_num_threads(old)
-    return {
-        "gflops": threads * total_flops / total_s / 1e9,
-        "per_thread_gflops": total_flops / total_s / 1e9,
-        "rows": rows,
-        "threads": threads,
-        "dtype": str(dtype).removeprefix("torch."),
-        "clock": clock,
-        "shapes": shapes,
-    }
+def _slowest_thread_best(fn, x, w, b, threads: int, seconds: float, clock: str) -> float:
+    """`fn(x, w, b)` timed on `threads` threads at once (one intra-op thread each, its own copy of x), warm,
+    each thread's best within `seconds`; returns the slowest thread's best (the rate all threads sustain)."""
+    import threading
+
+    best = [float("inf")] * threads
+
+    def worker(i):
+        torch.set_num_threads(1)
+        xi = x.clone()
+        fn(xi, w, b)
+        timer = time.thread_time if clock == "cpu" else time.perf_counter
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or best[i] == float("inf"):
+            t0 = timer()
+            fn(xi, w, b)
+            best[i] = min(best[i], timer() - t0)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return max(best)
 
 
 def public_lewm(model, device: torch.device | str = "cpu"):

@@ -122,7 +122,7 @@ def cases(path: Path, image_size: int, public: bool):
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="an .h5 file (default: a 224 px TwoRoom file, made once)")
     p.add_argument("--episodes", type=int, default=100, help="episodes of the default file (100)")
@@ -140,24 +140,20 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.steps, args.warmup, args.episodes, args.file_image_size = 5, 1, 4, 64
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    path = Path(args.data) if args.data else default_file(args.episodes, args.file_image_size)
+    return args
+
+
+def public_importable() -> bool:
     try:
         import stable_worldmodel  # noqa: F401
-
-        public = True
     except ImportError:
-        public = False
         print("stable_worldmodel is not importable here: the public rows are skipped (run in the side venv)")
-    import h5py
+        return False
+    return True
 
-    load_start = os.getloadavg()[0]
-    with h5py.File(path, "r") as f:
-        frame, n_rows = f["pixels"].shape[1:], f["pixels"].shape[0]
-    image_size = args.image_size or frame[0]
-    print(f"{path} ({n_rows:,} frames of {frame}, {path.stat().st_size / 2**30:.2f} GiB); batch {args.batch_size}, "
-          f"{NUM_STEPS} frames x frameskip {FRAMESKIP}; load average {load_start:.1f}", flush=True)  # fmt: skip
+
+def measure_rows(path: Path, image_size: int, public: bool, args) -> list[dict]:
+    """One row per (order, workers, reader), each with its ratio to the public reader without a cache."""
     rows = []
     for order in args.orders:
         for workers in args.workers:
@@ -170,6 +166,24 @@ def main() -> None:
         pub = [q for q in rows if q["reader"].startswith("public") and q["order"] == r["order"]
                and q["workers"] == r["workers"] and "cached" not in q["variant"]]  # fmt: skip
         r["x_public_no_cache"] = r["samples_per_s"] / pub[0]["samples_per_s"] if pub else None
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = Path(args.data) if args.data else default_file(args.episodes, args.file_image_size)
+    public = public_importable()
+    import h5py
+
+    load_start = os.getloadavg()[0]
+    with h5py.File(path, "r") as f:
+        frame, n_rows = f["pixels"].shape[1:], f["pixels"].shape[0]
+    image_size = args.image_size or frame[0]
+    print(f"{path} ({n_rows:,} frames of {frame}, {path.stat().st_size / 2**30:.2f} GiB); batch {args.batch_size}, "
+          f"{NUM_STEPS} frames x frameskip {FRAMESKIP}; load average {load_start:.1f}", flush=True)  # fmt: skip
+    rows = measure_rows(path, image_size, public, args)
     _common.print_table(rows, [("order", "order"), ("workers", "workers"), ("reader", "reader"), ("variant", "variant"),
                                ("samples_per_s", "samples/s"), ("ms_per_batch", "ms/batch"),
                                ("x_public_no_cache", "x public (no cache)")])  # fmt: skip

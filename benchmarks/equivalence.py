@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import ITERS, SAMPLES, print_table, write_result  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
-from lewm_fast.capability import DTYPE_NAMES  # noqa: E402
+from lewm_fast.capability import DTYPE_NAMES, PLAN_DTYPES  # noqa: E402
 from lewm_fast.planning import equivalence as eq  # noqa: E402
 
 # Every sampling solver, with the options that change its update; topk etc. scale with --samples.
@@ -46,12 +46,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backends", nargs="+", help="default: triton and torch on CUDA, torch on a CPU")
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--dtypes", nargs="+", default=list(PLAN_DTYPES), choices=list(PLAN_DTYPES))
     p.add_argument("--solvers", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--envs", type=int, default=2)
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--iters", type=int, default=ITERS)
     p.add_argument("--adaln-std", type=float, default=0.05, help="random AdaLN weights: costs that follow actions")
     p.add_argument("--quick", action="store_true", help="a tiny model, 37 samples, 2 seeds")
     p.add_argument("--out", type=Path, help="folder for the JSON (default: the printed table only)")

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
+from lewm_fast.capability import PLAN_DTYPES  # noqa: E402
 from lewm_fast.evaluation import evaluate, load_checkpoint  # noqa: E402
 from lewm_fast.evaluation.world import evaluate_world  # noqa: E402
 
@@ -59,9 +60,10 @@ def run_rows(args) -> list[dict]:
     from stable_worldmodel.solver.cem import CEMSolver as PublicCEM
 
     checkpoint = load_checkpoint(args.ckpt)
-    plan = {"episodes": args.episodes, "goal_offset": args.goal_offset, "budget": args.budget, "horizon": 5,
-            "receding": 5, "num_samples": args.samples, "topk": args.topk, "iters": args.iters, "seed": args.seed,
-            "dtype": args.dtype, "log": lambda m: print("   ", m, flush=True)}  # fmt: skip
+    plan = {"episodes": args.episodes, "goal_offset": args.goal_offset, "budget": args.budget,
+            "horizon": _common.HORIZON, "receding": _common.HORIZON, "num_samples": args.samples, "topk": args.topk,
+            "iters": args.iters, "seed": args.seed, "dtype": args.dtype,
+            "log": lambda m: print("   ", m, flush=True)}  # fmt: skip
     swm_data = public_data(args.public_episodes, 100, args.seed, checkpoint.model.cfg.image_size)
     rows = []
 
@@ -95,10 +97,10 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--goal-offset", type=int, default=25)
     p.add_argument("--budget", type=int, default=50)
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--topk", type=int, default=30)
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="lewm_fast's planning dtype (fp32)")
+    p.add_argument("--samples", type=int, default=_common.SAMPLES)
+    p.add_argument("--topk", type=int, default=_common.TOPK)
+    p.add_argument("--iters", type=int, default=_common.ITERS)
+    p.add_argument("--dtype", default="fp32", choices=list(PLAN_DTYPES), help="lewm_fast's planning dtype (fp32)")
     p.add_argument("--backend", default="auto", help="lewm_fast's planner backend (auto)")
     p.add_argument("--public-episodes", type=int, default=100, help="episodes of the public TwoRoom-v1 data (100)")
     p.add_argument("--skip-public", action="store_true", help="leave out the public solver's row")

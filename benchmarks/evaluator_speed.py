@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, public_lewm, write_result  # noqa: E402
+from _common import HORIZON, ITERS, SAMPLES, TOPK, print_table, public_lewm, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
@@ -38,10 +38,10 @@ import lewm_fast as lf  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", type=int, default=4)
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--topk", type=int, default=30)
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--topk", type=int, default=TOPK)
+    p.add_argument("--iters", type=int, default=ITERS)
+    p.add_argument("--horizon", type=int, default=HORIZON)
     p.add_argument("--image", type=int, default=None, help="frame size (default: the config's, 224)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved measurements per row (the fastest is kept)")
     p.add_argument("--no-reference", action="store_true", help="skip the drop-in's reference row")

@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--copies", type=int, default=16, help="inputs and weights the cold calls cycle through")
     p.add_argument("--chunk-reps", type=int, default=8, help="rollout chunks per choice")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    p.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
+    p.add_argument("--dtypes", nargs="+", choices=list(capability.PLAN_DTYPES), default=list(capability.PLAN_DTYPES),
                    help="bf16 runs only where the CPU has native bf16")  # fmt: skip
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import HORIZON, ITERS, SAMPLES, TOPK, print_table, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 from plan_speed import build_model, observations  # noqa: E402
 
@@ -44,10 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default="auto", help="fast engine to check (torch, triton, auto)")
     p.add_argument("--problems", type=int, default=20)
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--topk", type=int, default=30)
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--topk", type=int, default=TOPK)
+    p.add_argument("--iters", type=int, default=ITERS)
+    p.add_argument("--horizon", type=int, default=HORIZON)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--goal", choices=["image", "reachable"], default="image")
     p.add_argument("--adaln-std", type=float, default=0.3, help="random weights: std of the AdaLN modulation")
@@ -58,13 +58,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.quick:
-        args.problems, args.iters = min(args.problems, 5), min(args.iters, 10)
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def problem_model(args, device: torch.device):
+    """The checkpoint, or the published-size model with random weights whose AdaLN modulation moves the
+    prediction (std --adaln-std)."""
     model = build_model(args, device)
     if not args.ckpt:
         gen = torch.Generator(device).manual_seed(1)
@@ -72,10 +68,13 @@ def main(argv=None) -> int:
             for name, param in model.named_parameters():
                 if "adaLN_modulation" in name:
                     param.normal_(0, args.adaln_std, generator=gen)
+    return model
+
+
+def embedded_problems(args, model, p32, device: torch.device):
+    """(history (E, 1, D), goal (E, D), the "true" actions (E, 1, horizon, A)) of --problems problems: a random
+    goal image's embedding, or (--goal reachable) the model's own prediction for the true actions."""
     cfg, e = model.cfg, args.problems
-    kw = dict(num_samples=args.samples, topk=args.topk, iters=args.iters, horizon=args.horizon, backend=args.backend)
-    p32 = lf.CEMPlanner(model, dtype=torch.float32, seed=args.seed, **kw)
-    p16 = lf.CEMPlanner(model, dtype=torch.bfloat16, seed=args.seed, **kw)
     pixels, goal_pixels = observations(cfg, e, 1, device, seed=args.seed)
     hist, goal = p32.engine.embed(pixels, goal_pixels)
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -83,19 +82,50 @@ def main(argv=None) -> int:
     if args.goal == "reachable":
         with torch.inference_mode():
             goal = rollout_last(p32.engine.packed, p32.engine.ops, hist, true_actions)[:, 0]
+    return hist, goal, true_actions
 
-    # 1. identical candidates (the first iteration's draw): do the bf16 costs pick the fp32 elites?
+
+def elite_overlap(args, p32, p16, hist, goal, device: torch.device) -> torch.Tensor:
+    """(E,) the share of the fp32 elites the bf16 costs pick among the first iteration's identical candidates."""
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    cand = torch.randn(e, args.samples, args.horizon, cfg.action_block_dim, generator=gen, device=device)
+    cand = torch.randn(args.problems, args.samples, args.horizon, p32.action_block_dim, generator=gen, device=device)
     cand[:, 0] = 0.0
     elites32 = p32.engine.cost_embedded(hist, goal, cand).topk(args.topk, dim=1, largest=False).indices
     elites16 = p16.engine.cost_embedded(hist, goal, cand).topk(args.topk, dim=1, largest=False).indices
-    overlap = torch.tensor([len(set(a.tolist()) & set(b.tolist())) / args.topk for a, b in zip(elites32, elites16)])
+    return torch.tensor([len(set(a.tolist()) & set(b.tolist())) / args.topk for a, b in zip(elites32, elites16)])
+
+
+def plan_rows(plans: dict, c32: torch.Tensor, start_cost: torch.Tensor) -> list[dict]:
+    """Each plan's fp32 cost against the fp32 plan's, and the share of its improvement kept."""
+    rows = []
+    for name, c in plans.items():
+        rows.append(dict(plan=name, mean_cost=c.mean().item(), fp32_mean_cost=c32.mean().item(),
+                         rel_diff_of_means=(c.mean() / c32.mean() - 1).item(),
+                         mean_abs_rel_diff=((c - c32).abs() / c32).mean().item(),
+                         improvement_kept=((start_cost - c) / (start_cost - c32)).mean().item()))  # fmt: skip
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.problems, args.iters = min(args.problems, 5), min(args.iters, 10)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = problem_model(args, device)
+    e = args.problems
+    kw = dict(num_samples=args.samples, topk=args.topk, iters=args.iters, horizon=args.horizon, backend=args.backend)
+    p32 = lf.CEMPlanner(model, dtype=torch.float32, seed=args.seed, **kw)
+    p16 = lf.CEMPlanner(model, dtype=torch.bfloat16, seed=args.seed, **kw)
+    hist, goal, true_actions = embedded_problems(args, model, p32, device)
+    # 1. identical candidates (the first iteration's draw): do the bf16 costs pick the fp32 elites?
+    overlap = elite_overlap(args, p32, p16, hist, goal, device)
 
     # 2. whole plans, evaluated with the fp32 cost
     def solve(planner, seed):
         planner.reseed(seed)
-        mean, std = planner._initial_distribution(e, None)
+        mean, std = planner.initial_distribution(e)
         t0 = time.perf_counter()
         plan = planner.engine.plan_embedded(hist, goal, mean, std).actions
         print(f"  {planner.dtype} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -106,12 +136,7 @@ def main(argv=None) -> int:
     plans = {"bf16 (same seed)": c16}
     if args.control:
         plans["fp32 (another seed)"] = solve(p32, args.seed + 1000)
-    rows = []
-    for name, c in plans.items():
-        rows.append(dict(plan=name, mean_cost=c.mean().item(), fp32_mean_cost=c32.mean().item(),
-                         rel_diff_of_means=(c.mean() / c32.mean() - 1).item(),
-                         mean_abs_rel_diff=((c - c32).abs() / c32).mean().item(),
-                         improvement_kept=((start_cost - c) / (start_cost - c32)).mean().item()))  # fmt: skip
+    rows = plan_rows(plans, c32, start_cost)
     summary = dict(
         problems=e,
         elites_identical=(overlap == 1).float().mean().item(),

@@ -55,16 +55,29 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import public_variants as pv  # noqa: E402
-from _common import busy_neighbours, device_name, gemm_ceiling, print_table, public_lewm, synchronize, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    HORIZON,
+    ITERS,
+    SAMPLES,
+    TOPK,
+    busy_neighbours,
+    device_name,
+    gemm_ceiling,
+    print_table,
+    public_lewm,
+    synchronize,
+    write_result,
+)
 from _files import OUT_HELP  # noqa: E402
 from flops import fast_iteration_flops, public_iteration_flops  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
 from lewm_fast import capability  # noqa: E402
+from lewm_fast.capability import PLAN_DTYPES  # noqa: E402
 from lewm_fast.planning import available_backends, available_optimizers  # noqa: E402
 from lewm_fast.planning.optimizers import optimizer_class  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = PLAN_DTYPES
 PUBLIC_MODULES = {"cem": "cem", "icem": "icem", "mppi": "mppi", "ps": "predictive_sampling", "grad": "gd"}
 
 
@@ -76,10 +89,10 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", help="published-format checkpoint (folder with weights.pt + config.json)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--envs", type=int, nargs="+", default=[1, 16], help="numbers of environments E")
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--topk", type=int, default=30)
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--topk", type=int, default=TOPK)
+    p.add_argument("--iters", type=int, default=ITERS)
+    p.add_argument("--horizon", type=int, default=HORIZON)
     p.add_argument("--history", type=int, default=1)
     p.add_argument("--backends", nargs="+", default=None, help="planner backends (default: all available)")
     p.add_argument("--dtypes", nargs="+", default=["auto", "fp32"], choices=["auto", *DTYPES],
@@ -377,8 +390,8 @@ def run(args) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     model = build_model(args, device)
     cfg = model.cfg
-    names = {v: k for k, v in DTYPES.items()}  # "auto" resolved by lewm_fast.capability; duplicates dropped
-    args.dtypes = list(dict.fromkeys(names[capability.resolve_dtype(d, device)] for d in args.dtypes))
+    # "auto" resolved by lewm_fast.capability; duplicates dropped
+    args.dtypes = list(dict.fromkeys(capability.dtype_name(capability.resolve_dtype(d, device)) for d in args.dtypes))
     specs, skipped = [], set()  # (row fields, timer), measured once in order, then again in reverse
     for solver in args.solver:
         for e in args.envs:

@@ -22,19 +22,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import SAMPLES, print_table, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
+from lewm_fast.capability import PLAN_DTYPES  # noqa: E402
 from lewm_fast.planning import ops  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = PLAN_DTYPES
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", type=int, nargs="+", default=[1, 16])
-    p.add_argument("--samples", type=int, default=300)
+    p.add_argument("--samples", type=int, default=SAMPLES)
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(DTYPES))
     p.add_argument("--static", action="store_true", help="benchmarks/triton_static.py: compile, check resources")
     p.add_argument("--out", default=None, help=OUT_HELP)

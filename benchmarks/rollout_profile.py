@@ -28,14 +28,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import gemm_ceiling, print_table, write_result  # noqa: E402
+from _common import HORIZON, gemm_ceiling, print_table, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
+from lewm_fast.capability import PLAN_DTYPES  # noqa: E402
 from lewm_fast.planning.cpu_ops import CpuOps  # noqa: E402
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = PLAN_DTYPES
 OPS = ("linear", "linear_gelu", "linear_planes", "window_attention", "norm_modulate", "layer_norm",
        "linear_join_norm", "linear_gate_residual")  # fmt: skip
 MATMULS = ("linear", "linear_gelu", "linear_planes")
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=150, help="candidates in the chunk (150: E = 1 on 2 threads)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--horizon", type=int, default=5)
+    p.add_argument("--horizon", type=int, default=HORIZON)
     p.add_argument("--repeats", type=int, default=8, help="rollouts timed; the fastest is reported")
     p.add_argument("--alone-seconds", type=float, default=0.5, help="timing of each matmul shape alone")
     p.add_argument("--matmul", choices=("cpp", "onednn", "torch"), default=None,

@@ -56,7 +56,7 @@ from _common import print_table, synchronize, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
-from lewm_fast.capability import resolve_dtype  # noqa: E402
+from lewm_fast.capability import PLAN_DTYPES, dtype_name, resolve_dtype  # noqa: E402
 from lewm_fast.sigreg import available_backends  # noqa: E402
 
 SIZES = {  # name -> (T, B, D, M, K)
@@ -64,7 +64,7 @@ SIZES = {  # name -> (T, B, D, M, K)
     "train": (4, 128, 192, 1024, 17),  # LeWM training: 4 frames x batch 128 x 192, 1024 slices
     "large": (1, 4096, 512, 1024, 17),
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = PLAN_DTYPES
 PHASES = ("fwd", "bwd", "both")
 
 
@@ -309,9 +309,9 @@ def main(argv=None) -> int:
         fast = [b for b in (wanted,) if b in available_backends(device)]
         if not fast:
             print(f"sigreg_speed: the {wanted!r} backend is unavailable on {device}; timing the reference only")
-    names = {v: k for k, v in DTYPES.items()}  # "auto" resolved by lewm_fast.capability; duplicates dropped
-    dtypes = args.dtypes or (["fp32", "bf16"] if device.type == "cuda" else ["auto"])
-    dtypes = list(dict.fromkeys(names[resolve_dtype(d, device)] for d in dtypes))
+    dtypes = args.dtypes or (list(PLAN_DTYPES) if device.type == "cuda" else ["auto"])
+    # "auto" resolved by lewm_fast.capability; duplicates dropped
+    dtypes = list(dict.fromkeys(dtype_name(resolve_dtype(d, device)) for d in dtypes))
     args.public_variants, skipped = public_setup(args, device)
     args.compile_s = {}
     rows = [row for size in args.sizes for dname in dtypes for row in bench(size, dname, fast, args, device)]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import ITERS, SAMPLES, TOPK, print_table, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
@@ -41,9 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--solvers", default=",".join(SOLVERS), help=f"comma-separated, of {list(SOLVERS)}")
     p.add_argument("--envs", type=int, default=4, help="environments (one episode each)")
     p.add_argument("--max-steps", type=int, default=50, help="environment steps per episode (the budget)")
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--iters", type=int, default=30, help="n_steps of every solver but predictive sampling")
-    p.add_argument("--topk", type=int, default=30)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--iters", type=int, default=ITERS, help="n_steps of every solver but predictive sampling")
+    p.add_argument("--topk", type=int, default=TOPK)
     p.add_argument("--grad-lr", type=float, default=0.1, help="GradientSolver's SGD learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", type=Path, default=None, help="a published-format checkpoint (default: random weights)")

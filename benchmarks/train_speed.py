@@ -154,7 +154,7 @@ def _resolved(backend: str, device: torch.device) -> str:
         return f"error: {e}"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
@@ -172,10 +172,11 @@ def main(argv=None) -> int:
     ap.add_argument("--compile-limit", type=float, default=pv.COMPILE_LIMIT_S,
                     help="seconds a public torch.compile may take before its row says it was too slow")  # fmt: skip
     ap.add_argument("--out", default=None, help=OUT_HELP)
-    args = ap.parse_args(argv)
-    steps, warmup = (3, 2) if args.quick else (10, 3)
-    cpu = torch.device("cuda" if args.device == "cuda" else "cpu")
-    gpu = torch.device("cuda") if torch.cuda.is_available() and args.device != "cpu" else None
+    return ap.parse_args(argv)
+
+
+def lewm_fast_cases(args, cpu: torch.device, gpu: torch.device | None) -> list[tuple]:
+    """(preset, device, batch, sigreg backend, compiled, bf16) of every lewm_fast row asked for."""
     compiles = (False,) if args.no_compile else (False, True)
     cases = []
     for backend in ("reference", "auto"):
@@ -189,6 +190,11 @@ def main(argv=None) -> int:
                 cases.append(
                     ("paper", dev, args.paper_batch or (128 if gpu is not None else 8), backend, compiled, bf16)
                 )
+    return cases
+
+
+def measure_all(cases: list[tuple], args, steps: int, warmup: int) -> tuple[list[dict], list[str]]:
+    """Every lewm_fast case, then the public configurations beside them: (rows, skipped public cases)."""
     rows = []
     if cases:  # one untimed run first: the process's first steps pay one-time initialisation (oneDNN, AMX)
         measure(*cases[0], steps=1, warmup=2)
@@ -208,6 +214,15 @@ def main(argv=None) -> int:
             rows.append({"preset": preset, "device": dev.type, "batch": batch, "impl": pv.LABELS[variant],
                          "public_variant": variant, "error": repr(e)[:200]})  # fmt: skip
         print(rows[-1], flush=True)
+    return rows, skipped
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    steps, warmup = (3, 2) if args.quick else (10, 3)
+    cpu = torch.device("cuda" if args.device == "cuda" else "cpu")
+    gpu = torch.device("cuda") if torch.cuda.is_available() and args.device != "cpu" else None
+    rows, skipped = measure_all(lewm_fast_cases(args, cpu, gpu), args, steps, warmup)
     pv.add_ratios(rows, ("preset", "device"), "step_ms")
     print()
     columns = [("preset", "preset"), ("device", "device"), ("batch", "batch"), ("impl", "implementation"),

@@ -1,8 +1,8 @@
 // The planner's window attention on the CPU (ops.window_attention is its specification).
 //
 // In the fast rollout every attention is tiny: one (or a few) queries against L <= num_frames (3) keys,
-// 16 heads x 64, for N = E x S (300 .. 4800) rows. PyTorch's CPU SDPA spends ~1 ms a call on its
-// set-up and blocking for such shapes; the work itself is a few multiply-adds per element of K and V.
+// 16 heads x 64, for N = E x S (300 .. 4800) rows. PyTorch's CPU SDPA spends far longer on its set-up and
+// blocking for such shapes than on the work itself, a few multiply-adds per element of K and V.
 // Here one task handles a block of rows: for each head, L dot products of length dim_head, an fp32
 // softmax over L scores, and the weighted sum of L value rows, reading bf16 or fp32 in place (strided
 // views of the qkv matmul output and the K/V cache: no copies) and writing the output in q's type

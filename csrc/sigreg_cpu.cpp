@@ -1,4 +1,4 @@
-// SIGReg on the CPU: the characteristic-function statistics and their gradient (DESIGN.md section 3).
+// SIGReg on the CPU: the characteristic-function statistics and their gradient (the math: lewm_fast/sigreg.py).
 //
 // The two GEMMs around these kernels (Z = X @ A before, dX = dZ @ A^T after) run in torch
 // (MKL/oneDNN), which is faster than anything we would write here; these kernels do the part torch

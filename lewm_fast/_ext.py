@@ -8,7 +8,8 @@
 3. otherwise (no compiler, no ninja, no sources, LEWM_FAST_NO_EXT=1) ONE warning and None: callers use
    the reference paths. Importing lewm_fast never builds or fails because of this module.
 
-Only the standard library is imported at module level, so setup.py-like tools can read the flags.
+Only the standard library is imported at module level (the flags come from _build_flags.py, which setup.py reads
+by its path).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+from lewm_fast._build_flags import CXX_STD, OPT_FLAGS
+
 API_VERSION = 6  # must equal kApiVersion in csrc/module.cpp
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
-# The same flags as setup.py. No -ffast-math: the range reduction in sigreg_cpu.cpp must not be reassociated.
-# OpenMP comes from `openmp_flags()` (a compiler without it, like Apple's clang, still builds the kernels).
-CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
+# The flags setup.py uses too (_build_flags.py). OpenMP comes from `openmp_flags()` (a compiler without it, like
+# Apple's clang, still builds the kernels).
+CXXFLAGS = [OPT_FLAGS[0], f"-std=c++{CXX_STD}", "-fPIC", *OPT_FLAGS[1:]]
 # macOS: a Python extension leaves the interpreter's symbols to be resolved when it is loaded.
 LDFLAGS = ["-shared", *(["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else [])]
 

@@ -97,13 +97,15 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return False
 
 
-DTYPE_NAMES = {"auto": "auto", "fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-               "bfloat16": torch.bfloat16}  # fmt: skip
+# The compute dtypes by the short names results and the CLI use; DTYPE_NAMES: every name `dtype=` accepts.
+PLAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPE_NAMES = {"auto": "auto", **PLAN_DTYPES, "float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPE_CHOICES = ("auto", *PLAN_DTYPES)  # what a --dtype flag offers
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The short name results and the CLI use for a planning dtype: "fp32" or "bf16"."""
-    return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    return next(name for name, d in PLAN_DTYPES.items() if d == dtype)
 
 
 @functools.cache
@@ -111,7 +113,7 @@ def _warn_emulated_bf16(device_type: str) -> None:
     cap = cpu_capability()
     warnings.warn(
         f"dtype=torch.bfloat16 on {cap.model} ({cap.isa}, no AMX or AVX512-BF16): bf16 matmuls are emulated "
-        "here and run several times slower than fp32 (~8x measured on an AVX2 AMD EPYC), and so does planning; "
+        "here and run several times slower than fp32, and so does planning; "
         "dtype='auto' picks fp32 on this CPU",
         RuntimeWarning,
         stacklevel=4,
@@ -162,7 +164,7 @@ def cpp_linear_kernel(dtype: torch.dtype) -> str | None:
     from lewm_fast import _ext
 
     ext = _ext.load()
-    return None if ext is None else ext.linear_kernel("bf16" if dtype == torch.bfloat16 else "fp32")
+    return None if ext is None else ext.linear_kernel(dtype_name(dtype))
 
 
 # The extension's kernels the planner prefers to oneDNN, by dtype (the portable ones never: several times
@@ -175,8 +177,8 @@ def planner_matmul(dtype: torch.dtype) -> str:
     `PLANNER_CPP_KERNELS`, with the GELU and the modulation planes as epilogues) where a native kernel for
     `dtype` runs, in bf16 not on AMX; else "onednn" (weights reordered once into oneDNN's blocked layout, AMX
     in bf16) where the build has it; else "torch" (F.linear). docs/cpu-planner.md says how each is built.
-    A/B (one 150-row chunk per core, medians): Zen 3 fp32 C++ 1.02-1.3x oneDNN per shape; Zen 4 fp32 a tie
-    (328 against 331 ms), bf16 C++ 178 against 191 ms (benchmarks/results/linear_kernels-*-zen4-kernels*.json)."""
+    The A/B figures behind the choice: benchmarks/results/linear_kernels-*.json and
+    cpu_planner_choices-history-amd-epyc-zen3.json."""
     kernel = cpp_linear_kernel(dtype)
     amx = "amx_bf16" in cpu_capability().flags
     if kernel in PLANNER_CPP_KERNELS[dtype] and not (dtype == torch.bfloat16 and amx):
@@ -188,16 +190,16 @@ def planner_gelu(dtype: torch.dtype, matmul: str | None = None) -> str:
     """Where the planner's MLP GELU runs with `matmul` (default `planner_matmul(dtype)`): "epilogue" with the
     C++ matmul (on each finished tile, in fp32, the A&S erf of PyTorch's formula); "post-op" in bf16 on oneDNN
     (on its fp32 accumulator); "after" otherwise (PyTorch's GELU after oneDNN's fp32 matmul: its erf post-op
-    is slower). A separate GELU pass cost ~10% of an fp32 rollout on Zen 3, oneDNN's fp32 post-op 7.7 against
-    5.2 + 1.0 ms (benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json)."""
+    is slower). A separate GELU pass is a tenth of an fp32 rollout (figures:
+    benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json)."""
     matmul = matmul or planner_matmul(dtype)
     if matmul == "cpp":
         return "epilogue"
     return "post-op" if dtype == torch.bfloat16 and matmul == "onednn" else "after"
 
 
-# Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate (oneDNN fp32 at 75
-# rows ~90% of its rate at 300 on Zen 3: benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json).
+# Fewer candidates per core than this and the rollout's matmuls fall below the GEMM rate
+# (benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json).
 MIN_ROWS_PER_THREAD = 128
 # The largest chunk of candidates one worker rolls out at once, by the planner's matmul; more chunks than
 # threads let the other workers catch up with one that a busy core slowed down. E = 16 on 2 cores of Zen 3:

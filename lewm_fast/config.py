@@ -1,4 +1,4 @@
-"""LeWMConfig: every size of the LeWM model, with the published defaults (DESIGN.md section 2).
+"""LeWMConfig: every size of the LeWM model, with the published defaults.
 
 The config also converts to and from the published `config.json` (the resolved Hydra config of the
 public code), reading sizes from its fields only: `_target_` strings vary between releases and are

@@ -1,4 +1,4 @@
-"""The LeWM training objective (DESIGN.md section 1): loss = pred_loss + lambda * SIGReg(emb).
+"""The LeWM training objective: loss = pred_loss + lambda * SIGReg(emb).
 
 pred_loss is the teacher-forced next-embedding MSE over a window of T frames (T = num_frames + 1 = 4
 for the published model): pred = predict(emb[:, :-1], act_emb[:, :-1]), target emb[:, 1:].

@@ -1,6 +1,6 @@
 """LeWM: ViT encoder + BN projector, action encoder, AdaLN-zero causal predictor + pred_proj.
 
-This is the reference model (DESIGN.md sections 2 and 7). Submodule and parameter names equal the
+This is the reference model (docs/architecture.md). Submodule and parameter names equal the
 public `stable_worldmodel.wm.lewm.LeWM` (transformers 5.x ViT names), so `load_state_dict` of a
 public state_dict works unchanged.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lewm_fast import model_surfaces
 from lewm_fast._checks import check_tensor
 from lewm_fast.config import LeWMConfig
 from lewm_fast.heads import BNMLP, ActionEncoder
@@ -68,12 +69,10 @@ class LeWM(nn.Module):
         """pixels (B, T, C, H, W) float -> embeddings (B, T, D) = projector(CLS(ViT(frame))).
 
         Given a dict (stable-worldmodel's `Dynamics.encode(info)`), fills and returns it: `emb` from
-        `pixels`, `act_emb` from `action` when present (lewm_fast/interop/cost.py).
+        `pixels`, `act_emb` from `action` when present (lewm_fast/model_surfaces.py).
         """
         if isinstance(pixels, dict):
-            from lewm_fast.interop.cost import encode_info  # interop imports this module: import on use
-
-            return encode_info(self, pixels)
+            return model_surfaces.encode_info(self, pixels)
         self.check_pixels("pixels", pixels)
         b, t = pixels.shape[:2]
         return self.encode_frames(pixels.flatten(0, 1)).view(b, t, -1)
@@ -102,20 +101,16 @@ class LeWM(nn.Module):
         info_dict: `pixels` (B, S, H, C, h, w) and `goal` (B, S, T, C, h, w), expanded over samples;
         the goal and history embeddings are cached in it (`goal_emb`, `emb`) as the public code does.
         action_candidates (B, S, horizon, A) -> costs (B, S), differentiable w.r.t. the candidates.
-        The conventions are spelled out in lewm_fast/interop/cost.py.
+        The conventions are spelled out in lewm_fast/model_surfaces.py.
         """
-        from lewm_fast.interop.cost import get_cost  # interop imports this module: import on use
-
-        return get_cost(self, info_dict, action_candidates)
+        return model_surfaces.get_cost(self, info_dict, action_candidates)
 
     def rollout(self, info: dict, action_candidates: torch.Tensor, history_size: int | None = None) -> dict:
         """stable-worldmodel's `Dynamics.rollout` (its current source's `LeWM.rollout`), so this model works
         inside its `ShootingCostEvaluator`: `info["predicted_emb"]` (B, S, H + T, D) from context frames
         `pixels` (B, S, H, C, h, w), strictly future candidates (B, S, T, A) and, when H > 1,
-        `info["action_history"]` (B, S, H - 1, A). Conventions: lewm_fast/interop/cost.py."""
-        from lewm_fast.interop.cost import dynamics_rollout
-
-        return dynamics_rollout(self, info, action_candidates, history_size)
+        `info["action_history"]` (B, S, H - 1, A). Conventions: lewm_fast/model_surfaces.py."""
+        return model_surfaces.dynamics_rollout(self, info, action_candidates, history_size)
 
     # ---- unchecked building blocks (used inside hot loops) ---------------------------------------
 

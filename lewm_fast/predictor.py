@@ -1,6 +1,6 @@
 """The LeWM predictor: a causal transformer over frame embeddings with AdaLN-zero action conditioning.
 
-Reference implementation (DESIGN.md section 2). Parameter names mirror the public
+Reference implementation. Parameter names mirror the public
 `stable_worldmodel.wm.lewm.module.Predictor`, so its state_dict loads unchanged:
 
     x = emb + pos_embedding[:, :T]

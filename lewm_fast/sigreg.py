@@ -1,4 +1,4 @@
-"""SIGReg, the Sketched Isotropic Gaussian Regulariser (DESIGN.md section 3).
+"""SIGReg, the Sketched Isotropic Gaussian Regulariser (docs/numerics.md: how each backend is checked).
 
 For embeddings `proj` (T, B, D) (or (B, D), treated as T = 1) and unit directions A (D, M):
 
@@ -20,7 +20,7 @@ recomputes cos/sin(t_k Z) (one sincos per (b, m), the other knots by angle addit
 
     dZ = 2 / (T M) * sum_k w_k t_k [S_k cos(t_k Z) - (C_k - phi_k) sin(t_k Z)],   dproj = dZ @ A^T
 
-(DESIGN.md section 3); see `_SIGRegFunction`.
+(the derivative of stat_tm above); see `_SIGRegFunction`.
 
 Several processes. When torch.distributed is initialised with more than one process (or
 `distributed=True`), SIGReg is the statistic of the GLOBAL batch: the module draws its directions on every

@@ -15,6 +15,7 @@ import torch
 from test_planner_fast import observations, sensitive_model
 
 import lewm_fast as lf
+from lewm_fast.capability import PLAN_DTYPES
 from lewm_fast.planning import equivalence as eq
 from lewm_fast.planning import ops
 from lewm_fast.planning.cpu_ops import CpuOps
@@ -31,7 +32,7 @@ CASES = {
     "ps": ("ps", dict(num_samples=37)),
 }  # fmt: skip
 SEEDS = (0, 1, 2)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = PLAN_DTYPES
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import torch
 from helpers import tiny_model
 
 import lewm_fast as lf
-from lewm_fast.interop.cost import dynamics_rollout, public_rollout
 from lewm_fast.interop.evaluator import ControlTerm, GoalTerm, SumTerm, WithObjective, objective_value
 from lewm_fast.interop.solvers import PUBLIC_SOLVERS
 from lewm_fast.interop.solvers.inputs import pad_to_horizon, prepare_init_action
+from lewm_fast.model_surfaces import dynamics_rollout, public_rollout
 from lewm_fast.planning.optimizers import make_optimizer, optimizer_class, optimizer_defaults
 
 SAMPLING = ["CEMSolver", "ICEMSolver", "MPPISolver"]

@@ -1,5 +1,5 @@
 """Parity with the live public LeWM code at the published sizes (runs where stable_worldmodel and
-transformers import: the peer venv of ../shared/tools/make-peer-venv; skipped elsewhere)."""
+transformers import: a venv with stable-worldmodel 0.1.1, docs/interop.md; skipped elsewhere)."""
 
 import types
 

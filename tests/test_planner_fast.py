@@ -77,6 +77,29 @@ def test_plans_are_deterministic_and_the_generator_persists(model, dtype):
     assert not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_an_engine_needs_only_its_arguments(model, backend):
+    """An engine is built from what it is given (no planner behind it): the same plan as the planner's, and the
+    planner's optimizer and generator are the ones its engine holds, not to be replaced from outside."""
+    from lewm_fast.planning.backends import engine_class
+    from lewm_fast.planning.optimizers import make_optimizer
+
+    pixels, goal = observations(2)
+    params = dict(num_samples=16, topk=4, n_steps=2)
+    planner = lf.Planner(model, "cem", backend=backend, seed=4, **params)
+    gen = torch.Generator().manual_seed(4)
+    engine = engine_class(backend)(model, make_optimizer("cem", **params), gen, horizon=5, dtype=torch.float32,
+                                   device=torch.device("cpu"))  # fmt: skip
+    mean = torch.zeros(2, 5, 10)
+    alone = engine.plan(pixels, goal, mean, torch.ones_like(mean)).actions
+    torch.testing.assert_close(alone, planner.plan(pixels, goal), rtol=0, atol=0)
+    assert planner.engine.optimizer is planner.optimizer and planner.engine.generator is planner.generator
+    with pytest.raises(AttributeError):
+        planner.generator = torch.Generator()
+    with pytest.raises(AttributeError):
+        planner.optimizer = make_optimizer("cem")
+
+
 def test_warm_start_is_the_first_mean(model):
     """With iters=1 and topk=S every candidate is an elite: the plan is the mean of the candidates,
     whose sample 0 is the warm-start mean."""

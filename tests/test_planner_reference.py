@@ -76,7 +76,33 @@ def test_cem_reference_step_by_step(model):
     result = planner.plan_with_info(pixels, goal)
     torch.testing.assert_close(result.actions[0], elites.mean(0))
     torch.testing.assert_close(result.std[0], elites.std(0))
-    torch.testing.assert_close(result.elite_cost, costs[0].sort().values[:3].mean()[None])
+    torch.testing.assert_close(result.cost, costs[0].sort().values[:3].mean()[None])
+
+
+@pytest.mark.parametrize("solver, backend", [("cem", "reference"), ("cem", "torch"), ("grad", "reference"),
+                                             ("grad", "torch")])  # fmt: skip
+def test_one_result_type_at_every_level(model, solver, backend):
+    """The planner, its engine, the chunk loop and one chunk all return `lf.PlanResult`; its deprecated
+    `elite_cost` warns and is `cost`; gradient planning returns its samples and per-chunk step costs."""
+    from lewm_fast.planning.optimizers import make_optimizer, solve_chunks
+
+    pixels, goal = observations(2)
+    params = dict(num_samples=6, n_steps=2, **(dict(topk=2) if solver == "cem" else {}))
+    planner = lf.Planner(model, solver, backend=backend, **params)
+    result = planner.plan_with_info(pixels, goal)
+    assert type(result) is lf.PlanResult and result.cost.shape == (2,)
+    with pytest.warns(DeprecationWarning, match="elite_cost"):
+        assert result.elite_cost is result.cost
+    if solver == "grad":
+        # the gradient solver's public batch_size None: one chunk of both environments, two steps
+        assert result.samples.shape == (2, 6, 5, 10) and [len(h) for h in result.history] == [2]
+    opt = make_optimizer(solver, **params)
+    mean = torch.zeros(3, 5, 10)
+    gen = torch.Generator().manual_seed(0)
+    chunk = opt.solve_chunk(opt.prepare(mean, torch.ones_like(mean), gen), lambda c: c.square().sum((2, 3)), gen)
+    whole = solve_chunks(opt, mean, torch.ones_like(mean), lambda lo, hi: lambda c: c.square().sum((2, 3)), gen, 2)
+    assert type(chunk) is type(whole) is lf.PlanResult and whole.actions.shape == (3, 5, 10)
+    assert len(whole.history) == (2 if solver == "grad" else 0)  # per chunk of 2 environments: 2 chunks
 
 
 def test_plan_is_deterministic_and_warm_start_is_used(model):

@@ -83,6 +83,22 @@ def test_cache_key_follows_the_sources_and_flags(monkeypatch):
     assert _ext.source_hash() != key
 
 
+def test_both_builds_take_the_flags_written_once():
+    """setup.py (the build at install) and _ext.py (the build on first use) read one definition of the
+    compiler flags, lewm_fast/_build_flags.py; setup.py reads it by its path, without importing lewm_fast."""
+    import ast
+
+    from lewm_fast import _build_flags
+
+    root = Path(__file__).resolve().parents[1]
+    setup_source = (root / "setup.py").read_text()
+    literals = {n.value for n in ast.walk(ast.parse(setup_source)) if isinstance(n, ast.Constant)}
+    assert not literals & set(_build_flags.OPT_FLAGS), "setup.py writes a flag of _build_flags.py again"
+    assert "_build_flags.py" in setup_source and "import lewm_fast" not in setup_source
+    assert _ext.CXXFLAGS == ["-O3", f"-std=c++{_build_flags.CXX_STD}", "-fPIC", *_build_flags.OPT_FLAGS[1:]]
+    assert _build_flags.OPT_FLAGS[0] == "-O3" and "-ffast-math" not in _build_flags.OPT_FLAGS
+
+
 def test_no_compiler_warns_once_and_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("LEWM_FAST_FORCE_JIT", "1")  # ignore an installed build
     monkeypatch.setenv("LEWM_FAST_CACHE", str(tmp_path))

@@ -2,7 +2,7 @@
 inputs over awkward shapes, fp32 and bf16, bad input, NaN, determinism.
 
 Tolerance rule (errors are `rel_err`: max |a - b| / max |b|):
-- fp32: value and gradient within 1e-5 of the reference (the DESIGN.md target; both compute Z in fp32,
+- fp32: value and gradient within 1e-5 of the reference (the project's fp32 target; both compute Z in fp32,
   the fused paths then carry sums in double (cpp) or fp32 partials summed in double (triton)).
 - bf16 input: the reference upcasts to fp32, so does `cpp`: same value (1e-5); its bf16 gradient is the
   fp32 gradient rounded once, so it may differ from the reference's by one bf16 rounding: <= 2^-8.

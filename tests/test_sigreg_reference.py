@@ -1,5 +1,5 @@
 """The reference SIGReg: the public formula, its draw of directions, the analytic gradient of
-DESIGN.md section 3, input layouts and bad input."""
+the formula in lewm_fast/sigreg.py, input layouts and bad input."""
 
 import math
 
@@ -45,7 +45,7 @@ def test_knot_tables_match_public_buffers():
 
 
 def analytic_grad(x, A, knots=17, t_max=3.0):
-    """dSIGReg/dx from DESIGN.md section 3: only Z and the (M, K) cos/sin tables are needed."""
+    """dSIGReg/dx from the formula in lewm_fast/sigreg.py: only Z and the (M, K) cos/sin tables are needed."""
     t, phi, w = knot_tables(knots, t_max)
     x3 = x if x.ndim == 3 else x.unsqueeze(0)
     T, N = x3.shape[:2]

@@ -83,7 +83,7 @@ def test_gradient_plan_equals_reference(model, optimizer_cls, kwargs):
     exact = gradient_plan_on_reference_costs(model, params, pixels, goal, 2, torch.float64).actions
     assert torch.equal(r.actions, own)
     assert (f.actions.double() - exact.double()).abs().max() <= derived_bound(exact.double(), own, torch.float32)
-    assert f.std is None and f.elite_cost.shape == (3,)
+    assert f.std is None and f.cost.shape == (3,)
     assert not any(p.grad is not None for p in model.parameters())  # the model gets no gradients
 
 

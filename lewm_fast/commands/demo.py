@@ -9,6 +9,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lewm_fast.capability import DTYPE_CHOICES
     from lewm_fast.evaluation.demo import DEMO_MODEL, MAX_STEPS, MIN_STEPS, DemoConfig
 
     d = DemoConfig(out="")
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=d.samples, help=f"CEM samples ({d.samples})")
     p.add_argument("--iters", type=int, default=d.iters, help=f"CEM iterations ({d.iters})")
     p.add_argument("--topk", type=int, default=d.topk, help=f"CEM elites ({d.topk})")
-    p.add_argument("--dtype", default=d.dtype, choices=("auto", "bf16", "fp32"),
+    p.add_argument("--dtype", default=d.dtype, choices=DTYPE_CHOICES,
                    help=f"planning dtype; auto: bf16 where native, else fp32 ({d.dtype})")  # fmt: skip
     p.add_argument("--surprise-episodes", type=int, default=d.surprise_episodes,
                    help=f"surprise-test trajectories ({d.surprise_episodes})")  # fmt: skip

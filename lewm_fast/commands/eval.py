@@ -10,6 +10,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lewm_fast.capability import DTYPE_CHOICES
     from lewm_fast.evaluation.protocol import BUDGET, EPISODES, GOAL_OFFSET, HORIZON, ITERS, SAMPLES, TOPK
 
     p = parser
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=TOPK, help=f"elites ({TOPK}; CEM, iCEM, MPPI)")
     p.add_argument("--iters", type=int, default=ITERS, help=f"iterations ({ITERS}; predictive sampling draws once)")
     p.add_argument("--planner-backend", default="auto", help="auto | torch | triton | reference")
-    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="planning dtype; auto: bf16 where the hardware runs it natively, else fp32 (auto)")  # fmt: skip
     p.add_argument("--policy", default="planner", choices=("planner", "random"),
                    help="planner (CEM in latent space) or random (uniform actions: the baseline)")  # fmt: skip

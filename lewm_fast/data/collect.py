@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-import lewm_fast
 from lewm_fast._checks import SEED_MAX, check_choice, check_int
 from lewm_fast._io import check_output_file
 from lewm_fast._memory import check_fits, gib
+from lewm_fast._version import __version__
 from lewm_fast.data.hdf5 import MIN_FRAME
 from lewm_fast.data.writer import EpisodeWriter, episode_bytes, file_size_limit
 from lewm_fast.envs import DEFAULT_POLICY, ENVS, POLICIES, make_env, make_policy
@@ -112,7 +112,7 @@ def collect(
         env_kw["terminate_on_success"] = False  # the data policy retargets; episodes run to max_steps
     env = make_env(env_name, **env_kw)
     attrs = {"env": env_name, "image_size": image_size, "policy": policy, "seed": seed, "max_steps": max_steps,
-             "writer": f"lewm_fast {lewm_fast.__version__}"}  # fmt: skip
+             "writer": f"lewm_fast {__version__}"}  # fmt: skip
     try:
         pol = make_policy(env_name, env, policy)
         return _write(env, pol, env_name, out, episodes, seed, max_steps, resume, overwrite, progress, attrs)

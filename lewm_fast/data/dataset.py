@@ -1,4 +1,4 @@
-"""Training windows from an episode file (DESIGN.md section 5), as the public LeWM trainer samples them.
+"""Training windows from an episode file, as the public LeWM trainer samples them.
 
 A window starts at any row s of an episode with s + T*frameskip <= L (T = num_frames + 1 = 4,
 frameskip = 5, so 20 rows): frames at rows s, s+5, s+10, s+15 and the 20 actions of rows s..s+19
@@ -223,7 +223,7 @@ class WindowDataset(torch.utils.data.Dataset):
         ds = self._h5["pixels"]
         out = np.empty((*rows.shape, *self.frame_shape), dtype=np.uint8)
         # One read per frame, straight into `out`. (A strided slice per window, ds[s : s + 16 : 5], reads the
-        # same frames but measured ~1000x slower in h5py: ~1 s per window of 224 px frames.)
+        # same frames but is orders of magnitude slower in h5py.)
         try:
             for (b, t), row in np.ndenumerate(rows):
                 ds.read_direct(out, np.s_[row], np.s_[b, t])

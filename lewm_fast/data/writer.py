@@ -54,7 +54,7 @@ CHUNK_OVERHEAD_BYTES = 128
 EPISODE_OVERHEAD_BYTES = 256 << 10
 _FALLOC_FL_KEEP_SIZE = 1  # reserve blocks past the end of a file without changing its size
 # How often the file is synced to the disk: a sync per episode would cost about as much as rolling out a small
-# episode (fdatasync: ~12-16 ms here); a kill needs none (the operating system keeps what was written), a
+# episode; a kill needs none (the operating system keeps what was written), a
 # power cut loses at most what was written since.
 SYNC_SECONDS = 1.0
 

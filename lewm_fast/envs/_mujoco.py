@@ -9,8 +9,8 @@ must be set before `mujoco` is first imported, so every MuJoCo env imports its p
 
 Look: an env made with image_size >= 128 draws the public look (shadows, reflections, 4x multisampling, as
 the public envs render their 224 px frames). A smaller env draws without them: in software rendering that
-is 5x cheaper (measured on this project's 2-core machine, CPU time per 64 px frame: Reacher 33 -> 7 ms,
-Cube 190 -> 36 ms), which is what makes a CPU-sized data set affordable. The rule depends on the env's
+is several times cheaper per frame (benchmarks/results/design_choices-history.json), which is what makes a
+CPU-sized data set affordable. The rule depends on the env's
 image size only, so data and evaluation at one size always share one look.
 """
 

@@ -9,8 +9,8 @@
 
 The demo fits its training to a wall-time target (`minutes`, 20 by default): after collecting, it times
 a training step and a planning iteration of the demo's model on this machine and trains MAX_STEPS steps
-where they fit, fewer (at least MIN_STEPS) where they do not. On the 2-core AMX machine 4,000 steps fit;
-on a 2-core AVX2 CPU (no native bf16, ~1 s per step) about 1,000 do. `steps=` fixes the count instead.
+where they fit, fewer (at least MIN_STEPS) where they do not (a CPU without native bf16 fits fewer).
+`steps=` fixes the count instead.
 
 DIR must be empty or new, as for `lewm-fast train`: with `--resume` the demo continues one that an
 interruption left in DIR (every stage reuses what it finds: collection and training resume), with
@@ -18,12 +18,12 @@ interruption left in DIR (every stage reuses what it finds: collection and train
 thing (DIR/demo_config.json records it), and DIR must hold nothing the demo did not write; both are
 checked before anything is written.
 
-The demo model is the `small` preset with a 32-wide embedding (`embed_dim` 32 instead of 128). Measured
-here: the 128-wide embedding planned 40-44% of the protocol's problems after 2,000 steps, the 32-wide one
-80-86%. TwoRoom's only varying factor is the agent's 2-D position, and SIGReg spreads embeddings into an
-isotropic Gaussian in all D dimensions, so the wider the embedding the more the 2-D manifold of
-positions has to curl, and the sooner latent distance stops growing with distance in the room (the
-planner's cost is that latent distance). README "What it looks like" has the figures.
+The demo model is the `small` preset with a 32-wide embedding (`embed_dim` 32 instead of 128): after the
+same training it plans about twice as many of the protocol's problems (figures:
+benchmarks/results/design_choices-history.json). TwoRoom's only varying factor is the agent's 2-D position,
+and SIGReg spreads embeddings into an isotropic Gaussian in all D dimensions, so the wider the embedding the
+more the 2-D manifold of positions has to curl, and the sooner latent distance stops growing with distance
+in the room (the planner's cost is that latent distance).
 """
 
 from __future__ import annotations
@@ -50,15 +50,15 @@ RECORD = "demo_config.json"
 # DemoConfig fields that may differ when a demo is resumed (they change nothing it computes or where).
 RESUMABLE = ("out", "minutes", "device", "progress", "resume", "overwrite")
 
-# Training steps of the demo. Measured (TwoRoom, 50 problems): 2,000 steps gave 84% (seed 0) and 56%
-# (seed 1), 4,000 steps 82% and 72%, 14-15 minutes in all on 2 AMX cores (README "What it looks like").
+# Training steps of the demo: 4,000 steps plan more reliably across seeds than 2,000
+# (benchmarks/results/design_choices-history.json).
 MAX_STEPS = 4000
 MIN_STEPS = 1000  # below this the model does not plan usefully; a slower machine takes longer instead
 # A training step of the run against the bare step `time_train_step` times: data loading, validation and
-# checkpoints add ~14% (0.66 against 0.58 s on the 2-core AMD EPYC).
+# checkpoints add about a seventh (benchmarks/results/design_choices-history.json).
 STEP_OVERHEAD = 1.15
 # Time after planning that the fitted budget reserves: the random baseline, the surprise test, figures
-# and the report (13 s on the 2-core AMD EPYC; the margin covers a busier machine).
+# and the report (with a margin for a busier machine).
 RESERVE_SECONDS = 60.0
 
 

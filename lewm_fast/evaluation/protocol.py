@@ -13,7 +13,6 @@ by the model and all of its episodes are used.
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,12 @@ import lewm_fast as lf
 from lewm_fast._checks import GENERATOR_SEED_MAX, check_choice, check_int
 from lewm_fast._io import FileFormatError, check_output_dir, read_json
 from lewm_fast._memory import check_fits
+from lewm_fast.capability import DTYPE_CHOICES
 from lewm_fast.data.dataset import Normalizer, split_episodes
 from lewm_fast.data.hdf5 import check_pixels, fingerprint, open_h5, read_index, read_rows
 from lewm_fast.planning.backends import BACKENDS
 from lewm_fast.planning.optimizers import optimizer_defaults
+from lewm_fast.planning.planner import HORIZON
 from lewm_fast.training.presets import DEFAULTS
 
 # The paper's protocol: start and goal from held-out episodes, the goal GOAL_OFFSET steps ahead, BUDGET
@@ -37,8 +38,7 @@ EPISODES, GOAL_OFFSET, BUDGET = 50, 25, 50
 # from the planner (executed in full before replanning: receding = horizon).
 _CEM = optimizer_defaults("cem")
 SAMPLES, TOPK, ITERS = _CEM["num_samples"], _CEM["topk"], _CEM["n_steps"]
-HORIZON = inspect.signature(lf.Planner).parameters["horizon"].default
-DTYPES = ("auto", "fp32", "bf16")
+DTYPES = DTYPE_CHOICES
 POLICIES = ("planner", "random")
 
 

@@ -1,4 +1,4 @@
-"""The surprise test (violation of expectation, DESIGN.md section 1).
+"""The surprise test (violation of expectation: a world model should be surprised by the impossible).
 
 For each of N fresh trajectories (the env's data policy, seeds the training data did not use) three
 versions are rendered by replaying the same actions from the same start state:
@@ -57,7 +57,7 @@ def record_actions(env_name: str, env, steps: int, seed: int, index: int) -> tup
 
 # The colour perturbation's new colour, per env: a hue the training data never show (red agent -> blue;
 # slate-grey block -> orange). How surprising a recolouring is grows with how far it moves from the
-# trained colour (README "What it looks like" has a sweep); `colour=` picks another.
+# trained colour (docs/evaluation.md has a sweep); `colour=` picks another.
 DEFAULT_COLOUR = {"tworoom": (0, 90, 255), "pusht": (230, 90, 40), "reacher": (0, 90, 255), "cube": (0, 90, 255)}
 # What the colour perturbation recolours in the envs with `set_colors(**{part: rgb})`, `get_colors()` and
 # `teleport(rng)`: Reacher's arm (its agent) and Cube's cube (its object, like PushT's block).

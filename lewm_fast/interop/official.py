@@ -1,4 +1,4 @@
-"""The published checkpoint format (DESIGN.md section 2): a folder with `weights.pt` (the state_dict
+"""The published checkpoint format: a folder with `weights.pt` (the state_dict
 of the whole public module) and `config.json` (the resolved Hydra model config).
 
 `load_official` reads sizes from the config fields (no Hydra, no transformers; `_target_` strings are

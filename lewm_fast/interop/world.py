@@ -21,7 +21,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lewm_fast.config import LeWMConfig
 from lewm_fast.data.dataset import prepare_pixels
+from lewm_fast.planning.planner import HORIZON
 
 
 class TargetAsGoal(gym.Wrapper):
@@ -73,13 +75,14 @@ def run_world(
 ) -> WorldRun:
     """Evaluate `solver` (any public-protocol solver) for one episode per environment of `env_name`.
 
-    config: the `swm.PlanConfig` (default: horizon 5, receding horizon 5, action block 5: the paper's).
+    config: the `swm.PlanConfig` (default: the planner's horizon, executed in full, and the published model's
+    action block: the paper's 5, 5, 5).
     """
     import stable_worldmodel as swm
 
     world = swm.World(env_name, num_envs=num_envs, image_shape=(image_size, image_size),
                       max_episode_steps=max_steps, pre_wrappers=[TargetAsGoal])  # fmt: skip
-    config = config or swm.PlanConfig(horizon=5, receding_horizon=5, action_block=5)
+    config = config or swm.PlanConfig(horizon=HORIZON, receding_horizon=HORIZON, action_block=LeWMConfig.frameskip)
     policy = swm.policy.WorldModelPolicy(solver=solver, config=config, transform=pixel_transforms(image_size))
     run = WorldRun([], np.zeros(0))
     solve, get_action, actions = solver.solve, policy.get_action, []

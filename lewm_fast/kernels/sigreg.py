@@ -1,7 +1,7 @@
 """SIGReg on the GPU: the sketched projection fused with the characteristic-function statistics.
 
-Math (DESIGN.md section 3). For X (T, N, D), unit directions A (D, M) and evenly spaced knots
-t_k = k dt (k = 0..K-1), with Z = X @ A:
+Math (lewm_fast/sigreg.py forms the value; docs/numerics.md says how it is checked). For X (T, N, D), unit
+directions A (D, M) and evenly spaced knots t_k = k dt (k = 0..K-1), with Z = X @ A:
 
     forward   cos_sum[t, k, m] = sum_n cos(k dt Z[t, n, m]),   sin_sum[t, k, m] = sum_n sin(k dt Z[t, n, m])
     backward  dZ[t, n, m] = sum_{k >= 1} P[t, k, m] cos(k dt Z[t, n, m]) + Q[t, k, m] sin(k dt Z[t, n, m])
@@ -21,8 +21,8 @@ Design and trade-offs:
   library GEMM (cuBLAS), not fused: dX[n, :] sums over ALL M slices, so fusing it would need either
   atomics across slice blocks (non-deterministic) or one program per row tile holding a (BLOCK_N, D)
   accumulator while recomputing Z for every slice block (register-bound for D = 512). The unfused cost
-  is one write + read of dZ (N*M*4 bytes, ~10 us at N=4096, M=1024 on an H100) and the GEMM runs at
-  cuBLAS speed. Not measured here (no GPU in the session that wrote this): revisit with numbers.
+  is one write + read of dZ (N*M*4 bytes) and the GEMM runs at cuBLAS speed (benchmarks/sigreg_speed.py
+  times the whole).
 - Precision: fp32 inputs use an IEEE fp32 dot (no TF32: Z must match the fp32 reference to ~1e-6).
   bf16/fp16 inputs use the tensor-core dot with A rounded to the input dtype and fp32 accumulation, as
   torch autocast would run `proj @ A`; everything after the dot is fp32. sin/cos of the angle come from

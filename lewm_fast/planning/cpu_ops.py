@@ -12,8 +12,8 @@
   PyTorch: at 300 rows each op is a few tens of microseconds of loop plus a thread-pool round trip,
   and on a busy 2-core machine the round trips dominate. With `compile=True` TorchInductor fuses each
   chain, and the single-query attention, into one C++ loop (static shapes: compiled once per row
-  count and window shape; the first plan pays ~15-25 s of compilation, cached on disk afterwards;
-  ~1.2x faster in bf16, measured). Off by default: see `LEWM_PLAN_COMPILE` in engine.py.
+  count and window shape; the first plan pays the compilation, cached on disk afterwards). Off by default:
+  see `LEWM_PLAN_COMPILE` in engine.py; benchmarks/results/design_choices-history.json has the figures.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from lewm_fast import capability
 from lewm_fast.planning import ops
 
 
@@ -36,9 +37,9 @@ def keep_freed_memory() -> bool:
     freed memory back to the OS (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD, process-wide).
 
     Why: every matmul output of a planning step is a fresh multi-MB tensor. By default glibc maps each
-    one anew, and the page faults that first-touch it cost as much as the matmul (measured: the qkv
-    GEMM of 900 rows 1.22 ms -> 0.54 ms; a whole bf16 plan ~14% faster). The cost is memory that stays
-    with the process after use. LEWM_FAST_NO_MALLOPT=1 leaves malloc alone. Returns whether it applied."""
+    one anew, and the page faults that first-touch it cost as much as the matmul
+    (benchmarks/results/design_choices-history.json). The cost is memory that stays with the process after
+    use. LEWM_FAST_NO_MALLOPT=1 leaves malloc alone. Returns whether it applied."""
     if os.environ.get("LEWM_FAST_NO_MALLOPT") == "1" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -57,7 +58,7 @@ class CppPackedWeight:
 
     def __init__(self, ext, w: torch.Tensor, kernel: str | None = None):
         self.ext, self.shape, self.dtype = ext, w.shape, w.dtype
-        self.kernel = kernel or ext.linear_kernel("bf16" if w.dtype == torch.bfloat16 else "fp32")
+        self.kernel = kernel or ext.linear_kernel(capability.dtype_name(w.dtype))
         self.panel = ext.linear_panel(self.kernel)
         out_features, in_features = w.shape
         shape = ext.linear_packed_shape(self.kernel, out_features, in_features)
@@ -180,7 +181,7 @@ class CpuOps(ops.TorchOps):
     ):  # fmt: skip
         """matmul: "cpp", "onednn" or "torch" (default `capability.planner_matmul`); cpp_kernel: the C++
         matmul's kernel (default `capability.cpp_linear_kernel`). Benchmarks set them to compare choices."""
-        from lewm_fast import _ext, capability
+        from lewm_fast import _ext
 
         self.ext = _ext.load()  # the C++ kernels; None: PyTorch ops
         keep_freed_memory()

@@ -1,12 +1,12 @@
 """The CPU rollout in parallel by chunks of candidates: each worker thread rolls out whole chunks on
 one core, so the cores meet once per rollout, not once per matmul.
 
-Why: with PyTorch's own threading every op of the rollout (~130 per iteration, most a few ms) splits
-over all cores and ends at a barrier. Where other processes share the cores, a worker descheduled by
-the kernel holds up every barrier while its peers spin at it: measured on a 2-core AMD EPYC with
-~12 runnable neighbour threads, 17.5 s of wall time (3.6 s of CPU) per iteration against 7.8 s (2.0 s
-of CPU) in chunks. On a quiet machine the chunks run the same single-core matmuls at the same rate,
-without the per-op hand-offs. Rows are independent, so the costs do not depend on the chunking.
+Why: with PyTorch's own threading every op of the rollout (~130 per iteration) splits over all cores
+and ends at a barrier. Where other processes share the cores, a worker descheduled by the kernel holds
+up every barrier while its peers spin at it (on a busy 2-core host an iteration took over twice the wall
+time: benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json). On a quiet machine the chunks
+run the same single-core matmuls at the same rate, without the per-op hand-offs. Rows are independent,
+so the costs do not depend on the chunking. docs/cpu-planner.md says more.
 
 The workers are plain Python threads (torch releases the GIL inside each op) with torch's
 intra-op threads set to one; they block on a queue between rollouts (no spinning) and live for the

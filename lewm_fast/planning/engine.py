@@ -63,7 +63,7 @@ def plan_threads(rows: int, threads: int | None = None) -> int:
 def _no_gc():
     """Python's cyclic garbage collector off for the duration of a solve: a solve creates thousands of
     short-lived tensor views, each allocation counting towards the next collection, and the collections
-    (which find nothing: views are freed by reference counting) took ~5-9% of a CPU plan."""
+    find nothing (views are freed by reference counting) yet cost a CPU plan several per cent."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -95,13 +95,13 @@ class _Solve:
     """
 
     def __init__(self, engine: FastEngine, e: int, h: int):
-        p, dev, f32 = engine.p, engine.device, torch.float32
-        d, a = p.model.cfg.embed_dim, p.action_block_dim
+        dev, f32, horizon = engine.device, torch.float32, engine.horizon
+        d, a = engine.model.cfg.embed_dim, engine.model.cfg.action_block_dim
         self.engine = engine
         self.hist = torch.zeros(e, h, d, device=dev, dtype=f32)
         self.goal = torch.zeros(e, d, device=dev, dtype=f32)
-        self.mean0 = torch.zeros(e, p.horizon, a, device=dev, dtype=f32)
-        self.std0 = torch.ones(e, p.horizon, a, device=dev, dtype=f32)
+        self.mean0 = torch.zeros(e, horizon, a, device=dev, dtype=f32)
+        self.std0 = torch.ones(e, horizon, a, device=dev, dtype=f32)
         self.actions, self.std = torch.empty_like(self.mean0), torch.empty_like(self.std0)
         self.cost = torch.empty(e, device=dev, dtype=f32)
         self.has_std = True
@@ -111,7 +111,7 @@ class _Solve:
         """The whole solve: every iteration, from the static inputs to the static outputs. `observe(step,
         state, cand, cost, new_state)`, when given, sees every iteration (an eager solve only)."""
         eng = self.engine
-        opt, gen, nvtx = eng.p.optimizer, eng.p.generator, eng.nvtx
+        opt, gen, nvtx = eng.optimizer, eng.generator, eng.nvtx
         state = opt.init(self.mean0, self.std0)
         for step in range(opt.steps):
             with nvtx_range("sample", nvtx):
@@ -132,7 +132,7 @@ class _Solve:
 
     def capture(self) -> None:
         """Warm up on a side stream, then capture `body` into a CUDA graph (generator registered)."""
-        gen = self.engine.p.generator
+        gen = self.engine.generator
         state = gen.get_state()
         side = torch.cuda.Stream(self.engine.device)
         side.wait_stream(torch.cuda.current_stream(self.engine.device))
@@ -161,18 +161,28 @@ class _Solve:
 
 
 class FastEngine:
-    """The batched engine on an op set (`make_ops`). Used through `lf.Planner(backend=...)`."""
+    """The batched engine on an op set (`make_ops`). Used through `lf.Planner(backend=...)`, which owns
+    what it is given.
+
+    Args:
+        model: the `lf.LeWM` (in eval mode) it packs and rolls out.
+        optimizer: an optimizer of the registry (`optimizers/`), its tensors on `device`.
+        generator: the torch.Generator on `device` that every draw comes from.
+        horizon: action blocks per plan. dtype: the rollout's dtype (fp32 or bf16). device: the model's.
+        cuda_graph: capture each solve shape in a CUDA graph (on CUDA only).
+    """
 
     distribution_dtype = torch.float32  # the optimizer's distribution and candidates
 
-    def __init__(self, planner):
-        self.p = planner
-        self.device = planner.device
+    def __init__(self, model, optimizer, generator: torch.Generator, *, horizon: int, dtype: torch.dtype,
+                 device: torch.device, cuda_graph: bool = True):  # fmt: skip
+        self.model, self.optimizer, self.generator = model, optimizer, generator
+        self.horizon, self.dtype, self.device = horizon, dtype, torch.device(device)
         self.settings = plan_settings()
         self.ops = self.make_ops()
-        self.packed = PackedPredictor(planner.model, planner.dtype, planner.device, pack=self.ops.pack_weight)
+        self.packed = PackedPredictor(model, dtype, self.device, pack=self.ops.pack_weight)
         self.nvtx = self.device.type == "cuda"
-        self.use_graph = bool(planner.cuda_graph) and self.device.type == "cuda"
+        self.use_graph = bool(cuda_graph) and self.device.type == "cuda"
         # CPU: roll out in chunks of at most this many candidates over worker threads (LEWM_PLAN_CHUNK_ROWS,
         # 0 = one per thread; None = as many as suit the matmul: `capability.planner_chunk_rows`)
         self.chunk_rows = self.settings.chunk_rows if self.device.type == "cpu" else 0
@@ -180,15 +190,15 @@ class FastEngine:
         self._grad_packed: PackedPredictor | None = None
         # CPU: the encoder's matmuls on packed fp32 weights too (encoder.py); elsewhere the model's encode
         self.encoder = None
-        if self.device.type == "cpu" and PackedEncoder.supports(planner.model):
-            ops = self.ops if planner.dtype == torch.float32 else CpuOps(torch.float32, compile=False)
-            self.encoder = PackedEncoder(planner.model, ops)
+        if self.device.type == "cpu" and PackedEncoder.supports(model):
+            ops = self.ops if dtype == torch.float32 else CpuOps(torch.float32, compile=False)
+            self.encoder = PackedEncoder(model, ops)
 
     def make_ops(self):
         """The op set: on the CPU, `CpuOps` (matmuls as `capability.planner_matmul` chooses; with
         LEWM_PLAN_COMPILE=1 compiled elementwise chains)."""
         if self.device.type == "cpu":
-            return CpuOps(self.p.dtype, rows_hint=self.p.num_samples, compile=self.settings.compile)
+            return CpuOps(self.dtype, rows_hint=self.optimizer.num_samples, compile=self.settings.compile)
         return TorchOps()
 
     def rollout_cost(self, hist_emb, goal_emb, cand) -> torch.Tensor:
@@ -206,7 +216,7 @@ class FastEngine:
         """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings,
         encoded as the reference encodes them (goal and history frames as two batches, model dtype)."""
         with nvtx_range("encode", self.nvtx):
-            hist, goal_emb = encode_reference(self.p.model, pixels.to(self.device), goal.to(self.device), self.encoder)
+            hist, goal_emb = encode_reference(self.model, pixels.to(self.device), goal.to(self.device), self.encoder)
             return hist.float(), goal_emb.float()
 
     def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -236,18 +246,18 @@ class FastEngine:
         """`plan` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32 (e.g. a goal that is itself a
         predicted embedding, as benchmarks/plan_exactness.py uses). `observe(step, state, cand, cost,
         new_state)` sees every iteration of a sampling solve, run eagerly (planning/equivalence.py)."""
-        if self.p.optimizer.kind == "gradient":
+        if self.optimizer.kind == "gradient":
             return self._plan_gradient(hist_emb, goal_emb, mean, std)
         e, h = hist_emb.shape[:2]
-        with torch.inference_mode(), _threads(self._threads_for(e * self.p.num_samples)), _no_gc():
+        with torch.inference_mode(), _threads(self._threads_for(e * self.optimizer.num_samples)), _no_gc():
             return self._solve_for(e, h)(hist_emb, goal_emb, mean, std, self.use_graph, observe)
 
     def _plan_gradient(self, hist_emb, goal_emb, mean, std) -> PlanResult:
         """Gradient planning: the optimizer's public loop over one chunk of every environment, the cost
         differentiated through the restructured rollout (plain PyTorch ops, autograd)."""
-        opt = self.p.optimizer
+        opt = self.optimizer
         if self._grad_packed is None:
-            self._grad_packed = PackedPredictor(self.p.model, self.p.dtype, self.device)
+            self._grad_packed = PackedPredictor(self.model, self.dtype, self.device)
         packed, ops = self._grad_packed, TorchOps()
 
         def cost_fn(cand):
@@ -255,7 +265,7 @@ class FastEngine:
 
         e = hist_emb.shape[0]
         with _threads(self._threads_for(e * opt.num_samples)):  # every environment in one chunk
-            out = solve_chunks(opt, mean, std, lambda lo, hi: cost_fn, self.p.generator)
+            out = solve_chunks(opt, mean, std, lambda lo, hi: cost_fn, self.generator)
         return PlanResult(out.actions.float(), None, out.cost.float(), out.history, out.samples)
 
 

@@ -19,26 +19,30 @@ from lewm_fast.planning.reference import lewm_cost_reference
 
 
 class ReferenceEngine:
-    def __init__(self, planner):
-        self.p = planner
-        model = planner.model
-        if planner.dtype != next(model.parameters()).dtype:
-            model = copy.deepcopy(model).to(planner.dtype)
-        self.model = model
-        self.distribution_dtype = planner.dtype
+    """The public loop on the reference cost. Arguments as `engine.FastEngine`'s (one signature for every
+    engine); the plan's length comes from the distribution it is given, and nothing is captured (cuda_graph
+    is unused)."""
+
+    def __init__(self, model, optimizer, generator: torch.Generator, *, horizon: int, dtype: torch.dtype,
+                 device: torch.device, cuda_graph: bool = True):  # fmt: skip
+        if dtype != next(model.parameters()).dtype:
+            model = copy.deepcopy(model).to(dtype)
+        self.model, self.optimizer, self.generator = model, optimizer, generator
+        self.dtype, self.device = dtype, torch.device(device)
+        self.distribution_dtype = dtype
 
     @torch.inference_mode()
     def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """cand (E, S, T, A) -> (E, S): the public `get_cost` of all E environments as one chunk."""
-        dev = self.p.device
-        return lewm_cost_reference(self.model, pixels.to(dev), goal.to(dev))(cand.to(dev, self.p.dtype))
+        dev = self.device
+        return lewm_cost_reference(self.model, pixels.to(dev), goal.to(dev))(cand.to(dev, self.dtype))
 
     def plan(self, pixels, goal, mean, std) -> PlanResult:
-        opt = self.p.optimizer
-        pixels, goal = pixels.to(self.p.device), goal.to(self.p.device)
+        """pixels (E, H, C, h, w), goal (E, C, h, w), mean and std (E, T, A) -> PlanResult."""
+        opt = self.optimizer
+        pixels, goal = pixels.to(self.device), goal.to(self.device)
 
         def chunk_cost(lo: int, hi: int):
             return lewm_cost_reference(self.model, pixels[lo:hi], goal[lo:hi])
 
-        out = solve_chunks(opt, mean, std, chunk_cost, self.p.generator, batch_size=opt.public_batch_size)
-        return PlanResult(out.actions, out.std, out.cost)
+        return solve_chunks(opt, mean, std, chunk_cost, self.generator, batch_size=opt.public_batch_size)

@@ -25,8 +25,8 @@ from lewm_fast.planning.backends import engine_class, resolve_backend
 from lewm_fast.planning.optimizers import available_optimizers, make_optimizer, optimizer_defaults
 from lewm_fast.planning.plan_result import PlanResult
 
-DTYPES = (torch.float32, torch.bfloat16)
 _CEM = optimizer_defaults("cem")
+HORIZON = 5  # action blocks per plan: the paper's (every other default horizon is this one)
 
 
 def check_model(model: object) -> LeWM:
@@ -88,7 +88,7 @@ class Planner:
         model: an `lf.LeWM` (put in eval mode; the planner never trains it).
         solver: "cem" | "icem" | "mppi" | "ps" | "grad" (`lewm_fast.planning.optimizers`), or an optimizer
             of that registry built by the caller (`make_optimizer(...)`; then no **solver_params).
-        horizon: action blocks per plan (5).
+        horizon: action blocks per plan (HORIZON, 5).
         seed: seed of the planner's generator (persists across calls, like the public solver's).
         backend: "reference" (the public loop), "torch" (the batched restructured rollout: the CPU fast
             path), "triton" (fused Triton kernels: the GPU fast path), "auto" (`backends.resolve_backend`).
@@ -104,24 +104,36 @@ class Planner:
     cost(pixels, goal, cand (E, S, horizon, A)) -> (E, S), the exact public cost.
     """
 
-    def __init__(self, model, solver="cem", horizon: int = 5, seed: int = 0, backend: str = "auto",
+    def __init__(self, model, solver="cem", horizon: int = HORIZON, seed: int = 0, backend: str = "auto",
                  dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True,
                  generator: torch.Generator | None = None, **solver_params):  # fmt: skip
         self.model = check_model(model).eval()
         self.device = next(model.parameters()).device
-        self.optimizer = resolve_optimizer(solver, solver_params).to(self.device)
-        self.optimizer.check_action_dim(self.action_block_dim)
-        self.solver = self.optimizer.name
+        self._optimizer = resolve_optimizer(solver, solver_params).to(self.device)
+        self._optimizer.check_action_dim(self.action_block_dim)
+        self.solver = self._optimizer.name
         self.horizon = check_positive_int("horizon", horizon)
         check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
         self.dtype = resolve_dtype(dtype, self.device)
         self.cuda_graph = cuda_graph
         self.seed = seed
-        self.generator = check_generator(generator, self.device) or torch.Generator(self.device).manual_seed(seed)
+        self._generator = check_generator(generator, self.device) or torch.Generator(self.device).manual_seed(seed)
         self._check_memory(1)
         self.backend = resolve_backend(backend, self.device)
         self._lock = threading.RLock()
-        self.engine = engine_class(self.backend)(self)
+        engine = engine_class(self.backend)
+        self.engine = engine(self.model, self._optimizer, self._generator, horizon=self.horizon, dtype=self.dtype,
+                             device=self.device, cuda_graph=cuda_graph)  # fmt: skip
+
+    @property
+    def optimizer(self):
+        """The planner's optimizer (read-only: the engine holds it; a planner for another optimizer is a new one)."""
+        return self._optimizer
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The planner's noise stream (read-only: the engine draws from it; `reseed` restarts it)."""
+        return self._generator
 
     @property
     def num_samples(self) -> int:
@@ -136,7 +148,7 @@ class Planner:
         check_int("seed", seed, lo=0, hi=GENERATOR_SEED_MAX)
         with self._lock:
             self.seed = seed
-            self.generator.manual_seed(seed)
+            self._generator.manual_seed(seed)
 
     # ---- argument checks -------------------------------------------------------------------------
 
@@ -170,9 +182,14 @@ class Planner:
             raise ValueError(f"goal: expected frames of the pixels' size {tuple(pixels.shape[-2:])}, "
                              f"got {tuple(goal.shape[-2:])}")  # fmt: skip
 
-    def _initial_distribution(self, e: int, init_mean, init_std) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) (E, horizon, A) in the engine's distribution dtype: the warm start `init_mean`
-        (E, t <= horizon, A) followed by zeros, and `init_std` (E, horizon, A) or the optimizer's initial std."""
+    # ---- public API ------------------------------------------------------------------------------
+
+    def initial_distribution(
+        self, e: int, init_mean: torch.Tensor | None = None, init_std: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distribution a plan of E environments starts from: (mean, std) (E, horizon, A) in the engine's
+        distribution dtype; mean the warm start `init_mean` (E, t <= horizon, A) followed by zeros, std
+        `init_std` (E, horizon, A) or the optimizer's initial std everywhere."""
         a, dtype = self.action_block_dim, self.engine.distribution_dtype
         mean = torch.zeros(e, self.horizon, a, device=self.device, dtype=dtype)
         if init_mean is not None:
@@ -184,8 +201,6 @@ class Planner:
             return mean, torch.full_like(mean, self.optimizer.initial_std)
         check_tensor("init_std", init_std, (e, self.horizon, a), finite=True)
         return mean, init_std.to(self.device, dtype)
-
-    # ---- public API ------------------------------------------------------------------------------
 
     def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """pixels (E, H, C, h, w), goal (E, C, h, w), cand (E, S, horizon, A) -> costs (E, S)."""
@@ -214,7 +229,7 @@ class Planner:
         """
         self._check_observations(pixels, goal)
         with self._lock:
-            mean, std = self._initial_distribution(pixels.shape[0], init_mean, init_std)
+            mean, std = self.initial_distribution(pixels.shape[0], init_mean, init_std)
             return self.engine.plan(pixels, goal, mean, std)
 
     def plan(self, pixels: torch.Tensor, goal: torch.Tensor, init_mean: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,8 +245,9 @@ class CEMPlanner(Planner):
     """
 
     def __init__(self, model, num_samples: int = _CEM["num_samples"], topk: int = _CEM["topk"],
-                 iters: int = _CEM["n_steps"], horizon: int = 5, var_scale: float = _CEM["var_scale"], seed: int = 0,
-                 backend: str = "auto", dtype: torch.dtype | str = torch.float32, cuda_graph: bool = True):  # fmt: skip
+                 iters: int = _CEM["n_steps"], horizon: int = HORIZON, var_scale: float = _CEM["var_scale"],
+                 seed: int = 0, backend: str = "auto", dtype: torch.dtype | str = torch.float32,
+                 cuda_graph: bool = True):  # fmt: skip
         super().__init__(model, "cem", horizon=horizon, seed=seed, backend=backend, dtype=dtype,
                          cuda_graph=cuda_graph, num_samples=num_samples, topk=topk, n_steps=iters,
                          var_scale=var_scale)  # fmt: skip

@@ -1,6 +1,6 @@
 """Reference planning: the public LeWM cost (`LeWM.get_cost` of stable-worldmodel 0.1.1), written plainly.
 
-This is the specification of the cost (docs in README "Planner"); the fast rollout is tested against it.
+This is the specification of the cost (docs/cpu-planner.md); the fast rollout is tested against it.
 The optimizers' specifications are in `optimizers/` (one file each), their loop in `optimizers/loop.py`.
 
 Cost of a candidate: encode the goal frame(s) and the H history frames once per chunk of environments

@@ -93,67 +93,83 @@ class PackedPredictor:
         cfg = model.cfg
         self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
         self.num_frames, self.heads = cfg.num_frames, cfg.pred_heads
-        tr = model.predictor.transformer
+        out = _Packer(dtype, self.device, pack)
+        self._pack_actions(model, out)
+        self._pack_inputs(model, out)
+        self.blocks = [_pack_block(block, cfg.pred_dim_head, out) for block in model.predictor.transformer.layers]
+        self._pack_head(model, out)
 
-        def put(t: torch.Tensor | None, dt: torch.dtype = dtype) -> torch.Tensor | None:
-            return None if t is None else t.detach().to(self.device, dt).contiguous()
-
-        def mat(t: torch.Tensor | None):  # a matmul weight (out, in), packed for the op set
-            t = put(t)
-            return t if t is None or pack is None else pack(t)
-
-        # Action encoder (+ the transformer's cond_proj): c = W2 silu(W1 a + b1) + b2.
-        enc = model.action_encoder
+    def _pack_actions(self, model, out: _Packer) -> None:
+        """The action encoder (+ the transformer's cond_proj): c = W2 silu(W1 a + b1) + b2."""
+        enc, cond = model.action_encoder, _linear_of(model.predictor.transformer.cond_proj)
         conv_w, conv_b = _f64(enc.patch_embed.weight)[:, :, 0], _f64(enc.patch_embed.bias)
         w1, b1 = _linear_of(enc.embed[0])
         w2, b2 = _linear_of(enc.embed[2])
-        cond = _linear_of(tr.cond_proj)
         if cond is not None:
             w2, b2 = cond[0] @ w2, cond[0] @ b2 + cond[1]
-        self.w_act1, self.b_act1 = mat(w1 @ conv_w), put(w1 @ conv_b + b1)
-        self.w_act2, self.b_act2 = mat(w2), put(b2)
+        self.w_act1, self.b_act1 = out.mat(w1 @ conv_w), out.put(w1 @ conv_b + b1)
+        self.w_act2, self.b_act2 = out.mat(w2), out.put(b2)
 
-        # Every block's AdaLN modulation in one (depth * 6 * D, D) matrix.
+    def _pack_inputs(self, model, out: _Packer) -> None:
+        """Every block's AdaLN modulation in one (depth * 6 * D, D) matrix; the position table (pre
+        input_proj, fp32) and the optional input projection."""
+        tr = model.predictor.transformer
         mods = [_linear_of(block.adaLN_modulation[1]) for block in tr.layers]
-        self.w_mod, self.b_mod = mat(torch.cat([w for w, _ in mods])), put(torch.cat([b for _, b in mods]))
-
-        # Position table (pre input_proj) and the optional input projection.
-        self.pos = put(model.predictor.pos_embedding[0], torch.float32)
+        self.w_mod, self.b_mod = out.mat(torch.cat([w for w, _ in mods])), out.put(torch.cat([b for _, b in mods]))
+        self.pos = out.put(model.predictor.pos_embedding[0], torch.float32)
         inp = _linear_of(tr.input_proj)
-        self.w_in, self.b_in = (mat(inp[0]), put(inp[1])) if inp is not None else (None, None)
+        self.w_in, self.b_in = (out.mat(inp[0]), out.put(inp[1])) if inp is not None else (None, None)
 
-        self.blocks = []
-        dim_head = cfg.pred_dim_head
-        for block in tr.layers:
-            attn, mlp = block.attn, block.mlp.net
-            w_qkv, b_qkv = _fold_norm(attn.norm, _f64(attn.to_qkv.weight), torch.zeros(attn.to_qkv.weight.shape[0],
-                                      dtype=torch.float64, device=attn.to_qkv.weight.device))  # fmt: skip
-            inner = w_qkv.shape[0] // 3
-            w_qkv[:inner] *= dim_head**-0.5  # SDPA's default scale, folded into q
-            b_qkv[:inner] *= dim_head**-0.5
-            out = _linear_of(attn.to_out[0]) if isinstance(attn.to_out, nn.Sequential) else None
-            w_fc1, b_fc1 = _fold_norm(mlp[0], *_linear_of(mlp[1]))
-            w_fc2, b_fc2 = _linear_of(mlp[4])
-            w_v, b_v = w_qkv[2 * inner :], b_qkv[2 * inner :]
-            w_ov, b_ov = (out[0] @ w_v, out[0] @ b_v + out[1]) if out else (w_v, b_v)
-            self.blocks.append(PackedBlock(
-                mat(w_qkv), put(b_qkv), mat(out[0]) if out else None, put(out[1]) if out else None,
-                mat(w_fc1), put(b_fc1), mat(w_fc2), put(b_fc2),
-                block.norm1.eps, attn.norm.eps, block.norm2.eps, mlp[0].eps,
-                mat(w_qkv[:inner]), put(b_qkv[:inner]), mat(w_qkv[inner:]), put(b_qkv[inner:]), mat(w_ov), put(b_ov),
-            ))  # fmt: skip
-
-        # Final norm -> output_proj -> pred_proj (Linear, BatchNorm, GELU, Linear): one Linear, GELU, Linear.
-        head = model.pred_proj.net
+    def _pack_head(self, model, out: _Packer) -> None:
+        """Final norm -> output_proj -> pred_proj (Linear, BatchNorm, GELU, Linear): one Linear, GELU, Linear."""
+        tr, head = model.predictor.transformer, model.pred_proj.net
         w_h, b_h = _linear_of(head[0])
         outp = _linear_of(tr.output_proj)
         if outp is not None:
             w_h, b_h = w_h @ outp[0], w_h @ outp[1] + b_h
         w_h, b_h = _fold_norm(tr.norm, w_h, b_h)
         a, c = _bn_affine(head[1])
-        self.w_head1, self.b_head1 = mat(w_h * a[:, None]), put(b_h * a + c)
-        self.w_head2, self.b_head2 = mat(_f64(head[3].weight)), put(_f64(head[3].bias))
+        self.w_head1, self.b_head1 = out.mat(w_h * a[:, None]), out.put(b_h * a + c)
+        self.w_head2, self.b_head2 = out.mat(_f64(head[3].weight)), out.put(_f64(head[3].bias))
         self.eps_final = tr.norm.eps
+
+
+class _Packer:
+    """Stores folded float64 weights for the fast rollout: `put` a tensor in the packed dtype (or `dt`) on the
+    device, contiguous; `mat` a matmul weight (out, in), also in the op set's layout (`pack`)."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device, pack=None):
+        self.dtype, self.device, self.pack = dtype, device, pack
+
+    def put(self, t: torch.Tensor | None, dt: torch.dtype | None = None) -> torch.Tensor | None:
+        return None if t is None else t.detach().to(self.device, dt or self.dtype).contiguous()
+
+    def mat(self, t: torch.Tensor | None):
+        t = self.put(t)
+        return t if t is None or self.pack is None else self.pack(t)
+
+
+def _pack_block(block, dim_head: int, out: _Packer) -> PackedBlock:
+    """One AdaLN block folded: the attention norm's affine and 1/sqrt(dim_head) into w_qkv, the MLP norm's
+    affine into w_1, and the split weights of `PackedBlock` for op sets that skip unread queries."""
+    attn, mlp = block.attn, block.mlp.net
+    w_qkv, b_qkv = _fold_norm(attn.norm, _f64(attn.to_qkv.weight), torch.zeros(attn.to_qkv.weight.shape[0],
+                              dtype=torch.float64, device=attn.to_qkv.weight.device))  # fmt: skip
+    inner = w_qkv.shape[0] // 3
+    w_qkv[:inner] *= dim_head**-0.5  # SDPA's default scale, folded into q
+    b_qkv[:inner] *= dim_head**-0.5
+    o = _linear_of(attn.to_out[0]) if isinstance(attn.to_out, nn.Sequential) else None
+    w_fc1, b_fc1 = _fold_norm(mlp[0], *_linear_of(mlp[1]))
+    w_fc2, b_fc2 = _linear_of(mlp[4])
+    w_v, b_v = w_qkv[2 * inner :], b_qkv[2 * inner :]
+    w_ov, b_ov = (o[0] @ w_v, o[0] @ b_v + o[1]) if o else (w_v, b_v)
+    mat, put = out.mat, out.put
+    return PackedBlock(
+        mat(w_qkv), put(b_qkv), mat(o[0]) if o else None, put(o[1]) if o else None,
+        mat(w_fc1), put(b_fc1), mat(w_fc2), put(b_fc2),
+        block.norm1.eps, attn.norm.eps, block.norm2.eps, mlp[0].eps,
+        mat(w_qkv[:inner]), put(b_qkv[:inner]), mat(w_qkv[inner:]), put(b_qkv[inner:]), mat(w_ov), put(b_ov),
+    )  # fmt: skip
 
 
 def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch.Tensor:
@@ -163,7 +179,7 @@ def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch
     shift1, scale1, gate1, shift2, scale2, gate2 (the public chunk order). A view of the op set's
     `linear_planes`: on the CPU one contiguous (N, D) plane per (block, chunk, frame), so that a norm chain
     reads the (shift, scale) of consecutive rows from consecutive memory, not one 4 KB page per row
-    (README "Planner"); rows are ordered frame by frame for that.
+    (docs/cpu-planner.md); rows are ordered frame by frame for that.
     """
     e, s, t, a = cand.shape
     n, depth, d = e * s, len(packed.blocks), packed.cfg.pred_hidden_dim
@@ -295,7 +311,7 @@ def rollout_cost(
     cand: torch.Tensor,
     differentiable: bool = False,
 ) -> torch.Tensor:
-    """The public cost of every candidate (README "Planner"), restructured.
+    """The public cost of every candidate (docs/cpu-planner.md), restructured.
 
     Args:
         packed: the packed model. ops: `TorchOps`, `CpuOps` or `TritonOps` (see ops.py).

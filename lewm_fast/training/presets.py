@@ -1,9 +1,9 @@
 """Training presets: a model config plus the optimisation defaults that go with it.
 
-- `paper`: the published LeWM (DESIGN.md section 2) at 224 px, batch 128, lr 5e-5 (the public recipe).
+- `paper`: the published LeWM (`LeWMConfig()`'s defaults) at 224 px, batch 128, lr 5e-5 (the public recipe).
 - `small`: a CPU-trainable LeWM at 64 px (patch 16 -> 16 patches) with a 4-layer, 128-wide encoder and
   a 3-layer predictor (~2.3M parameters). Chosen by measurement so that TwoRoom trains to good
-  planning in well under 20 minutes on 2 CPU cores (README "Training" has the figures).
+  planning in well under 20 minutes on 2 CPU cores (docs/training.md has the figures).
 """
 
 from __future__ import annotations

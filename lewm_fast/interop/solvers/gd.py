@@ -20,7 +20,7 @@ import torch
 
 from lewm_fast.interop.solvers import inputs
 from lewm_fast.interop.solvers.base import DropInSolver, resolve_model
-from lewm_fast.planning.optimizers.base import ChunkResult
+from lewm_fast.planning.plan_result import PlanResult
 
 
 class _Drawn:
@@ -52,12 +52,12 @@ class _PickByFinalCost:
     def to(self, device) -> _PickByFinalCost:
         return _PickByFinalCost(self._optimizer.to(device))
 
-    def solve_chunk(self, inputs, cost_fn, generator, callback=None) -> ChunkResult:
+    def solve_chunk(self, inputs, cost_fn, generator, callback=None) -> PlanResult:
         out = self._optimizer.solve_chunk(inputs, cost_fn, generator, callback)
         with torch.no_grad():
             final = cost_fn(out.samples).detach()
         rows, best = torch.arange(final.shape[0], device=final.device), torch.argsort(final, dim=1)[:, 0]
-        return ChunkResult(out.samples[rows, best], None, final[rows, best], out.history, out.samples)
+        return PlanResult(out.samples[rows, best], None, final[rows, best], out.history, out.samples)
 
 
 class GradientSolver(DropInSolver, torch.nn.Module):

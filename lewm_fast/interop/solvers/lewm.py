@@ -12,6 +12,7 @@ not convert (a test double with another encoder) is not a LeWM to the packed pat
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
 
@@ -114,7 +115,6 @@ def solve_packed(solver, packed: PackedCost, optimizer, info_dict: dict, mean: t
     A sampling optimizer's planner is kept in `solver.planner_cache`; the gradient solver's optimizer holds
     this solve's drawn samples (its `init`), so its planner is built for the solve.
     """
-    from lewm_fast.planning.optimizers import SolveResult
     from lewm_fast.planning.planner import Planner
 
     def build():
@@ -131,4 +131,4 @@ def solve_packed(solver, packed: PackedCost, optimizer, info_dict: dict, mean: t
     pixels, goal = observations(info_dict, planner.device, torch.float32)
     out = planner.plan_with_info(pixels, goal, init_mean=mean.float(), init_std=std.float())
     std_out = None if out.std is None else out.std.to(mean.dtype)
-    return SolveResult(out.actions.to(mean.dtype), std_out, out.elite_cost, out.history, out.samples)
+    return dataclasses.replace(out, actions=out.actions.to(mean.dtype), std=std_out)

@@ -23,18 +23,19 @@ device, no host sync, static shapes (an engine may capture a whole solve in a CU
 
 Every optimizer also has `prepare(mean, std, generator)` (per-environment inputs drawn before chunking)
 and `solve_chunk(inputs, cost_fn, generator, callback)` (one chunk, the public loop); `loop.solve_chunks`
-runs them over environments in chunks of `batch_size` exactly as the public solvers do.
+runs them over environments in chunks of `batch_size` exactly as the public solvers do. Both return a
+`PlanResult` (lewm_fast/planning/plan_result.py), the one result type of planning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from lewm_fast.planning.optimizers.base import ChunkResult, PlanState, SamplingOptimizer
+from lewm_fast.planning.optimizers.base import PlanState, SamplingOptimizer
 from lewm_fast.planning.optimizers.cem import CEM
 from lewm_fast.planning.optimizers.gradient import GradientDescent
 from lewm_fast.planning.optimizers.icem import ICEM
-from lewm_fast.planning.optimizers.loop import SolveResult, solve_chunks
+from lewm_fast.planning.optimizers.loop import solve_chunks
 from lewm_fast.planning.optimizers.mppi import MPPI
 from lewm_fast.planning.optimizers.predictive_sampling import PredictiveSampling
 
@@ -93,12 +94,10 @@ __all__ = [
     "CEM",
     "ICEM",
     "MPPI",
-    "ChunkResult",
     "GradientDescent",
     "PlanState",
     "PredictiveSampling",
     "SamplingOptimizer",
-    "SolveResult",
     "available_optimizers",
     "make_optimizer",
     "optimizer_class",

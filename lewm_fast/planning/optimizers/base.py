@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from lewm_fast.planning.plan_result import PlanResult
+
 CostFn = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[..., None]
 
@@ -34,20 +36,6 @@ class PlanState:
 
     def replace(self, **changes) -> PlanState:
         return replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """What one chunk of environments returns. actions (b, T, A): the plan; std (b, T, A): the final
-    std (or None); cost (b,): the reported cost; history: per-step summed costs (gradient solver) or [];
-    samples (b, S, T, A): the optimised samples (gradient solver; the public solver keeps them in its
-    `init`), else None."""
-
-    actions: torch.Tensor
-    std: torch.Tensor | None
-    cost: torch.Tensor
-    history: list[torch.Tensor]
-    samples: torch.Tensor | None = None
 
 
 def check_costs(costs: object, b: int, s: int) -> torch.Tensor:
@@ -118,7 +106,9 @@ class SamplingOptimizer:
         """Refuse parameters that do not fit actions of width A = action_dim (the planner asks at construction)."""
 
     @torch.inference_mode()
-    def solve_chunk(self, inputs, cost_fn: CostFn, generator: torch.Generator, callback: Callback | None = None):
+    def solve_chunk(
+        self, inputs, cost_fn: CostFn, generator: torch.Generator, callback: Callback | None = None
+    ) -> PlanResult:
         """One chunk as the public solver runs it: `steps` x (candidates -> cost_fn -> update)."""
         mean, std = inputs
         state = self.init(mean, std)
@@ -130,7 +120,7 @@ class SamplingOptimizer:
             if callback is not None:
                 callback(step=step, candidates=cand, costs=costs, **info)
         actions, std, cost = self.result(state)
-        return ChunkResult(actions, std, cost, [])
+        return PlanResult(actions, std, cost)
 
 
 # ---- argument checks (each error names the parameter) ----------------------------------------------

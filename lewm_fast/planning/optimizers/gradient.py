@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lewm_fast.planning.optimizers.base import ChunkResult, check_costs, check_float, check_int, check_number_kwargs
+from lewm_fast.planning.optimizers.base import check_costs, check_float, check_int, check_number_kwargs
+from lewm_fast.planning.plan_result import PlanResult
 
 
 def _sgd() -> type:
@@ -82,7 +83,7 @@ class GradientDescent:
                                        dtype=actions.dtype) * self.var_scale)  # fmt: skip
         return (actions,)
 
-    def solve_chunk(self, inputs, cost_fn, generator: torch.Generator, callback=None) -> ChunkResult:
+    def solve_chunk(self, inputs, cost_fn, generator: torch.Generator, callback=None) -> PlanResult:
         """One chunk: n_steps optimizer steps on its samples (b, S, T, A); cost_fn must be differentiable."""
         (init,) = inputs
         b = init.shape[0]
@@ -113,4 +114,4 @@ class GradientDescent:
                 history.append(cost.detach())
         rows, best = torch.arange(b, device=params.device), torch.argsort(costs.detach(), dim=1)[:, 0]
         samples = params.detach()
-        return ChunkResult(samples[rows, best], None, costs.detach()[rows, best], history, samples)
+        return PlanResult(samples[rows, best], None, costs.detach()[rows, best], [history], samples)

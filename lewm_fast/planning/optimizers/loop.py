@@ -11,26 +11,11 @@ batch on the device (engine.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from lewm_fast.planning.optimizers.base import Callback, CostFn
-
-
-@dataclass(frozen=True)
-class SolveResult:
-    """actions (E, T, A): the plans; std (E, T, A) the final std (None for predictive sampling and the
-    gradient solver); cost (E,): the reported cost per environment (CEM/iCEM: the last elites' mean
-    cost; MPPI: the mean cost of the weighted samples; PS and gradient: the chosen sample's cost);
-    history: per chunk, the per-step summed cost (gradient solver; empty lists otherwise); samples
-    (E, S, T, A): the optimised samples (gradient solver), else None."""
-
-    actions: torch.Tensor
-    std: torch.Tensor | None
-    cost: torch.Tensor
-    history: list[list[float]]
-    samples: torch.Tensor | None = None
+from lewm_fast.planning.plan_result import PlanResult
 
 
 def solve_chunks(
@@ -42,7 +27,7 @@ def solve_chunks(
     batch_size: int | None = None,
     callback: Callback | None = None,
     chunk_start: Callable[[int, int], None] | None = None,
-) -> SolveResult:
+) -> PlanResult:
     """Run `optimizer` over E environments as the public solvers do.
 
     Args:
@@ -72,9 +57,9 @@ def solve_chunks(
         actions.append(out.actions)
         stds.append(out.std)
         costs.append(out.cost)
-        history.append(out.history)
+        history.extend(out.history)
         samples.append(out.samples)
     std_all = None if any(s is None for s in stds) else torch.cat(stds)
     samples_all = None if any(s is None for s in samples) else torch.cat(samples)
     history_f = [torch.stack(h).tolist() if h else [] for h in history]  # one host sync per chunk, at the end
-    return SolveResult(torch.cat(actions), std_all, torch.cat(costs), history_f, samples_all)
+    return PlanResult(torch.cat(actions), std_all, torch.cat(costs), history_f, samples_all)

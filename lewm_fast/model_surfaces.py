@@ -1,5 +1,6 @@
-"""The public LeWM's planning surfaces for an `lf.LeWM`, so it works with any public solver (CEM, iCEM,
-MPPI, predictive sampling, gradient, PGD, ...) in both stable-worldmodel layouts:
+"""The public LeWM's planning surfaces for an `lf.LeWM` (its `get_cost`, `encode(info)` and `rollout` call
+these), so it works with any public solver (CEM, iCEM, MPPI, predictive sampling, gradient, PGD, ...) in both
+stable-worldmodel layouts:
 - release 0.1.1: `LeWM.get_cost(info_dict, candidates)` (`get_cost` below);
 - the current source: the `Dynamics` surface a `ShootingCostEvaluator` composes with an objective,
   `encode(info)` and `rollout(info, candidates)` (`encode_info`, `dynamics_rollout` below).
