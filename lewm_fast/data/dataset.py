@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lewm_fast._io import read_json
+from lewm_fast.config import LeWMConfig
 from lewm_fast.data.hdf5 import DataFormatError, _h5py, check_actions, check_pixels, open_h5, read_index, read_rows
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class WindowDataset(torch.utils.data.Dataset):
         path: str | os.PathLike,
         image_size: int,
         num_frames: int = 4,
-        frameskip: int = 5,
+        frameskip: int = LeWMConfig.frameskip,
         episodes: np.ndarray | None = None,
         normalizer: Normalizer | None = None,
         in_memory: bool | None = None,
