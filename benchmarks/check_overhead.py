@@ -4,8 +4,8 @@
    the CPU (`lewm_fast.sigreg.check_finite_inputs`). One training step of a preset (forward, backward,
    clipping, AdamW; synthetic inputs) is timed with the check as shipped and with it replaced by a no-op,
    interleaved in one process on the CPU-time clock of one thread (robust to other jobs on the machine).
-2. Per run: the content fingerprint of the data file a checkpoint records (`--data FILE`, optional),
-   computed once when a run starts or resumes.
+2. Per run: identifying the data file a checkpoint records, the sha256 of its bytes and the sampled content
+   fingerprint (`--data FILE`, optional), computed once when a run starts or resumes.
 
     python benchmarks/check_overhead.py [--preset small] [--batch 64] [--pairs 20] [--data tworoom.h5]
 """
@@ -58,12 +58,25 @@ def cpu_seconds(fn) -> float:
     return time.thread_time() - t0
 
 
+def identity_seconds(path: str) -> dict:
+    """What a run spends identifying its data file once (training/resume.py's data_identity): the sha256 of
+    every byte (what a resume checks) and the sampled fingerprint (what evaluation recognises)."""
+    from lewm_fast.data.hdf5 import file_digest, fingerprint
+
+    out = {}
+    for name, fn in (("sha256_s", file_digest), ("fingerprint_s", fingerprint)):
+        t0 = time.perf_counter()
+        fn(path)
+        out[name] = time.perf_counter() - t0
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--pairs", type=int, default=20, help="interleaved (checked, unchecked) step pairs")
-    p.add_argument("--data", default=None, help="an episode file to time the fingerprint of")
+    p.add_argument("--data", default=None, help="an episode file to time the identification of")
     p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -82,12 +95,7 @@ def main() -> None:
               "step_ms_checked": med["checked"] * 1e3, "step_ms_unchecked": med["unchecked"] * 1e3,
               "overhead": med["checked"] / med["unchecked"] - 1}  # fmt: skip
     if args.data:
-        from lewm_fast.data.hdf5 import fingerprint
-
-        t0 = time.perf_counter()
-        fingerprint(args.data)
-        result.update(data=str(args.data), data_bytes=Path(args.data).stat().st_size,
-                      fingerprint_s=time.perf_counter() - t0)  # fmt: skip
+        result.update(data=str(args.data), data_bytes=Path(args.data).stat().st_size, **identity_seconds(args.data))
     _common.print_table([result], [(k, k) for k in result])
     print(_common.write_result("check_overhead", {"rows": [result]}, torch.device("cpu"), args.out))
 
