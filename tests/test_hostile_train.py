@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hostile import cli, one_line_error, snapshot
-from tiny_runs import TINY, tiny_config, tiny_data, tiny_run, train_flags
+from tiny_runs import TINY, assert_same_weights, tiny_config, tiny_data, tiny_run, train_flags
 
 from lewm_fast.data.hdf5 import fingerprint
 from lewm_fast.training import TrainConfig, train
@@ -30,15 +30,6 @@ def one_step(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "run"
     tiny_run(data, out, max_seconds=0.0)
     return out
-
-
-def _weights(out):
-    return torch.load(latest_checkpoint(out) / "weights.pt", weights_only=True)
-
-
-def _same_weights(a, b) -> bool:
-    wa, wb = _weights(a), _weights(b)
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_every_train_config_field_has_one_kind():
@@ -119,7 +110,7 @@ def three_steps(data, tmp_path_factory):
 def test_a_neutral_field_does_not_change_the_weights(data, three_steps, tmp_path, field):
     assert field in NEUTRAL_CHANGES, f"give the neutral field {field} a value to try here"
     tiny_run(data, tmp_path / "run", **{field: NEUTRAL_CHANGES[field]})
-    assert _same_weights(tmp_path / "run", three_steps), f"{flag(field)} changed the weights"
+    assert_same_weights(tmp_path / "run", three_steps, f"{flag(field)} changed the weights")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from tiny_runs import tiny_data, tiny_run, train_flags
+from tiny_runs import assert_same_weights, tiny_data, tiny_run, train_flags
 
 from lewm_fast.cli import main as cli_main
 from lewm_fast.training import TrainConfig, train
@@ -27,17 +27,6 @@ def full(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "run"
     tiny_run(data, out, steps=5)
     return out
-
-
-def _weights(out):
-    return torch.load(latest_checkpoint(out) / "weights.pt", weights_only=True)
-
-
-def assert_same_weights(a, b):
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
 
 
 def _snapshot(folder):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from tiny_runs import assert_same_weights
 
 import lewm_fast as lf
 from lewm_fast.data.collect import collect
@@ -61,11 +62,7 @@ def test_resume_restores_model_optimiser_scheduler_step_and_rng(data, tmp_path):
     train(_cfg(data, part, steps=6, ckpt_every=3, max_seconds=0.0, model_overrides={**TINY, "dropout": 0.1}))
     assert latest_checkpoint(part).name == "ckpt-0000001"  # stopped by the time limit after one step
     train(_cfg(data, part, steps=6, ckpt_every=3, resume=True, model_overrides={**TINY, "dropout": 0.1}))
-    a = torch.load(latest_checkpoint(full) / "weights.pt", weights_only=True)
-    b = torch.load(latest_checkpoint(part) / "weights.pt", weights_only=True)
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert_same_weights(part, full)
     la = [json.loads(x)["loss"] for x in (full / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
     lb = [json.loads(x)["loss"] for x in (part / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
     assert la == lb

@@ -3,8 +3,11 @@
 import json
 from pathlib import Path
 
+import torch
+
 from lewm_fast.data.collect import collect
 from lewm_fast.training import TrainConfig, train
+from lewm_fast.training.checkpoint import latest_checkpoint
 
 TINY = dict(image_size=28, patch_size=7, enc_dim=48, enc_depth=2, enc_heads=3, enc_mlp_dim=96, embed_dim=32,
             proj_hidden_dim=64, pred_depth=2, pred_heads=2, pred_dim_head=16, pred_mlp_dim=64, pred_hidden_dim=32,
@@ -34,3 +37,16 @@ def train_flags(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(data), "--out", str(out), "--steps", "3", "--batch-size", "8", "--warmup", "1",
             "--amp", "off", "--ckpt-every", "1", "--num-proj", "32", "--val-fraction", "0.25", "--no-progress",
             "--model", json.dumps(TINY), *extra]  # fmt: skip
+
+
+def run_weights(out: Path) -> dict:
+    """The state dict of a run's newest checkpoint."""
+    return torch.load(latest_checkpoint(out) / "weights.pt", weights_only=True)
+
+
+def assert_same_weights(a: Path, b: Path, why: str = "") -> None:
+    """The newest checkpoints of runs a and b hold the same weights, bit for bit."""
+    wa, wb = run_weights(a), run_weights(b)
+    assert wa.keys() == wb.keys(), why
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=f"{why} {k}".strip())
