@@ -69,19 +69,28 @@ class CostCheck:
         return self.error <= self.bound
 
 
+def _max_abs(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    """max |a - b| in float64 (0 where either is absent)."""
+    if a is None or b is None:
+        return 0.0
+    return (a.double() - b.double()).abs().max().item()
+
+
 def derived_bound(exact: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> float:
     """How far from `exact` (float64) another arithmetic in `dtype` may land: OWN_ERROR_FACTOR x the error
     of `own` (the reference computed in `dtype`, same inputs) + FLOOR_ULPS units of roundoff of the
     magnitude. The bound of claim 1 for costs; any reference output's (tests/test_fixture_parity.py)."""
-    own_error = (own.double() - exact).abs().max().item()
+    return _bound(exact, _max_abs(own, exact), dtype)
+
+
+def _bound(exact: torch.Tensor, own_error: float, dtype: torch.dtype) -> float:
     return OWN_ERROR_FACTOR * own_error + FLOOR_ULPS * unit_roundoff(dtype) * exact.abs().max().item()
 
 
 def check_costs(fast: torch.Tensor, exact: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> CostCheck:
     """Claim 1 for fast, exact and own costs (any equal shapes) of the same candidates."""
-    error = (fast.double() - exact).abs().max().item()
-    own_error = (own.double() - exact).abs().max().item()
-    return CostCheck(error, own_error, derived_bound(exact, own, dtype))
+    own_error = _max_abs(own, exact)
+    return CostCheck(_max_abs(fast, exact), own_error, _bound(exact, own_error, dtype))
 
 
 class ReferenceCosts:
@@ -129,12 +138,6 @@ def check_planner_costs(planner, pixels: torch.Tensor, goal: torch.Tensor, cand:
 
 
 # ---- one iteration ----------------------------------------------------------------------------------
-
-
-def _max_abs(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
-    if a is None or b is None:
-        return 0.0
-    return (a.double() - b.double()).abs().max().item()
 
 
 def replay_error(fast, reference) -> float:
