@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "cpu_common.h"
+#include "linear_cpu.h"
 
 namespace lewm {
 namespace {
@@ -236,6 +237,11 @@ void residual_norm_modulate(float* x, int64_t xs0, int64_t xs1, RowArg gate, Row
 void window_attention(const void* q, int64_t qs0, int64_t qs1, const void* k, int64_t ks0, int64_t ks1,
                       const void* v, int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L,
                       int64_t heads, int64_t dim_head, bool bf16, int num_threads) {
+  // AVX-512 where the matmul would run it too (the CPU has it and LEWM_CPU_KERNEL allows it)
+  if (linear_kernel(false) == kLinearAvx512 &&
+      window_attention_avx512(q, qs0, qs1, k, ks0, ks1, v, vs0, vs1, out, N, nq, L, heads, dim_head, bf16,
+                              num_threads))
+    return;
   if (bf16) {
     run<uint16_t>(q, qs0, qs1, k, ks0, ks1, v, vs0, vs1, out, N, nq, L, heads, dim_head, num_threads);
   } else {

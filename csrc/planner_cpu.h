@@ -21,6 +21,12 @@ void window_attention(const void* q, int64_t qs0, int64_t qs1, const void* k, in
                       const void* v, int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L,
                       int64_t heads, int64_t dim_head, bool bf16, int num_threads);
 
+// The same on AVX-512 (attention_avx512.cpp), for dim_head 64 only; false (nothing done) for other shapes or
+// where it is not compiled. The caller checks that the CPU runs AVX-512.
+bool window_attention_avx512(const void* q, int64_t qs0, int64_t qs1, const void* k, int64_t ks0, int64_t ks1,
+                             const void* v, int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L,
+                             int64_t heads, int64_t dim_head, bool bf16, int num_threads);
+
 }  // namespace lewm
 
 namespace lewm {

@@ -283,6 +283,7 @@ int main() {
   for (int bf16 = 0; bf16 < 2; ++bf16) {
     check_attention(g, 7, 1, 3, 16, 64, bf16);  // the rollout's shapes (dim_head 64: the unrolled path)
     check_attention(g, 5, 3, 3, 16, 64, bf16);
+    check_attention(g, 3, 2, 3, 20, 64, bf16);  // heads past a group of 16 (the AVX-512 path's lanes)
     check_attention(g, 4, 2, 4, 3, 24, bf16);  // the generic path
     check_attention(g, 3, 1, 1, 5, 7, bf16);
   }
