@@ -200,6 +200,10 @@ def gemm_ceiling(
     }
 
 
+# The op set's matmul methods (`CpuOps`): linear_into writes into a view (the K/V cache), the same matmul.
+MATMUL_OPS = ("linear", "linear_gelu", "linear_planes", "linear_into")
+
+
 def _rollout_matmuls(model, dtype: torch.dtype, ops, rows: int, horizon: int, history: int) -> dict[tuple, list]:
     """{(op name, x shape, w shape): [count, (x, w, b) of one call]} of the matmuls one fast rollout of `rows`
     candidates makes on the op set `ops` (whose matmul ops are wrapped to record them)."""
@@ -223,7 +227,7 @@ def _rollout_matmuls(model, dtype: torch.dtype, ops, rows: int, horizon: int, hi
 
         return record
 
-    for name in ("linear", "linear_gelu", "linear_planes"):
+    for name in MATMUL_OPS:
         setattr(ops, name, recording(name, getattr(ops, name)))
     d, a = model.cfg.embed_dim, model.cfg.action_block_dim
     with torch.inference_mode():

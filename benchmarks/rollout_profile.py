@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HORIZON, gemm_ceiling, print_table, write_result  # noqa: E402
+from _common import HORIZON, MATMUL_OPS, gemm_ceiling, print_table, write_result  # noqa: E402
 from _files import OUT_HELP  # noqa: E402
 
 import lewm_fast as lf  # noqa: E402
@@ -37,9 +37,8 @@ from lewm_fast.planning.cpu_ops import CpuOps  # noqa: E402
 from lewm_fast.planning.rollout import PackedPredictor, rollout_cost  # noqa: E402
 
 DTYPES = PLAN_DTYPES
-OPS = ("linear", "linear_gelu", "linear_planes", "window_attention", "norm_modulate", "layer_norm",
-       "linear_join_norm", "linear_gate_residual")  # fmt: skip
-MATMULS = ("linear", "linear_gelu", "linear_planes")
+MATMULS = MATMUL_OPS
+OPS = (*MATMULS, "window_attention", "norm_modulate", "layer_norm", "linear_join_norm", "linear_gate_residual")
 
 
 def parse_args(argv=None):

@@ -156,6 +156,24 @@ def test_result_does_not_depend_on_threads(kernel):
     assert torch.equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("tokens", [1, 2])
+def test_linear_into_a_cache_slot(kernel, tokens):
+    """CpuOps.linear_into writes into a view of a K/V cache (N, window, 2I) at a window position: one token a row
+    (rows one stride apart) by the kernel itself, two by its output copied; the values of `linear` either way,
+    and nothing else of the cache changes."""
+    dtype = dtype_of(kernel)
+    ops = CpuOps(dtype, matmul="cpp", cpp_kernel=kernel)
+    packed = ops.pack_weight(torch.randn(96, 40).to(dtype))
+    b, x = torch.randn(96).to(dtype), torch.randn(13, tokens, 40).to(dtype)
+    cache = torch.full((13, 3, 96), 7.0, dtype=dtype)
+    slot = cache[:, 1 : 1 + tokens]
+    assert ops.linear_into(x, packed, b, slot) is slot
+    assert torch.equal(slot, ops.linear(x, packed, b))
+    assert (cache[:, 0] == 7).all() and (cache[:, 1 + tokens :] == 7).all()
+    with pytest.raises(ValueError, match=r"out: expected a \(13, 2, 96\) view"):
+        cpp_linear(torch.randn(13, 2, 40).to(dtype), packed, b, out=cache[:, :2])  # two strides: refused
+
+
 def linear_kernel_in_subprocess(level: str) -> subprocess.CompletedProcess:
     """ext.linear_kernel for fp32 and bf16 in a fresh process with LEWM_CPU_KERNEL=level (read once per process)."""
     code = "from lewm_fast import _ext; e = _ext.load(); print(e.linear_kernel('fp32'), e.linear_kernel('bf16'))"

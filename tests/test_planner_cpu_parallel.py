@@ -204,6 +204,7 @@ def test_counted_work_is_the_work_done(model, skip, h, horizon):
 
     ops.linear, ops.window_attention = counted_linear, counted_attention
     ops.linear_gelu = lambda x, w, b: torch.nn.functional.gelu(counted_linear(x, w, b))
+    ops.linear_into = lambda x, w, b, out: out.copy_(counted_linear(x, w, b))
     rows = 5
     with torch.inference_mode():
         rollout_cost(packed, ops, torch.randn(1, h, 32), torch.randn(1, 32), torch.randn(1, rows, horizon, 10))

@@ -81,12 +81,14 @@ class CppPackedWeight:
 
 
 def cpp_linear(
-    x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False, plane_cols: int | None = None
-) -> torch.Tensor:
+    x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False, plane_cols: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """x @ w.T + b by the extension's matmul, then the erf GELU on the fp32 sums if `gelu`; in the weight's
     dtype (bf16: fp32 sums rounded once to bf16). x (..., K) (rows may be strided) -> (..., N); with
     `plane_cols` (a multiple of the weight's panel dividing N) x (M, K) -> (N / plane_cols, M, plane_cols)
-    planes of the columns, the same sums."""
+    planes of the columns, the same sums. `out`: a (..., N) view to write instead, whose rows are one stride
+    apart (`rows_of`)."""
     n_out, k = w.shape
     if x.shape[-1] != k or x.dtype != w.dtype:  # RuntimeError, as F.linear raises for its mismatches
         raise RuntimeError(f"linear: expected x (..., {k}) {w.dtype} for a ({n_out}, {k}) weight, got "
@@ -94,7 +96,12 @@ def cpp_linear(
     rows = x.reshape(-1, k)
     if rows.stride(-1) != 1 or rows.stride(0) < k:
         rows = rows.contiguous()
-    if plane_cols is None:
+    if out is not None:
+        out_rows = rows_of(out)
+        if out_rows is None or out.shape[:-1] != x.shape[:-1]:
+            raise ValueError(f"out: expected a ({', '.join(map(str, x.shape[:-1]))}, {n_out}) view with rows one "
+                             f"stride apart, got {tuple(out.shape)} with strides {out.stride()}")  # fmt: skip
+    elif plane_cols is None:
         out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype)
         out_rows = out.view(-1, n_out)
     else:
@@ -102,6 +109,16 @@ def cpp_linear(
     w.ext.linear(_numpy_view(rows), w.packed_np, n_out, w.bias_view(b), _numpy_view(out_rows), gelu,
                  torch.get_num_threads(), w.kernel)  # fmt: skip
     return out
+
+
+def rows_of(t: torch.Tensor) -> torch.Tensor | None:
+    """t (..., N) as (M, N) rows one stride apart (a view), or None where its layout has no such view."""
+    if t.stride(-1) != 1:
+        return None
+    try:
+        return t.view(-1, t.shape[-1])
+    except RuntimeError:  # e.g. several tokens of each row of a K/V cache: two strides
+        return None
 
 
 class PackedWeight:
@@ -238,6 +255,12 @@ class CpuOps(ops.TorchOps):
         if isinstance(w, PackedWeight):
             return torch.ops.mkldnn._linear_pointwise(x, w.onednn, b, "none", [], "")
         return F.linear(x, w, b)
+
+    def linear_into(self, x: torch.Tensor, w, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`TorchOps.linear_into`; the C++ matmul writes `out` itself where its rows are one stride apart."""
+        if isinstance(w, CppPackedWeight) and out.dtype == w.dtype and rows_of(out) is not None:
+            return cpp_linear(x, w, b, out=out)
+        return super().linear_into(x, w, b, out)
 
     def linear_planes(self, x: torch.Tensor, w, b: torch.Tensor, plane_cols: int) -> torch.Tensor:
         """`TorchOps.linear_planes`; the C++ matmul writes the planes themselves (plane_cols a multiple of its

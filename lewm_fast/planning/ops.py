@@ -208,6 +208,11 @@ class TorchOps:
     def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
         return linear_join_norm(h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype, ops=self)
 
+    def linear_into(self, x: torch.Tensor, w, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x @ w.T + b written into `out` (..., N), a view (e.g. the K/V cache); returns out. Here computed,
+        then copied; an op set whose matmul writes strided rows (the CPU's) writes it there itself."""
+        return out.copy_(self.linear(x, w, b))
+
     def linear_planes(self, x: torch.Tensor, w, b: torch.Tensor, plane_cols: int) -> torch.Tensor:
         """x @ w.T + b as column planes: x (M, K) -> (N / plane_cols, M, plane_cols), plane c = columns
         c * plane_cols ... of every row. Here a strided view of the row-major result; an op set whose

@@ -192,18 +192,18 @@ def action_conditions(packed: PackedPredictor, ops, cand: torch.Tensor) -> torch
 class WindowKV:
     """Each layer's K/V by window position, kept from one step to the next while the window grows.
 
-    The planner writes them into static buffers (2, N, window, I) per layer, in place; with
-    `differentiable=True` (gradient planning) each step makes new tensors instead, so that autograd keeps
-    what the backward needs.
+    The planner keeps them in static buffers (N, window, 2I) per layer (a position's K then V, as the K/V
+    matmul writes a token's row), in place; with `differentiable=True` (gradient planning) each step makes new
+    tensors instead, so that autograd keeps what the backward needs.
     """
 
     def __init__(self, layers: int, rows: int, window: int, inner: int, device, dtype, differentiable: bool = False):
-        self.differentiable = differentiable
+        self.differentiable, self.inner = differentiable, inner
         self.kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * layers
         self.bufs = (
             None
             if differentiable
-            else [torch.empty(2, rows, window, inner, device=device, dtype=dtype) for _ in range(layers)]
+            else [torch.empty(rows, window, 2 * inner, device=device, dtype=dtype) for _ in range(layers)]
         )
 
     def window(self, layer: int, k: torch.Tensor, v: torch.Tensor, first: int, grows: bool):
@@ -215,13 +215,22 @@ class WindowKV:
                 k, v = torch.cat([k0[:, :first], k], 1), torch.cat([v0[:, :first], v], 1)
             self.kv[layer] = (k, v)
             return k, v
-        buf = self.bufs[layer]
         start = first if grows else 0
-        buf[0, :, start : start + k.shape[1]] = k
-        buf[1, :, start : start + v.shape[1]] = v
-        if not grows:
-            return k, v
-        return buf[0, :, : start + k.shape[1]], buf[1, :, : start + v.shape[1]]
+        slot = self.bufs[layer][:, start : start + k.shape[1]]
+        slot[..., : self.inner] = k
+        slot[..., self.inner :] = v
+        return self._views(layer, start + k.shape[1]) if grows else (k, v)
+
+    def project(self, layer: int, ops, y: torch.Tensor, w_kv, b_kv, first: int):
+        """The new tokens' K/V, y (N, n, D) @ w_kv.T + b_kv, written by the matmul straight into the cache at
+        window positions first.. (no copy where the op set's `linear_into` writes strided rows); returns the
+        window's K and V (N, first + n, I) views. The static buffers only (not `differentiable`)."""
+        ops.linear_into(y, w_kv, b_kv, self.bufs[layer][:, first : first + y.shape[1]])
+        return self._views(layer, first + y.shape[1])
+
+    def _views(self, layer: int, length: int):
+        kv = self.bufs[layer][:, :length]
+        return kv[..., : self.inner], kv[..., self.inner :]
 
 
 def _attention_out(
@@ -244,9 +253,12 @@ def _attention_out(
     y (N, n, D) the new tokens' attention input; kv the window's K/V (`WindowKV`), layer its index.
     Returns (N, n, D), or (N, 1, D) in the last block, in the packed dtype.
     """
-    k, v = ops.linear(y, blk.w_kv, blk.b_kv).chunk(2, dim=-1)  # strided views, no copies
-    if kv is not None:
-        k, v = kv.window(layer, k, v, first, grows)
+    if kv is not None and not kv.differentiable:  # the K/V the next steps read again: into the cache
+        k, v = kv.project(layer, ops, y, blk.w_kv, blk.b_kv, first)
+    else:
+        k, v = ops.linear(y, blk.w_kv, blk.b_kv).chunk(2, dim=-1)  # strided views, no copies
+        if kv is not None:
+            k, v = kv.window(layer, k, v, first, grows)
     n = y.shape[1]
     outs = []
     if first == 0 and (not last or n == 1):  # the token at window position 0 sees only itself
