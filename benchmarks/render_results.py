@@ -7,9 +7,9 @@
 README.md gets one headline table: for each measurement (benchmark, what was timed) on each machine, the
 newest row that compares lewm_fast with a baseline, naming the CPU (model, ISA) or GPU, the date and the
 results file. Runs with deliberate neighbour processes (`--neighbours`, a busy machine) are left out of it.
-HISTORY.md gets the full table of the newest file of each benchmark and device. Planning tables show
-`x public` (the public solver as shipped) and `x best public` (its fastest configuration in the same run,
-benchmarks/public_variants.py; only for files that have it: older runs did not time it).
+HISTORY.md gets the full table of the newest file of each benchmark, machine and set of measurements.
+Planning tables show `x public` (the public solver as shipped) and `x best public` (its fastest configuration
+in the same run, benchmarks/public_variants.py; only for files that have it: older runs did not time it).
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ def _cell(v) -> str:
 
 
 def latest_files(results: Path) -> list[Path]:
-    """The newest results file of each (benchmark, device) pair that holds a table (a list of row dicts);
-    GPU reports and profiles (`rollout_profile`: `rows` is a candidate count) are not tables here."""
+    """The newest results file of each benchmark, machine (device and ISA) and set of measurements (the
+    headline's names of its rows: solvers, E, dtypes) that holds a table (a list of row dicts), so that a run of
+    other solvers on the same machine does not hide one; GPU reports and profiles (`rollout_profile`: `rows` is
+    a candidate count) are not tables here."""
     newest: dict[tuple[str, str], tuple[str, Path]] = {}
     for path in sorted(results.glob("*.json")):
         try:
@@ -72,7 +74,7 @@ def latest_files(results: Path) -> list[Path]:
         if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
             continue
         env = data.get("environment", {})
-        key = (data.get("benchmark", path.stem), env.get("device", "?"))
+        key = (data.get("benchmark", path.stem), machine(env)[1], _measured(data.get("benchmark", ""), rows))
         if key not in newest or env.get("date", "") >= newest[key][0]:
             newest[key] = (env.get("date", ""), path)
     return [p for _, p in sorted(newest.values(), key=lambda t: t[1].name)]
@@ -96,8 +98,15 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _measured(benchmark: str, rows: list) -> frozenset:
+    """What a file's rows measure, by the headline's names of them (e.g. "CEM plan, E = 1, bf16"); empty for a
+    benchmark without headline rows."""
+    pick = HEADLINE_ROWS.get(benchmark.split("-")[0])
+    return frozenset(got[1] for r in rows if pick is not None and isinstance(r, dict) and (got := pick(r)))
+
+
 def render(results: Path = RESULTS) -> str:
-    """The full table of the newest file of each benchmark and device (HISTORY.md)."""
+    """The full table of the newest file of each benchmark, machine and set of measurements (HISTORY.md)."""
     files = latest_files(results)
     if not files:
         return "No results yet: run the benchmarks (they write to benchmarks/results/)."

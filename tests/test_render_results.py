@@ -1,7 +1,7 @@
 """benchmarks/render_results.py: the README's headline table holds the newest comparison of each measurement
 on each machine (busy runs and non-default configurations left out), HISTORY.md the newest table of each
-benchmark and device; files that hold no table (profiles, reports) are passed over instead of breaking the
-render; both files in the repository are up to date with benchmarks/results/."""
+benchmark, machine and set of measurements; files that hold no table (profiles, reports) are passed over
+instead of breaking the render; both files in the repository are up to date with benchmarks/results/."""
 
 import json
 from pathlib import Path
@@ -28,6 +28,18 @@ def test_newest_table_per_benchmark_and_profiles_passed_over(tmp_path):
     assert render_results.latest_files(tmp_path) == [newest]
     text = render_results.render(tmp_path)
     assert "a-new.json" in text and "| cem |" in text and "2.3" in text and "profile.json" not in text
+
+
+def test_history_keeps_a_table_per_machine_and_set_of_measurements(tmp_path):
+    """A run of other solvers, or on another CPU of the same name, does not hide a table; a newer run of the same
+    measurements on the same machine does."""
+    _write(tmp_path, "cem-old.json", "plan_speed", "2026-12-01T10:00:00", [plan_row(x_public=2.0)], isa="AVX512")
+    cem = _write(tmp_path, "cem-new.json", "plan_speed", "2026-12-02T10:00:00", [plan_row(x_public=2.1)],
+                 isa="AVX512")  # fmt: skip
+    solvers = _write(tmp_path, "solvers.json", "plan_speed", "2026-12-03T10:00:00", [plan_row("icem", x_public=2.2)],
+                     isa="AVX512")  # fmt: skip
+    zen3 = _write(tmp_path, "zen3.json", "plan_speed", "2026-12-04T10:00:00", [plan_row(x_public=2.3)], isa="AVX2")
+    assert set(render_results.latest_files(tmp_path)) == {cem, solvers, zen3}
 
 
 def test_readme_and_history_are_rendered_from_the_results_folder():
