@@ -133,14 +133,22 @@ def _plan_row(r: dict) -> tuple[tuple, str, float] | None:
 
 
 def _sigreg_row(r: dict) -> tuple[tuple, str, float] | None:
-    if r.get("phase") != "both" or r.get("backend") in (None, "reference") or r.get("size") not in SIGREG_SIZES:
+    """A lewm_fast SIGReg backend's forward + backward; not the baselines beside it (the reference, the public
+    module's rows, and the `gemm`/`floor` rows of the work any implementation needs)."""
+    backend = r.get("backend")
+    if backend in (None, "reference", "gemm", "floor") or str(backend).startswith("public"):
+        return None
+    if r.get("phase") != "both" or r.get("size") not in SIGREG_SIZES:
         return None
     what = f"SIGReg forward + backward, {r['T']} x {r['B']} x {r['D']}, {r['M']} slices, {r['dtype']}"
     return (SIGREG_SIZES.index(r["size"]), r["dtype"]), what, r["ms"]
 
 
 def _train_row(r: dict) -> tuple[tuple, str, float] | None:
-    if r.get("impl", "lewm_fast") != "lewm_fast" or r.get("compile") or "step_ms" not in r:
+    """lewm_fast's training step with its defaults: eager, SIGReg backend "auto" (not its reference rows)."""
+    if r.get("impl", "lewm_fast") != "lewm_fast" or r.get("compile") or r.get("sigreg", "auto") != "auto":
+        return None
+    if "step_ms" not in r:
         return None
     return (r["preset"], r["batch"], r["dtype"]), f"training step, {r['preset']} preset, batch {r['batch']}, " \
         f"{r['dtype']}", r["step_ms"]  # fmt: skip

@@ -71,6 +71,18 @@ def test_headline_keeps_the_newest_comparison_of_each_measurement_on_each_machin
     assert "| AMD EPYC (2 threads), AVX512, native bf16 | 2026-12-07 | 10 s | - | 4.87 | 2.56 |" in lines[4]
 
 
+def test_sigreg_headline_is_lewm_fasts_backend_not_a_baseline_beside_it(tmp_path):
+    def sigreg_row(backend, ms, x_reference):
+        return {"size": "train", "T": 4, "B": 128, "D": 192, "M": 1024, "dtype": "bf16", "phase": "both",
+                "backend": backend, "ms": ms, "x_reference": x_reference}  # fmt: skip
+
+    rows = [sigreg_row("reference", 167.0, 1.0), sigreg_row("cpp", 10.2, 16.4),
+            sigreg_row("public +torch.compile", 28.6, 5.8), sigreg_row("gemm", 1.28, 130.0)]  # fmt: skip
+    _write(tmp_path, "s.json", "sigreg_speed", "2026-12-07T10:00:00", rows, isa="AVX512")
+    (row,) = render_results.headline_rows(tmp_path)
+    assert row["what"].startswith("SIGReg forward + backward, 4 x 128 x 192") and row["x_reference"] == 16.4
+
+
 def test_planning_tables_show_x_best_public(tmp_path):
     rows = [{"solver": "cem", "impl": "lewm_fast:torch", "x_public": 4.87, "x_best_public": 2.56},
             {"solver": "cem", "impl": "public +bf16 autocast", "x_public": 1.58, "x_best_public": 1.0}]  # fmt: skip
