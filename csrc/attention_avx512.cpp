@@ -16,7 +16,7 @@
 #include "cpu_common.h"
 #include "planner_cpu.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef LEWM_X86_TARGETS
 #include <immintrin.h>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -25,8 +25,6 @@
 
 namespace lewm {
 namespace {
-
-#define LEWM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 
 constexpr int64_t kDimHead = 64, kLanes = 16, kMaxKeys = 64;
 

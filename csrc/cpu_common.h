@@ -20,6 +20,15 @@
 #define LEWM_CLONES
 #endif
 
+// x86-64 with GCC or clang: the kernels for one instruction set are compiled for it by function target
+// attributes (one build runs everywhere), and are called only where cpuid says the CPU has it.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define LEWM_X86_TARGETS 1
+#define LEWM_AVX2 __attribute__((target("avx2,fma")))
+#define LEWM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define LEWM_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")))
+#endif
+
 // Helpers called from a LEWM_CLONES function must be inlined into it: a helper GCC leaves out of line is
 // compiled once, for the baseline ISA (SSE2), whichever clone calls it.
 #if defined(__GNUC__)

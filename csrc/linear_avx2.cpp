@@ -10,14 +10,12 @@
 #include "cpu_common.h"
 #include "linear_kernels.h"
 
-#ifdef LEWM_LINEAR_X86
+#ifdef LEWM_X86_TARGETS
 #include <immintrin.h>
 
 namespace lewm {
 namespace linear_detail {
 namespace {
-
-#define LEWM_AVX2 __attribute__((target("avx2,fma")))
 
 constexpr int64_t kNR = 24, kMR = 4;
 
@@ -163,4 +161,4 @@ const KernelSpec kAvx2Spec{kNR, kMR, 256, false, pack_rows, avx2_tile};
 }  // namespace linear_detail
 }  // namespace lewm
 
-#endif  // LEWM_LINEAR_X86
+#endif  // LEWM_X86_TARGETS

@@ -10,7 +10,7 @@
 #include "cpu_common.h"
 #include "linear_kernels.h"
 
-#ifdef LEWM_LINEAR_X86
+#ifdef LEWM_X86_TARGETS
 #include <immintrin.h>
 
 // GCC 12 reports its own AVX-512 intrinsics' _mm512_undefined_* self-initialisation as "may be used
@@ -22,9 +22,6 @@
 namespace lewm {
 namespace linear_detail {
 namespace {
-
-#define LEWM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-#define LEWM_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")))
 
 constexpr int64_t kNR = 48, kMR = 8, kV = kNR / 16;
 static_assert(kNR <= kMaxPanel, "a panel's bias fits the driver's buffer");
@@ -247,4 +244,4 @@ const KernelSpec kAvx512Bf16Spec{kNR, kMR, 512, true, pack_bf16, bf16_tile};
 }  // namespace linear_detail
 }  // namespace lewm
 
-#endif  // LEWM_LINEAR_X86
+#endif  // LEWM_X86_TARGETS

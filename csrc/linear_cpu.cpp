@@ -110,7 +110,7 @@ const KernelSpec* spec_of(int kernel) {
   switch (kernel) {
     case kLinearPortable: return &kPortableSpec;
     case kLinearPortableBf16: return &kPortableBf16Spec;
-#ifdef LEWM_LINEAR_X86
+#ifdef LEWM_X86_TARGETS
     case kLinearAvx2: return &linear_detail::kAvx2Spec;
     case kLinearAvx512: return &linear_detail::kAvx512Spec;
     case kLinearAvx512Bf16: return &linear_detail::kAvx512Bf16Spec;
@@ -128,7 +128,7 @@ struct CpuFeatures {
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = [] {
     CpuFeatures c;
-#ifdef LEWM_LINEAR_X86
+#ifdef LEWM_X86_TARGETS
     __builtin_cpu_init();  // libgcc's / compiler-rt's cpuid, which also asks the OS (xgetbv) for the state
     c.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     c.avx512 = c.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

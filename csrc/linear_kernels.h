@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "cpu_common.h"  // LEWM_X86_TARGETS
+
 namespace lewm {
 namespace linear_detail {
 
@@ -41,8 +43,7 @@ struct KernelSpec {
 };
 
 // The x86 kernels, defined in their own files; each is called only where linear_kernel_runs says so.
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define LEWM_LINEAR_X86 1
+#ifdef LEWM_X86_TARGETS
 extern const KernelSpec kAvx2Spec;
 extern const KernelSpec kAvx512Spec;
 extern const KernelSpec kAvx512Bf16Spec;

@@ -221,10 +221,13 @@ class WindowKV:
         slot[..., self.inner :] = v
         return self._views(layer, start + k.shape[1]) if grows else (k, v)
 
-    def project(self, layer: int, ops, y: torch.Tensor, w_kv, b_kv, first: int):
-        """The new tokens' K/V, y (N, n, D) @ w_kv.T + b_kv, written by the matmul straight into the cache at
-        window positions first.. (no copy where the op set's `linear_into` writes strided rows); returns the
-        window's K and V (N, first + n, I) views. The static buffers only (not `differentiable`)."""
+    def project(self, layer: int, ops, y: torch.Tensor, w_kv, b_kv, first: int, grows: bool):
+        """`window` of the new tokens' K/V, y (N, n, D) @ w_kv.T + b_kv at window positions first..: in the
+        static buffers written by the matmul itself (no copy where the op set's `linear_into` writes strided
+        rows), returning views of the window's K and V (N, first + n, I)."""
+        if self.differentiable:
+            k, v = ops.linear(y, w_kv, b_kv).chunk(2, dim=-1)
+            return self.window(layer, k, v, first, grows)
         ops.linear_into(y, w_kv, b_kv, self.bufs[layer][:, first : first + y.shape[1]])
         return self._views(layer, first + y.shape[1])
 
@@ -253,12 +256,10 @@ def _attention_out(
     y (N, n, D) the new tokens' attention input; kv the window's K/V (`WindowKV`), layer its index.
     Returns (N, n, D), or (N, 1, D) in the last block, in the packed dtype.
     """
-    if kv is not None and not kv.differentiable:  # the K/V the next steps read again: into the cache
-        k, v = kv.project(layer, ops, y, blk.w_kv, blk.b_kv, first)
+    if kv is not None:  # the K/V the next steps read again: into the cache
+        k, v = kv.project(layer, ops, y, blk.w_kv, blk.b_kv, first, grows)
     else:
         k, v = ops.linear(y, blk.w_kv, blk.b_kv).chunk(2, dim=-1)  # strided views, no copies
-        if kv is not None:
-            k, v = kv.window(layer, k, v, first, grows)
     n = y.shape[1]
     outs = []
     if first == 0 and (not last or n == 1):  # the token at window position 0 sees only itself
