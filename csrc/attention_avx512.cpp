@@ -26,7 +26,7 @@
 namespace lewm {
 namespace {
 
-constexpr int64_t kDimHead = 64, kLanes = 16, kMaxKeys = 64;
+constexpr int64_t kDimHead = 64, kLanes = 16;
 
 // 16 values as fp32: bf16 bits widened (the 16 bits are the top half of the float), or fp32.
 template <typename T>
@@ -87,7 +87,7 @@ LEWM_AVX512 LEWM_INLINE __m512 exp16(__m512 x) {
 template <typename T>
 LEWM_AVX512 LEWM_INLINE void attend_heads(const T* q, const T* k, int64_t ks1, const T* v, int64_t vs1, T* out,
                                           int64_t keys, int64_t h0, int64_t hn) {
-  __m512 score[kMaxKeys];
+  __m512 score[kMaxWindow];
   for (int64_t j = 0; j < keys; ++j) {
     __m512 part[kLanes];
     for (int64_t h = 0; h < kLanes; ++h) {
@@ -109,7 +109,7 @@ LEWM_AVX512 LEWM_INLINE void attend_heads(const T* q, const T* k, int64_t ks1, c
     score[j] = exp16(_mm512_sub_ps(score[j], best));
     total = _mm512_add_ps(total, score[j]);
   }
-  alignas(64) float p[kMaxKeys][kLanes];
+  alignas(64) float p[kMaxWindow][kLanes];
   for (int64_t j = 0; j < keys; ++j) _mm512_store_ps(p[j], _mm512_div_ps(score[j], total));
   for (int64_t h = 0; h < hn; ++h) {
     const int64_t at = (h0 + h) * kDimHead;
@@ -139,7 +139,7 @@ LEWM_AVX512 void attend_rows(const T* q, int64_t qs0, int64_t qs1, const T* k, i
 bool window_attention_avx512(const void* q, int64_t qs0, int64_t qs1, const void* k, int64_t ks0, int64_t ks1,
                              const void* v, int64_t vs0, int64_t vs1, void* out, int64_t N, int64_t nq, int64_t L,
                              int64_t heads, int64_t dim_head, bool bf16, int num_threads) {
-  if (dim_head != kDimHead || L > kMaxKeys) return false;
+  if (dim_head != kDimHead || L > kMaxWindow) return false;
   if (bf16) {
     attend_rows(static_cast<const uint16_t*>(q), qs0, qs1, static_cast<const uint16_t*>(k), ks0, ks1,
                 static_cast<const uint16_t*>(v), vs0, vs1, static_cast<uint16_t*>(out), N, nq, L, heads, num_threads);

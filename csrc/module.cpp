@@ -87,8 +87,10 @@ void window_attention(const py::array& q, const py::array& k, const py::array& v
     throw std::invalid_argument("q, k, v, out: expected one element type");
   if (K.n0 != N || V.n0 != N || V.n1 != L || K.n2 != inner || V.n2 != inner)
     throw std::invalid_argument("k, v: expected shape (N, L, I) matching q (N, nq, I)");
-  if (nq < 1 || nq > L || L > 64) throw std::invalid_argument("q: expected 1 <= nq <= L <= 64");
-  if (heads < 1 || heads > 64 || inner % heads) throw std::invalid_argument("heads: expected a divisor of I, <= 64");
+  if (nq < 1 || nq > L || L > lewm::kMaxWindow)
+    throw std::invalid_argument("q: expected 1 <= nq <= L <= " + std::to_string(lewm::kMaxWindow));
+  if (heads < 1 || heads > lewm::kMaxHeads || inner % heads)
+    throw std::invalid_argument("heads: expected a divisor of I, <= " + std::to_string(lewm::kMaxHeads));
   if (O.n0 != N || O.n1 != nq || O.n2 != inner || O.s0 != nq * inner || O.s1 != inner || !out.writeable())
     throw std::invalid_argument("out: expected a writeable C-contiguous (N, nq, I) array");
   void* op = out.mutable_data();

@@ -22,7 +22,6 @@
 namespace lewm {
 namespace {
 
-constexpr int64_t kMaxKeys = 64;  // windows are num_frames long (3 in LeWM); a generous bound
 
 template <typename T>
 LEWM_INLINE void store(T* out, const float* src, int64_t n) {
@@ -53,8 +52,8 @@ LEWM_CLONES void attend_row(const T* q, int64_t qs1, const T* k, int64_t ks1, co
   constexpr bool kFloat = std::is_same_v<T, float>;
   const int64_t dh = DH > 0 ? DH : dh_arg;
   const int64_t inner = heads * dh;
-  const float* krow[kMaxKeys];  // key j's (I) values in fp32
-  const float* vrow[kMaxKeys];
+  const float* krow[kMaxWindow];  // key j's (I) values in fp32
+  const float* vrow[kMaxWindow];
   float* qbuf = buf + 2 * L * inner;  // (I), bf16 only
   float* obuf = qbuf + inner;         // (I), bf16 only
   for (int64_t j = 0; j < L; ++j) {
@@ -66,7 +65,7 @@ LEWM_CLONES void attend_row(const T* q, int64_t qs1, const T* k, int64_t ks1, co
       krow[j] = buf + j * inner, vrow[j] = buf + (L + j) * inner;
     }
   }
-  float score[kMaxKeys * 64];  // (keys, heads), heads <= 64 is checked by the caller
+  float score[kMaxWindow * kMaxHeads];  // (keys, heads), both bounds checked by the caller
   for (int64_t qi = 0; qi < nq; ++qi) {
     const int64_t keys = L - nq + qi + 1;  // causal: keys 0 .. position of this query
     const float* qf;
@@ -87,7 +86,7 @@ LEWM_CLONES void attend_row(const T* q, int64_t qs1, const T* k, int64_t ks1, co
       }
     }
     // Softmax over the keys, per head: loops run along the heads (contiguous in `score`), so they vectorise.
-    float best[64], total[64];
+    float best[kMaxHeads], total[kMaxHeads];
 #pragma omp simd
     for (int64_t h = 0; h < heads; ++h) best[h] = score[h], total[h] = 0.f;
     for (int64_t j = 1; j < keys; ++j) {

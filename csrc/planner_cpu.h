@@ -12,6 +12,10 @@ struct View3 {
   int64_t s0, s1;
 };
 
+// The longest window and the most heads window_attention takes (windows are num_frames long, 3 in LeWM:
+// generous bounds, so that per-row scratch can live on the stack).
+constexpr int64_t kMaxWindow = 64, kMaxHeads = 64;
+
 // Causal attention over a short window, one program per row n and head h, everything in registers.
 // q (N, nq, I): the last nq positions of the window; k, v (N, L, I); out (N, nq, I) in q's type.
 // Query i sits at position L - nq + i and sees keys 0 .. L - nq + i. The 1/sqrt(dim_head) scale is
