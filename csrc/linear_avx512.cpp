@@ -34,46 +34,25 @@ LEWM_AVX512 LEWM_INLINE void column_masks(int64_t cols, __mmask16* m) {
   }
 }
 
-// The portable GELU (linear_cpu.cpp: A&S 7.1.26 for erf, exp_nonpositive's range reduction and series) on G
-// vectors of 16 lanes in place, in the AVX2 kernel's operations (gelu8), each stage for all G vectors before
-// the next: independent chains in step.
+// The GELU (linear_kernels.h: the rational erf by Horner's rule, then x/2 + x/2 erf) on G vectors of 16
+// lanes in place, each step for all G vectors before the next: G independent chains in step. max/min return
+// their second operand for a NaN, so a NaN x gives the clamp there, and NaN through x/2.
 template <int G>
 LEWM_AVX512 LEWM_INLINE void gelu16(__m512* xs) {
-  const __m512 one = _mm512_set1_ps(1.f);
-  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  __m512 z[G], t[G], poly[G], n[G], r[G], p[G];
-  for (int i = 0; i < G; ++i) z[i] = _mm512_mul_ps(_mm512_abs_ps(xs[i]), _mm512_set1_ps(0.70710678118654752f));
-  for (int i = 0; i < G; ++i)  // a true division, as the scalar formula
-    t[i] = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), z[i], one));
-  // exp(-z^2), z^2 >= 0, as exp_nonpositive: -z^2 = n ln2 + r
+  __m512 xc[G], s[G], p[G], q[G];
   for (int i = 0; i < G; ++i)
-    r[i] = _mm512_max_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(z[i]), sign)), z[i]),
-                         _mm512_set1_ps(-87.f));
-  for (int i = 0; i < G; ++i)
-    n[i] = _mm512_roundscale_ps(_mm512_mul_ps(r[i], _mm512_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  for (int i = 0; i < G; ++i) r[i] = _mm512_fnmadd_ps(n[i], _mm512_set1_ps(0.693145751953125f), r[i]);
-  for (int i = 0; i < G; ++i) r[i] = _mm512_fnmadd_ps(n[i], _mm512_set1_ps(1.42860682030941723212e-6f), r[i]);
-  // the A&S polynomial in t and exp's series in r, interleaved
-  for (int i = 0; i < G; ++i)
-    poly[i] = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t[i], _mm512_set1_ps(-1.453152027f));
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(_mm512_set1_ps(1.f / 5040), r[i], _mm512_set1_ps(1.f / 720));
-  for (int i = 0; i < G; ++i) poly[i] = _mm512_fmadd_ps(poly[i], t[i], _mm512_set1_ps(1.421413741f));
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.f / 120));
-  for (int i = 0; i < G; ++i) poly[i] = _mm512_fmadd_ps(poly[i], t[i], _mm512_set1_ps(-0.284496736f));
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.f / 24));
-  for (int i = 0; i < G; ++i) poly[i] = _mm512_fmadd_ps(poly[i], t[i], _mm512_set1_ps(0.254829592f));
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(1.f / 6));
-  for (int i = 0; i < G; ++i) poly[i] = _mm512_mul_ps(poly[i], t[i]);
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], _mm512_set1_ps(0.5f));
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], one);
-  for (int i = 0; i < G; ++i) p[i] = _mm512_fmadd_ps(p[i], r[i], one);
+    xc[i] = _mm512_min_ps(_mm512_max_ps(xs[i], _mm512_set1_ps(-kGeluClamp)), _mm512_set1_ps(kGeluClamp));
+  for (int i = 0; i < G; ++i) s[i] = _mm512_mul_ps(xc[i], xc[i]);
+  for (int i = 0; i < G; ++i) p[i] = _mm512_set1_ps(kGeluP[6]), q[i] = _mm512_set1_ps(kGeluQ[5]);
+  for (int j = 5; j >= 0; --j)
+    for (int i = 0; i < G; ++i) {
+      p[i] = _mm512_fmadd_ps(p[i], s[i], _mm512_set1_ps(kGeluP[j]));
+      if (j < 5) q[i] = _mm512_fmadd_ps(q[i], s[i], _mm512_set1_ps(kGeluQ[j]));
+    }
   for (int i = 0; i < G; ++i) {
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n[i]), _mm512_set1_epi32(127)), 23);
-    const __m512 erf_abs = _mm512_fnmadd_ps(poly[i], _mm512_mul_ps(p[i], _mm512_castsi512_ps(bits)), one);
-    const __m512i x_sign = _mm512_and_si512(_mm512_castps_si512(xs[i]), sign);
-    const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), x_sign));  // copysign
-    xs[i] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), xs[i]), _mm512_add_ps(one, erf));
+    const __m512 erf = _mm512_div_ps(_mm512_mul_ps(xc[i], p[i]), q[i]);
+    const __m512 half = _mm512_mul_ps(_mm512_set1_ps(0.5f), xs[i]);
+    xs[i] = _mm512_fmadd_ps(half, erf, half);
   }
 }
 

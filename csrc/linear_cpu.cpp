@@ -31,16 +31,21 @@ namespace {
 
 using linear_detail::KernelSpec;
 using linear_detail::TileArgs;
+using linear_detail::kGeluClamp;
+using linear_detail::kGeluP;
+using linear_detail::kGeluQ;
 
 constexpr int64_t kRowBlock = 192;  // at most this many rows per packed block; blocks are balanced
 
+// 0.5 x (1 + erf(x / sqrt 2)), erf by linear_kernels.h's rational; without FMAs where the build has none.
 LEWM_INLINE float gelu_erf_inline(float x) {
-  const float z = std::fabs(x) * 0.70710678118654752f;
-  const float t = 1.f / (1.f + 0.3275911f * z);
-  const float poly =
-      t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-  const float erf_abs = 1.f - poly * exp_nonpositive(-z * z);
-  return 0.5f * x * (1.f + std::copysign(erf_abs, x));
+  const float xc = std::min(std::max(x, -kGeluClamp), kGeluClamp);  // NaN stays NaN
+  const float s = xc * xc;
+  float p = kGeluP[6], q = kGeluQ[5];
+  for (int j = 5; j >= 0; --j) p = p * s + kGeluP[j];
+  for (int j = 4; j >= 0; --j) q = q * s + kGeluQ[j];
+  const float half = 0.5f * x;
+  return half + half * (xc * p / q);
 }
 
 // ---- the portable tile: plain loops the compiler vectorises for the target's baseline (NEON, SSE2) ----
@@ -364,7 +369,6 @@ void pack_linear_weight(int kernel, const void* w, int64_t N, int64_t K, void* p
         }
 }
 
-float gelu_erf(float x) { return gelu_erf_inline(x); }
 
 void linear(int kernel, const void* x, int64_t ldx, const void* packed, const void* bias, void* out, int64_t ldo,
             int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols, int64_t plane_stride) {

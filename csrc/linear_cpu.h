@@ -51,14 +51,10 @@ void pack_linear_weight(int kernel, const void* w, int64_t N, int64_t K, void* p
 // planner's AdaLN modulations, so that a (shift, scale) plane is read row after row).
 // Arithmetic: each output is one fp32 sum started from the bias, over k in ascending order (bf16: over pairs
 // of k, each pair's two exact products added as vdpbf16ps adds them), so the result does not depend on the
-// threads (blocks of rows are split over num_threads). The GELU (the exact, erf one: gelu_erf) acts on the
-// fp32 sum; bf16 kernels then round once to bf16, to nearest even.
+// threads (blocks of rows are split over num_threads). The GELU (the exact, erf one, by linear_kernels.h's
+// rational erf) acts on the fp32 sum; bf16 kernels then round once to bf16, to nearest even.
 void linear(int kernel, const void* x, int64_t ldx, const void* packed, const void* bias, void* out, int64_t ldo,
             int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols = 0,
             int64_t plane_stride = 0);
-
-// 0.5 x (1 + erf(x / sqrt 2)) with erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), PyTorch's
-// formula for its vectorised CPU erf. Exposed for the kernel check.
-float gelu_erf(float x);
 
 }  // namespace lewm

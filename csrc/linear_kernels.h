@@ -28,6 +28,16 @@ struct TileArgs {
   bool gelu;
 };
 
+// The GELU epilogue's erf(x / sqrt 2) = x P(x^2) / Q(x^2) on x clamped to [-kGeluClamp, kGeluClamp], P and Q
+// lowest degree first: a rational fitted to float64 erf by csrc/check/fit_gelu_erf.py, within 3.8e-8 of it
+// with these fp32 coefficients. Every kernel evaluates it by Horner's rule, then x/2 + x/2 erf; the tests
+// bound the whole GELU's error (tests/test_planner_cpu_matmul.py, csrc/check/kernels_check.cpp).
+constexpr float kGeluClamp = 5.5f;
+constexpr float kGeluP[7] = {0.797884583f,   0.0650570616f,   0.00961216912f, 0.000338375074f,
+                             1.71471420e-05f, 1.09127690e-07f, -1.59435382e-10f};
+constexpr float kGeluQ[6] = {1.00000000f,     0.248203769f,    0.0284139942f,
+                             0.00193122192f, 8.21499052e-05f, 2.04703724e-06f};
+
 // The widest panel of any kernel (the driver keeps a panel's bias on the stack).
 constexpr int64_t kMaxPanel = 64;
 

@@ -188,8 +188,8 @@ def planner_matmul(dtype: torch.dtype) -> str:
 
 def planner_gelu(dtype: torch.dtype, matmul: str | None = None) -> str:
     """Where the planner's MLP GELU runs with `matmul` (default `planner_matmul(dtype)`): "epilogue" with the
-    C++ matmul (on each finished tile, in fp32, the A&S erf of PyTorch's formula); "post-op" in bf16 on oneDNN
-    (on its fp32 accumulator); "after" otherwise (PyTorch's GELU after oneDNN's fp32 matmul: its erf post-op
+    C++ matmul (on each finished tile, in fp32, erf by a fitted rational: docs/cpu-planner.md); "post-op" in bf16
+    on oneDNN (on its fp32 accumulator); "after" otherwise (PyTorch's GELU after oneDNN's fp32 matmul: its erf post-op
     is slower). A separate GELU pass is a tenth of an fp32 rollout (figures:
     benchmarks/results/cpu_planner_choices-history-amd-epyc-zen3.json)."""
     matmul = matmul or planner_matmul(dtype)
