@@ -369,7 +369,6 @@ void pack_linear_weight(int kernel, const void* w, int64_t N, int64_t K, void* p
         }
 }
 
-
 void linear(int kernel, const void* x, int64_t ldx, const void* packed, const void* bias, void* out, int64_t ldo,
             int64_t M, int64_t N, int64_t K, bool gelu, int num_threads, int64_t plane_cols, int64_t plane_stride) {
   const KernelSpec* s = spec_of(kernel);
