@@ -229,6 +229,7 @@ def _rollout_matmuls(model, dtype: torch.dtype, ops, rows: int, horizon: int, hi
 
     for name in MATMUL_OPS:
         setattr(ops, name, recording(name, getattr(ops, name)))
+    ops.fused_steps = False  # the op-by-op loop, so each matmul is seen (the fused step runs the same ones)
     d, a = model.cfg.embed_dim, model.cfg.action_block_dim
     with torch.inference_mode():
         rollout_cost(packed, ops, torch.randn(1, history, d), torch.randn(1, d), torch.randn(1, rows, horizon, a))

@@ -103,6 +103,7 @@ def recorded_shapes(model, rows: int) -> dict[tuple, int]:
 
     for name in MATMUL_OPS:
         setattr(ops, name, recording(name, getattr(ops, name)))
+    ops.fused_steps = False  # the op-by-op loop, so each matmul is seen (the fused step runs the same ones)
     packed = PackedPredictor(model, torch.float32, "cpu", pack=ops.pack_weight)
     with torch.inference_mode():
         rollout_cost(packed, ops, *chunk_inputs(model, rows))

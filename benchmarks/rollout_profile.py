@@ -11,7 +11,10 @@ epilogue) with their GFLOP/s in place; beside them, each shape timed alone on a 
 (the GEMM ceiling of `_common.gemm_ceiling`), so the gap between a matmul in a rollout and the same
 matmul alone shows. The window attention's GFLOP/s counts its scores and weighted sum as
 `benchmarks/flops.py` does. Everything not inside an op (Python, views, allocation) is "outside the ops";
-nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op. `--matmul` profiles
+nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op. The planner runs the blocks of
+a step in one C++ call (`CpuOps.blocks_step`, the same kernels in the same order); the profile runs them op by op
+to see each, and times the fused rollout beside it (`fused_total_ms`: what the Python between the ops costs).
+`--matmul` profiles
 another of the planner's matmul choices than this CPU's (`capability.planner_matmul`); `--clock cpu` times
 by the thread's CPU time (a machine shared with other jobs).
 """
@@ -118,10 +121,15 @@ def _profile(args) -> dict:
     d, a = model.cfg.embed_dim, model.cfg.action_block_dim
     hist, goal = torch.randn(1, 1, d), torch.randn(1, d)
     cand = torch.randn(1, args.rows, args.horizon, a)
-    best = None
+    best, fused_best = None, float("inf")
     with torch.inference_mode():
         rollout_cost(packed, ops, hist, goal, cand)  # warm: allocations, first-touch pages
         for _ in range(args.repeats):
+            ops.fused_steps = True  # as the planner runs it
+            t0 = clock()
+            rollout_cost(packed, ops, hist, goal, cand)
+            fused_best = min(fused_best, clock() - t0)
+            ops.fused_steps = False  # op by op, each op timed
             timer = OpTimer(ops, clock)
             t0 = clock()
             rollout_cost(packed, ops, hist, goal, cand)
@@ -152,6 +160,7 @@ def _profile(args) -> dict:
         "matmul_kernel": ops.cpp_kernel,
         "clock": args.clock,
         "total_ms": total * 1e3,
+        "fused_total_ms": fused_best * 1e3,
         "gflops": sum(flops.values()) / total / 1e9,
         "matmul_gflops_in_place": sum(matmul_flops.values()) / sum(spent[k] for k in matmul_flops) / 1e9,
         "matmul_gflops_alone": alone["per_thread_gflops"],
@@ -165,7 +174,8 @@ def main(argv=None) -> int:
     r = result
     print(f"one chunk of {r['rows']} candidates, {r['dtype']} ({r['matmul']} matmul), 1 thread: {r['total_ms']:.1f} "
           f"ms, {r['gflops']:.1f} GFLOP/s overall; matmuls {r['matmul_gflops_in_place']:.1f} GFLOP/s in place, "
-          f"{r['matmul_gflops_alone']:.1f} alone")  # fmt: skip
+          f"{r['matmul_gflops_alone']:.1f} alone; with each step's blocks in one call "
+          f"{r['fused_total_ms']:.1f} ms")  # fmt: skip
     print_table(r["ops"], [("op", "op"), ("ms", "ms"), ("share_pct", "%"), ("gflops", "GFLOP/s"),
                                 ("alone_gflops", "alone")])  # fmt: skip
     path = write_result("rollout_profile", r, torch.device("cpu"), Path(args.out) if args.out else None)

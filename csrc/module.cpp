@@ -21,7 +21,7 @@ namespace py = pybind11;
 namespace {
 
 // Bumped whenever a signature or a result changes; lewm_fast/_ext.py refuses a stale build.
-constexpr int kApiVersion = 6;
+constexpr int kApiVersion = 7;
 
 using F32 = py::array_t<float, py::array::c_style>;
 using F64 = py::array_t<double, py::array::c_style>;
@@ -213,6 +213,16 @@ void pack_linear_weight(const py::array& w, py::array& packed, const std::string
   lewm::pack_linear_weight(kernel, W.data, W.n0, W.n1, pp);
 }
 
+// A bias (n_out,) contiguous of the kernel's element type, or None: its data (nullptr for None).
+const void* bias_data(const py::object& bias, int64_t n_out, bool bf16, const std::string& name) {
+  if (bias.is_none()) return nullptr;
+  const auto b = bias.cast<py::array>();
+  if (b.ndim() != 1 || b.shape(0) != n_out || b.itemsize() != (bf16 ? 2 : 4) || b.strides(0) != b.itemsize() ||
+      (!bf16 && !b.dtype().is(py::dtype::of<float>())))
+    throw std::invalid_argument(name + ": expected a contiguous (n_out,) array of x's element type");
+  return b.data();
+}
+
 void linear(const py::array& x, const py::array& packed, int64_t n_out, const py::object& bias, py::array& out,
             bool gelu, int num_threads, const std::string& kernel_name) {
   const int kernel = runnable_kernel(kernel_name);
@@ -242,18 +252,96 @@ void linear(const py::array& x, const py::array& packed, int64_t n_out, const py
   }
   if (O.n0 != M || O.n1 != n_out || O.bf16 != bf16 || !out.writeable())
     throw std::invalid_argument("out: expected a writeable (M, n_out) array of x's element type, matching x (M, K)");
-  const void* bp = nullptr;
-  if (!bias.is_none()) {
-    const auto b = bias.cast<py::array>();
-    if (b.ndim() != 1 || b.shape(0) != n_out || b.itemsize() != (bf16 ? 2 : 4) || b.strides(0) != b.itemsize() ||
-        (!bf16 && !b.dtype().is(py::dtype::of<float>())))
-      throw std::invalid_argument("bias: expected a contiguous (n_out,) array of x's element type");
-    bp = b.data();
-  }
+  const void* bp = bias_data(bias, n_out, bf16, "bias");
   const void* pp = packed.data();
   void* op = out.mutable_data();
   py::gil_scoped_release release;
   lewm::linear(kernel, X.data, X.s0, pp, bp, op, O.s0, M, n_out, K, gelu, num_threads, plane_cols, plane_stride);
+}
+
+// ---- rollout_step: the model once (keeping the arrays it points into), then one call per step ----
+
+struct StepModelHolder {
+  lewm::StepModel model;
+  std::vector<py::object> keep;
+};
+
+// (packed, bias or None, n_out, k), or None where `optional`: a weight packed for `kernel` (expect_packed).
+lewm::StepWeight step_weight(const py::object& spec, int kernel, int64_t n_out, int64_t k, bool optional,
+                             StepModelHolder& h, const std::string& name) {
+  if (spec.is_none() && optional) return {};
+  const auto t = spec.cast<py::tuple>();
+  if (t.size() != 4 || t[2].cast<int64_t>() != n_out || t[3].cast<int64_t>() != k)
+    throw std::invalid_argument(name + ": expected (packed, bias, " + std::to_string(n_out) + ", " +
+                                std::to_string(k) + ")");
+  const auto packed = t[0].cast<py::array>();
+  expect_packed(packed, kernel, n_out, k);
+  h.keep.push_back(packed);
+  h.keep.push_back(t[1]);
+  return {packed.data(), bias_data(t[1], n_out, lewm::linear_kernel_bf16(kernel), name + " bias"), n_out, k};
+}
+
+StepModelHolder rollout_step_model(const py::list& blocks, const std::string& kernel_name, int64_t D, int64_t I,
+                                   int64_t F, int64_t heads, double eps_final) {
+  const int kernel = runnable_kernel(kernel_name);
+  if (blocks.empty() || D < 1 || I < 1 || F < 1 || heads < 1 || I % heads || heads > lewm::kMaxHeads)
+    throw std::invalid_argument("blocks, D, I, F, heads: expected blocks and positive widths, heads dividing I");
+  StepModelHolder h;
+  h.model = {{}, kernel, lewm::linear_kernel_bf16(kernel), D, I, heads, eps_final};
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const auto b = blocks[i].cast<py::tuple>();  // (q, kv, ov, o, mlp1, mlp2, eps1, eps_attn, eps2, eps_mlp)
+    const std::string name = "blocks[" + std::to_string(i) + "]";
+    if (b.size() != 10) throw std::invalid_argument(name + ": expected (q, kv, ov, o, mlp1, mlp2, 4 epsilons)");
+    if (b[3].is_none() && I != D) throw std::invalid_argument(name + ": no output projection needs I == D");
+    h.model.blocks.push_back({step_weight(b[0], kernel, I, D, false, h, name + " q"),
+                              step_weight(b[1], kernel, 2 * I, D, false, h, name + " kv"),
+                              step_weight(b[2], kernel, D, D, false, h, name + " ov"),
+                              step_weight(b[3], kernel, D, I, true, h, name + " o"),
+                              step_weight(b[4], kernel, F, D, false, h, name + " mlp1"),
+                              step_weight(b[5], kernel, D, F, false, h, name + " mlp2"),
+                              b[6].cast<double>(), b[7].cast<double>(), b[8].cast<double>(), b[9].cast<double>()});
+  }
+  return h;
+}
+
+void rollout_step(const StepModelHolder& h, py::array& x, const py::array& mods, const py::object& kv, int64_t first,
+                  py::array& y_out, int num_threads) {
+  const auto& m = h.model;
+  const int64_t depth = static_cast<int64_t>(m.blocks.size()), esz = m.bf16 ? 2 : 4;
+  const auto X = strided3(x, "x");
+  const int64_t N = X.n0, n = X.n1;
+  if (X.bf16 || X.n2 != m.D || X.s0 != n * m.D || X.s1 != m.D || !x.writeable() || N < 1 || n < 1)
+    throw std::invalid_argument("x: expected a writeable C-contiguous (N, n, D) float32 array");
+  if (mods.ndim() != 5 || mods.shape(0) != N || mods.shape(1) != n || mods.shape(2) != depth || mods.shape(3) != 6 ||
+      mods.shape(4) != m.D || mods.itemsize() != esz || mods.strides(4) != esz)
+    throw std::invalid_argument("mods: expected (N, n, depth, 6, D) of the model's element type, last axis contiguous");
+  for (int d = 0; d < 4; ++d)
+    if (mods.strides(d) % esz || mods.strides(d) < 0)
+      throw std::invalid_argument("mods: expected non-negative strides of whole elements");
+  const lewm::StepMods M{mods.data(), mods.strides(0) / esz, mods.strides(1) / esz, mods.strides(2) / esz,
+                         mods.strides(3) / esz};
+  std::vector<lewm::StepKV> caches;
+  if (!kv.is_none()) {
+    const auto layers = kv.cast<py::list>();
+    if (static_cast<int64_t>(layers.size()) != depth) throw std::invalid_argument("kv: expected one cache per block");
+    for (auto layer : layers) {
+      auto a = layer.cast<py::array>();
+      const auto C = strided3(a, "kv");
+      if (C.bf16 != m.bf16 || C.n0 != N || C.n1 < first + n || C.n2 != 2 * m.I || !a.writeable() || first < 0)
+        throw std::invalid_argument("kv: expected writeable (N, window, 2I) caches of the model's element type, "
+                                    "window >= first + n");
+      caches.push_back({a.mutable_data(), C.s0, C.s1});
+    }
+  } else if (first != 0) {
+    throw std::invalid_argument("first: expected 0 without a cache (the new tokens are the whole window)");
+  }
+  const auto Y = strided3(y_out, "y_out");
+  if (Y.bf16 != m.bf16 || Y.n0 != N || Y.n1 != 1 || Y.n2 != m.D || Y.s0 != m.D || !y_out.writeable())
+    throw std::invalid_argument("y_out: expected a writeable C-contiguous (N, 1, D) array of the model's element type");
+  float* xp = static_cast<float*>(x.mutable_data());
+  void* yp = y_out.mutable_data();
+  py::gil_scoped_release release;
+  lewm::rollout_step(m, xp, N, n, M, caches.empty() ? nullptr : caches.data(), first, yp, num_threads);
 }
 
 }  // namespace
@@ -295,4 +383,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out").none(true), py::arg("bf16"), py::arg("eps1"), py::arg("eps2"), py::arg("num_threads"),
         "x += gate * delta (in place, if given); then, if out is given, out <- LN2(LN1(x) * (1 + scale) + shift), "
         "or LN1(x) without shift/scale. gate, delta, shift, scale, out: bf16 (16-bit) or fp32 as `bf16` says");
+  py::class_<StepModelHolder>(m, "RolloutStepModel", "the blocks of a packed predictor, as rollout_step reads them");
+  m.def("rollout_step_model", &rollout_step_model, py::arg("blocks"), py::arg("kernel"), py::arg("d"), py::arg("i"),
+        py::arg("f"), py::arg("heads"), py::arg("eps_final"),
+        "blocks: per block (q, kv, ov, o or None, mlp1, mlp2, eps1, eps_attn, eps2, eps_mlp), each weight (packed "
+        "for `kernel`, bias or None, n_out, k); the arrays are kept alive by the returned model");
+  m.def("rollout_step", &rollout_step, py::arg("model"), py::arg("x").noconvert(), py::arg("mods").noconvert(),
+        py::arg("kv").none(true), py::arg("first"), py::arg("y_out").noconvert(), py::arg("num_threads"),
+        "every block of one rollout step for the n newest tokens, then the final norm of the newest: x (N, n, D) "
+        "float32 residual (in place), mods (N, n, depth, 6, D), kv: a (N, window, 2I) cache per block or None, "
+        "y_out (N, 1, D) (csrc/rollout_step.cpp)");
 }

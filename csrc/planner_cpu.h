@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace lewm {
 
@@ -51,5 +52,47 @@ struct RowArg {
 void residual_norm_modulate(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, RowArg shift,
                             RowArg scale, void* out, bool bf16, int64_t N, int64_t n, int64_t D, double eps1,
                             double eps2, int num_threads);
+
+// ---- one step of the rollout's blocks (rollout_step.cpp: rollout.py's `_blocks` on the CPU op set) ----
+
+// A matmul weight packed for the model's kernel (linear_cpu.h): (n_out, k), its bias (n_out,) or null.
+struct StepWeight {
+  const void* packed = nullptr;  // null: absent (a block without an output projection)
+  const void* bias = nullptr;
+  int64_t n_out = 0, k = 0;
+};
+
+// One AdaLN block as rollout.py's PackedBlock (queries, keys and values, W_o W_v, W_o, the MLP) and its four norms.
+struct StepBlock {
+  StepWeight q, kv, ov, o, mlp1, mlp2;
+  double eps1, eps_attn, eps2, eps_mlp;
+};
+
+struct StepModel {
+  std::vector<StepBlock> blocks;
+  int kernel;  // the matmul kernel every weight is packed for; bf16 its element type
+  bool bf16;
+  int64_t D, I, heads;  // the residual width, heads x dim_head, heads
+  double eps_final;     // the final norm's
+};
+
+// The step's modulations (N, n, depth, 6, D) as strides in elements: row, token, block, kind.
+struct StepMods {
+  const void* data;
+  int64_t s0, s1, s_block, s_kind;
+};
+
+// A layer's K/V cache (N, window, 2I): a position's keys then values, rows s0 apart, positions s1 apart.
+struct StepKV {
+  void* data;
+  int64_t s0, s1;
+};
+
+// Every block for the n newest tokens of the window and the final norm of the newest: x (N, n, D) fp32 residual
+// (contiguous, updated in place), mods their modulations, kv one cache per layer (the window grows: the new tokens'
+// K/V go to positions first.. and the attention reads positions 0 .. first + n - 1) or null (the new tokens are
+// the whole window). y_out (N, 1, D) contiguous, of the model's element type.
+void rollout_step(const StepModel& m, float* x, int64_t N, int64_t n, const StepMods& mods, const StepKV* kv,
+                  int64_t first, void* y_out, int num_threads);
 
 }  // namespace lewm

@@ -28,7 +28,7 @@ from types import ModuleType
 
 from lewm_fast._build_flags import CXX_STD, OPT_FLAGS
 
-API_VERSION = 6  # must equal kApiVersion in csrc/module.cpp
+API_VERSION = 7  # must equal kApiVersion in csrc/module.cpp
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 # The flags setup.py uses too (_build_flags.py). OpenMP comes from `openmp_flags()` (a compiler without it, like
 # Apple's clang, still builds the kernels).

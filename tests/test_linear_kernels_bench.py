@@ -18,6 +18,7 @@ def attention_flops(rows: int) -> float:
     """The window attention's share of `fast_iteration_flops`, counted by wrapping the op in one rollout."""
     model = linear_kernels.build_model()
     ops, seen = CpuOps(torch.float32, rows_hint=rows), [0.0]
+    ops.fused_steps = False  # the op-by-op loop, so each attention call is seen
     attend = ops.window_attention
 
     def counted(q, k, v, heads):

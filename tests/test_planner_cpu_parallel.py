@@ -191,6 +191,7 @@ def test_counted_work_is_the_work_done(model, skip, h, horizon):
 
     packed, ops = packed_and_ops(model)
     ops.skip_unread_queries = skip
+    ops.fused_steps = False  # the op-by-op loop, so each matmul and attention is seen
     done = []
     linear, attention = ops.linear, ops.window_attention
 

@@ -23,6 +23,7 @@ import functools
 import os
 import sys
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +185,27 @@ def sdpa_one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
     return F.scaled_dot_product_attention(qh, kh, vh, scale=1.0).transpose(1, 2).flatten(2)
 
 
+def _step_weight(w, b) -> tuple | None:
+    """A block weight as `ext.rollout_step_model` takes it: (packed, bias view, out, in)."""
+    return None if w is None else (w.packed_np, w.bias_view(b), *w.shape)
+
+
+def rollout_step_model(ext, packed):
+    """The blocks of `packed` (rollout.PackedPredictor) for `ext.rollout_step`, or None where a block weight is not
+    packed for the C++ matmul (oneDNN, F.linear) or the kernels differ."""
+    weights = [w for blk in packed.blocks for w in (blk.w_q, blk.w_kv, blk.w_ov, blk.w_o, blk.w_1, blk.w_2)]
+    if not all(isinstance(w, CppPackedWeight) for w in weights if w is not None) or weights[0] is None:
+        return None
+    if len({w.kernel for w in weights if w is not None}) != 1:
+        return None
+    blocks = [(_step_weight(blk.w_q, blk.b_q), _step_weight(blk.w_kv, blk.b_kv), _step_weight(blk.w_ov, blk.b_ov),
+               _step_weight(blk.w_o, blk.b_o), _step_weight(blk.w_1, blk.b_1), _step_weight(blk.w_2, blk.b_2),
+               blk.eps1, blk.eps_attn, blk.eps2, blk.eps_mlp) for blk in packed.blocks]  # fmt: skip
+    blk, cfg = packed.blocks[0], packed.cfg
+    return ext.rollout_step_model(blocks, weights[0].kernel, cfg.pred_hidden_dim, blk.w_q.shape[0], blk.w_1.shape[0],
+                                  packed.heads, packed.eps_final)  # fmt: skip
+
+
 class CpuOps(ops.TorchOps):
     """TorchOps with oneDNN matmuls (prepacked weights, fused GELU) and the C++ kernels of
     csrc/planner_cpu.cpp for the attention and the elementwise chains (one pass each, in place on the
@@ -191,6 +213,7 @@ class CpuOps(ops.TorchOps):
 
     name = "torch-cpu"
     skip_unread_queries = True  # rollout._attention_out: ~7% less matmul work, in smaller matmuls
+    fused_steps = True  # rollout._blocks in one C++ call per step where it can (`blocks_step`); False: the Python loop
 
     def __init__(
         self, dtype: torch.dtype, rows_hint: int = 300, compile: bool = False, matmul: str | None = None,
@@ -208,6 +231,7 @@ class CpuOps(ops.TorchOps):
         self.cpp_kernel = (cpp_kernel or capability.cpp_linear_kernel(dtype)) if self.matmul == "cpp" else None
         self.gelu_post_op = capability.planner_gelu(dtype, self.matmul) == "post-op"
         self.rows_hint = rows_hint
+        self._step_models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per PackedPredictor
         self._gate_residual = _gate_residual
         self._norm_modulate = ops.norm_modulate
         self._one_query = sdpa_one_query
@@ -228,6 +252,28 @@ class CpuOps(ops.TorchOps):
             self._one_query = torch.compile(ops.one_query_attention, dynamic=False)
         except Exception as err:  # pragma: no cover - no compiler: eager ops, one warning
             warnings.warn(f"lewm_fast planner: torch.compile unavailable ({err}); using eager ops", stacklevel=2)
+
+    def blocks_step(self, packed, x: torch.Tensor, mods: torch.Tensor, kv, first: int) -> torch.Tensor | None:
+        """`rollout._blocks` in one C++ call (csrc/rollout_step.cpp: the same kernels in the same order, so bit for
+        bit the Python loop's result) where every block weight is packed for the C++ matmul and unread queries are
+        skipped; None otherwise, and for a differentiable cache (the caller then runs the loop). x (N, n, D) fp32
+        (updated in place); mods (N, n, depth, 6, D); kv a `rollout.WindowKV` or None. Returns the newest token's
+        final norm (N, D). Why: the loop's ~250 op calls a chunk spend ~4% of it in Python between the kernels,
+        and the chunk workers take turns on the GIL for it (docs/cpu-planner.md)."""
+        if not (self.fused_steps and self.skip_unread_queries) or self.ext is None or self.matmul != "cpp":
+            return None  # (the C++ step skips unread queries, as rollout._attention_out)
+        if kv is not None and kv.differentiable:
+            return None
+        if packed not in self._step_models:
+            self._step_models[packed] = rollout_step_model(self.ext, packed)
+        model = self._step_models[packed]
+        if model is None or not x.is_contiguous() or x.dtype != torch.float32:
+            return None
+        y = torch.empty(x.shape[0], 1, x.shape[2], dtype=packed.dtype)
+        caches = None if kv is None else [_numpy_view(b) for b in kv.bufs]
+        self.ext.rollout_step(model, x.numpy(), _numpy_view(mods), caches, first, _numpy_view(y),
+                              torch.get_num_threads())  # fmt: skip
+        return y[:, 0]
 
     def norm_modulate(self, x, shift, scale, eps1: float, eps2: float, out_dtype: torch.dtype) -> torch.Tensor:
         if self.ext is None:

@@ -282,6 +282,9 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv: WindowKV | None, first: i
     (`ops.linear_join_norm`): the next sub-layer's input, or the final norm after the last block.
     Returns the final-normed last token (N, D) in the packed dtype.
     """
+    fused = getattr(ops, "blocks_step", None)  # the whole loop below in one call (the CPU op set's C++)
+    if fused is not None and (y := fused(packed, x, mods, kv, first)) is not None:
+        return y
     depth, dtype = len(packed.blocks), packed.dtype
     # Per block: (shift1, scale1, gate1, shift2, scale2, gate2), each (N, n, D), as views in two ops per
     # block (indexing them one by one costs a few Python-level ops each, and a step runs 6 x depth).
