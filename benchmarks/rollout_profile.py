@@ -14,9 +14,8 @@ matmul alone shows. The window attention's GFLOP/s counts its scores and weighte
 nested ops (a matmul inside `linear_join_norm`) count once, in the innermost op. The planner runs the blocks of
 a step in one C++ call (`CpuOps.blocks_step`, the same kernels in the same order); the profile runs them op by op
 to see each, and times the fused rollout beside it (`fused_total_ms`: what the Python between the ops costs).
-`--matmul` profiles
-another of the planner's matmul choices than this CPU's (`capability.planner_matmul`); `--clock cpu` times
-by the thread's CPU time (a machine shared with other jobs).
+`--matmul` profiles another of the planner's matmul choices than this CPU's (`capability.planner_matmul`);
+`--clock cpu` times by the thread's CPU time (a machine shared with other jobs).
 """
 
 from __future__ import annotations

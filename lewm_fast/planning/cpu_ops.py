@@ -192,11 +192,9 @@ def _step_weight(w, b) -> tuple | None:
 
 def rollout_step_model(ext, packed):
     """The blocks of `packed` (rollout.PackedPredictor) for `ext.rollout_step`, or None where a block weight is not
-    packed for the C++ matmul (oneDNN, F.linear) or the kernels differ."""
+    packed for the C++ matmul (oneDNN, F.linear). The binding checks each packed weight against the kernel."""
     weights = [w for blk in packed.blocks for w in (blk.w_q, blk.w_kv, blk.w_ov, blk.w_o, blk.w_1, blk.w_2)]
-    if not all(isinstance(w, CppPackedWeight) for w in weights if w is not None) or weights[0] is None:
-        return None
-    if len({w.kernel for w in weights if w is not None}) != 1:
+    if not all(isinstance(w, CppPackedWeight) for w in weights if w is not None):
         return None
     blocks = [(_step_weight(blk.w_q, blk.b_q), _step_weight(blk.w_kv, blk.b_kv), _step_weight(blk.w_ov, blk.b_ov),
                _step_weight(blk.w_o, blk.b_o), _step_weight(blk.w_1, blk.b_1), _step_weight(blk.w_2, blk.b_2),
@@ -267,7 +265,7 @@ class CpuOps(ops.TorchOps):
         if packed not in self._step_models:
             self._step_models[packed] = rollout_step_model(self.ext, packed)
         model = self._step_models[packed]
-        if model is None or not x.is_contiguous() or x.dtype != torch.float32:
+        if model is None:
             return None
         y = torch.empty(x.shape[0], 1, x.shape[2], dtype=packed.dtype)
         caches = None if kv is None else [_numpy_view(b) for b in kv.bufs]

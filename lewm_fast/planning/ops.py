@@ -208,6 +208,11 @@ class TorchOps:
     def linear_join_norm(self, h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype):
         return linear_join_norm(h, w, b, gate, x, shift, scale, eps1, eps2, out_dtype, ops=self)
 
+    def blocks_step(self, packed, x: torch.Tensor, mods: torch.Tensor, kv, first: int) -> torch.Tensor | None:
+        """A rollout step's blocks (`rollout._blocks`) in one call, or None: the rollout then runs them op by op.
+        Here None; the CPU op set runs them in C++ (`CpuOps.blocks_step`)."""
+        return None
+
     def linear_into(self, x: torch.Tensor, w, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """x @ w.T + b written into `out` (..., N), a view (e.g. the K/V cache); returns out. Here computed,
         then copied; an op set whose matmul writes strided rows (the CPU's) writes it there itself."""

@@ -282,8 +282,7 @@ def _blocks(packed: PackedPredictor, ops, x, mods, kv: WindowKV | None, first: i
     (`ops.linear_join_norm`): the next sub-layer's input, or the final norm after the last block.
     Returns the final-normed last token (N, D) in the packed dtype.
     """
-    fused = getattr(ops, "blocks_step", None)  # the whole loop below in one call (the CPU op set's C++)
-    if fused is not None and (y := fused(packed, x, mods, kv, first)) is not None:
+    if (y := ops.blocks_step(packed, x, mods, kv, first)) is not None:  # the whole loop below in one call
         return y
     depth, dtype = len(packed.blocks), packed.dtype
     # Per block: (shift1, scale1, gate1, shift2, scale2, gate2), each (N, n, D), as views in two ops per
