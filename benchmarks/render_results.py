@@ -60,7 +60,7 @@ def _cell(v) -> str:
 
 
 def latest_files(results: Path) -> list[Path]:
-    """The newest results file of each benchmark, machine (device and ISA) and set of measurements (the
+    """The newest results file of each benchmark, machine (device, core and ISA) and set of measurements (the
     headline's names of its rows: solvers, E, dtypes) that holds a table (a list of row dicts), so that a run of
     other solvers on the same machine does not hide one; GPU reports and profiles (`rollout_profile`: `rows` is
     a candidate count) are not tables here."""
@@ -158,12 +158,16 @@ HEADLINE_ROWS = {"plan_speed": _plan_row, "sigreg_speed": _sigreg_row, "train_sp
 
 
 def machine(env: dict) -> tuple[str, str]:
-    """(the CPU model and ISA, or the GPU; the same with the thread count) a file was measured on."""
+    """(the CPU model, core and ISA, or the GPU; the same with the thread count) a file was measured on. The
+    core (e.g. "Zen 5", from lewm_fast.capability) tells apart CPUs of one name; files before it lack it."""
     device = env.get("device", "?").replace("(R)", "")
     name = device.split(" (")[0]
     if env.get("device_type", "cpu") != "cpu":
         return name, device
     m = env.get("machine") or {}
+    core = (m.get("core") or "").split(",")[0]
+    if core and not core.startswith("family"):
+        name, device = f"{name} {core}", f"{name} {core}{device[len(name) :]}"
     isa = f"{m['isa']}{', native bf16' if m.get('native_bf16') else ''}" if m.get("isa") else "ISA not recorded"
     return f"{name}, {isa}", f"{device}, {isa}"
 

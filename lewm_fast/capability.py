@@ -21,19 +21,26 @@ import torch
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 # The flags worth reporting (`lewm-fast info`, benchmark JSON).
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve", "bf16")
+# AMD's x86 (family, models) -> core (AMD's revision guides): cloud CPUs of several generations all call
+# themselves "AMD EPYC", and their figures must not be taken for one machine's.
+AMD_CORES = ((23, range(0x00, 0x30), "Zen"), (23, range(0x30, 0x100), "Zen 2"), (25, range(0x00, 0x10), "Zen 3"),
+             (25, range(0x10, 0x20), "Zen 4"), (25, range(0x20, 0x60), "Zen 3"), (25, range(0x60, 0x100), "Zen 4"),
+             (26, range(0x00, 0x100), "Zen 5"))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CpuCapability:
     """model: the CPU's name; arch: `platform.machine()`; isa: PyTorch's dispatch level
     (`torch.backends.cpu.get_cpu_capability()`: "AVX2", "AVX512", "NO AVX", ...); flags: the reported
-    flags present; cores: logical CPUs this process may use."""
+    flags present; cores: logical CPUs this process may use; core: which core design, on x86
+    ("Zen 5, family 26 model 2"; "family 6 model 143" where unnamed; "" without /proc/cpuinfo)."""
 
     model: str
     arch: str
     isa: str
     flags: tuple[str, ...]
     cores: int
+    core: str = ""
 
     @property
     def native_bf16(self) -> bool:
@@ -41,12 +48,13 @@ class CpuCapability:
 
     def as_dict(self) -> dict:
         return {"model": self.model, "arch": self.arch, "isa": self.isa, "flags": list(self.flags),
-                "cores": self.cores, "native_bf16": self.native_bf16}  # fmt: skip
+                "cores": self.cores, "core": self.core, "native_bf16": self.native_bf16}  # fmt: skip
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """(model name, flag set) from /proc/cpuinfo; ("", empty) where there is none (macOS, Windows)."""
-    model, flags = "", set()
+def _cpuinfo() -> tuple[str, set[str], dict[str, str]]:
+    """(model name, flag set, the first processor's other fields) from /proc/cpuinfo; ("", empty, empty)
+    where there is none (macOS, Windows)."""
+    model, flags, fields = "", set(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -56,9 +64,24 @@ def _cpuinfo() -> tuple[str, set[str]]:
                     model = value.strip()
                 elif key in ("flags", "features") and not flags:
                     flags = set(value.split())
+                elif key and key not in fields:
+                    fields[key] = value.strip()
     except OSError:
         pass
-    return model, flags
+    return model, flags, fields
+
+
+def core_name(vendor: str, family: str, model: str) -> str:
+    """The x86 core design from /proc/cpuinfo's vendor_id, cpu family and model (decimal): "Zen 4, family
+    25 model 17"; "family F model M" where AMD_CORES does not name it; "" where a field is missing."""
+    if not (family.isdigit() and model.isdigit()):
+        return ""
+    ident = f"family {family} model {model}"
+    if vendor == "AuthenticAMD":
+        for fam, models, name in AMD_CORES:
+            if int(family) == fam and int(model) in models:
+                return f"{name}, {ident}"
+    return ident
 
 
 def _macos_arm_flags() -> set[str]:
@@ -75,7 +98,7 @@ def _macos_arm_flags() -> set[str]:
 @functools.cache
 def cpu_capability() -> CpuCapability:
     """The running CPU's capability (read once per process)."""
-    model, flags = _cpuinfo()
+    model, flags, fields = _cpuinfo()
     try:
         isa = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1
@@ -84,7 +107,8 @@ def cpu_capability() -> CpuCapability:
         flags |= _macos_arm_flags()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     present = tuple(f for f in REPORTED_FLAGS if f in flags)
-    return CpuCapability(model or platform.processor() or "unknown CPU", platform.machine(), isa, present, cores)
+    core = core_name(fields.get("vendor_id", ""), fields.get("cpu family", ""), fields.get("model", ""))
+    return CpuCapability(model or platform.processor() or "unknown CPU", platform.machine(), isa, present, cores, core)
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
@@ -249,8 +273,8 @@ def cpu_choices() -> dict:
     auto = resolve_dtype("auto", "cpu")
     ext = _ext.load()
     return {
-        "cpu": cap.model, "arch": cap.arch, "isa": cap.isa, "flags": list(cap.flags), "cores": cap.cores,
-        "native_bf16": cap.native_bf16,
+        "cpu": cap.model, "core": cap.core, "arch": cap.arch, "isa": cap.isa, "flags": list(cap.flags),
+        "cores": cap.cores, "native_bf16": cap.native_bf16,
         "dtype_auto": str(auto).removeprefix("torch."),
         "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
         "matmul_kernel": {str(d).removeprefix("torch."): cpp_linear_kernel(d) if planner_matmul(d) == "cpp" else None

@@ -55,6 +55,16 @@ def test_bad_dtype_names_the_argument(bad):
         resolve_dtype(bad, "cpu")
 
 
+@pytest.mark.parametrize(
+    ("vendor", "family", "model", "core"),
+    [("AuthenticAMD", "25", "1", "Zen 3, family 25 model 1"), ("AuthenticAMD", "25", "17", "Zen 4, family 25 model 17"),
+     ("AuthenticAMD", "26", "2", "Zen 5, family 26 model 2"), ("GenuineIntel", "6", "143", "family 6 model 143"),
+     ("AuthenticAMD", "", "2", "")],
+)  # fmt: skip
+def test_core_names_tell_apart_cpus_of_one_model_name(vendor, family, model, core):
+    assert capability.core_name(vendor, family, model) == core
+
+
 def test_the_running_cpu_is_described():
     cap = capability.cpu_capability()
     assert cap.cores >= 1 and cap.arch and cap.isa

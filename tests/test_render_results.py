@@ -10,11 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 import render_results  # noqa: E402
 
 
-def _write(folder: Path, name: str, benchmark: str, date: str, rows, isa=None, args=None) -> Path:
+def _write(folder: Path, name: str, benchmark: str, date: str, rows, isa=None, args=None, core=None) -> Path:
     path = folder / name
     env = {"device": "AMD EPYC (2 threads)", "device_type": "cpu", "torch": "2.13.0", "date": date}
     if isa:
-        env["machine"] = {"isa": isa, "native_bf16": isa == "AVX512"}
+        env["machine"] = {"isa": isa, "native_bf16": isa == "AVX512", **({"core": core} if core else {})}
     path.write_text(json.dumps({"benchmark": benchmark, "environment": env, "rows": rows, "args": args or {}}))
     return path
 
@@ -69,6 +69,17 @@ def test_headline_keeps_the_newest_comparison_of_each_measurement_on_each_machin
     assert lines[0].startswith("| what | machine | date | lewm_fast | x reference | x public | x best public |")
     assert "| CEM plan, E = 1, fp32 | AMD EPYC (2 threads), AVX2 | 2026-12-03 | 10 s | - | 2.3 | - |" in lines[2]
     assert "| AMD EPYC (2 threads), AVX512, native bf16 | 2026-12-07 | 10 s | - | 4.87 | 2.56 |" in lines[4]
+
+
+def test_cpus_of_one_name_and_isa_are_told_apart_by_their_core(tmp_path):
+    """A Zen 5 and a Zen 4 both report "AMD EPYC" and AVX512: the core keeps each one's rows."""
+    zen4 = _write(tmp_path, "zen4.json", "plan_speed", "2026-12-07T10:00:00", [plan_row(x_best_public=3.5)],
+                  isa="AVX512", core="Zen 4, family 25 model 17")  # fmt: skip
+    zen5 = _write(tmp_path, "zen5.json", "plan_speed", "2026-12-08T10:00:00", [plan_row(x_best_public=4.1)],
+                  isa="AVX512", core="Zen 5, family 26 model 2")  # fmt: skip
+    assert set(render_results.latest_files(tmp_path)) == {zen4, zen5}
+    machines = [r["machine"] for r in render_results.headline_rows(tmp_path)]
+    assert machines == [f"AMD EPYC Zen {n} (2 threads), AVX512, native bf16" for n in (4, 5)]
 
 
 def test_sigreg_headline_is_lewm_fasts_backend_not_a_baseline_beside_it(tmp_path):
