@@ -226,6 +226,11 @@ void run_norm(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, Row
 void residual_norm_modulate(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, RowArg shift,
                             RowArg scale, void* out, bool bf16, int64_t N, int64_t n, int64_t D, double eps1,
                             double eps2, int num_threads) {
+  // AVX-512 where the matmul would run it too (the CPU has it and LEWM_CPU_KERNEL allows it)
+  if (linear_kernel(false) == kLinearAvx512 &&
+      residual_norm_modulate_avx512(x, xs0, xs1, gate, delta, shift, scale, out, bf16, N, n, D, eps1, eps2,
+                                    num_threads))
+    return;
   if (bf16) {
     run_norm<uint16_t>(x, xs0, xs1, gate, delta, shift, scale, out, N, n, D, eps1, eps2, num_threads);
   } else {

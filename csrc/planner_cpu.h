@@ -53,6 +53,12 @@ void residual_norm_modulate(float* x, int64_t xs0, int64_t xs1, RowArg gate, Row
                             RowArg scale, void* out, bool bf16, int64_t N, int64_t n, int64_t D, double eps1,
                             double eps2, int num_threads);
 
+// The same on AVX-512 (norm_avx512.cpp), for D a multiple of 16 up to 256; false (nothing done) for other sizes or
+// where it is not compiled. The caller checks that the CPU runs AVX-512.
+bool residual_norm_modulate_avx512(float* x, int64_t xs0, int64_t xs1, RowArg gate, RowArg delta, RowArg shift,
+                                   RowArg scale, void* out, bool bf16, int64_t N, int64_t n, int64_t D, double eps1,
+                                   double eps2, int num_threads);
+
 // ---- one step of the rollout's blocks (rollout_step.cpp: rollout.py's `_blocks` on the CPU op set) ----
 
 // A matmul weight packed for the model's kernel (linear_cpu.h): (n_out, k), its bias (n_out,) or null.

@@ -63,16 +63,49 @@ for dtype, rtol in ((torch.float32, 0.0), (torch.bfloat16, 2**-8)):
 """
 
 
+# The residual + norm + modulate likewise, at D = 192 (LeWM's; the AVX-512 path's unrolled row), 256 (its
+# largest, a loop) and 272 (past it: the portable row at every level).
+_CAPPED_NORM = """
+import torch
+from lewm_fast import _ext
+from lewm_fast.planning import ops
+from lewm_fast.planning.cpu_ops import cpp_residual_norm_modulate
+torch.manual_seed(0)
+for dtype, rtol in ((torch.float32, 0.0), (torch.bfloat16, 2**-8)):
+    worst = 0.0
+    for d in (192, 256, 272):
+        x = torch.randn(50, 2, d) * 3 + 0.5
+        gate, delta, shift, scale = ((torch.randn(50, 2, d) * 0.5).to(dtype) for _ in range(4))
+        joined = torch.addcmul(x, gate.float(), delta.float())
+        exact = ops.norm_modulate(joined, shift.float(), scale.float(), 1e-6, 1e-5, torch.float32)
+        got = cpp_residual_norm_modulate(_ext.load(), x, gate, delta, shift, scale, 1e-6, 1e-5, dtype).float()
+        worst = max(worst, ((got - exact).abs() - rtol * exact.abs()).max().item(), (x - joined).abs().max().item())
+    print(worst)
+"""
+
+
+def _capped_excess(script: str, level: str) -> list[float]:
+    """Run `script` in a fresh process with LEWM_CPU_KERNEL=`level` (read once per process); what it printed."""
+    env = {**os.environ, "LEWM_CPU_KERNEL": level}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [float(v) for v in done.stdout.split()]
+
+
 @pytest.mark.parametrize("level", ["portable", "avx2", "auto"])
 def test_window_attention_on_every_path(level):
     """Below AVX-512 (LEWM_CPU_KERNEL=portable or avx2, or a CPU without it) the portable loops run; at it the
     AVX-512 path (csrc/attention_avx512.cpp, dim_head 64): both within the tolerance rule above."""
-    env = {**os.environ, "LEWM_CPU_KERNEL": level}
-    done = subprocess.run([sys.executable, "-c", _CAPPED_ATTENTION], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    fp32_excess, bf16_excess = map(float, done.stdout.split())
+    fp32_excess, bf16_excess = _capped_excess(_CAPPED_ATTENTION, level)
     assert fp32_excess <= 1e-5 and bf16_excess <= 1e-3  # the absolute parts of the rule
+
+
+@pytest.mark.parametrize("level", ["portable", "avx2", "auto"])
+def test_residual_norm_modulate_on_every_path(level):
+    """The portable rows below AVX-512, the AVX-512 path (csrc/norm_avx512.cpp, D a multiple of 16 up to 256) at
+    it: both within the tolerance rule above, the residual update too."""
+    fp32_excess, bf16_excess = _capped_excess(_CAPPED_NORM, level)
+    assert fp32_excess <= 1e-5 and bf16_excess <= 1e-3
 
 
 def modulation(n_rows, n, d, dtype):
@@ -82,7 +115,9 @@ def modulation(n_rows, n, d, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("n_rows, n, d", [(300, 3, 192), (300, 1, 192), (3, 2, 17), (1, 1, 1), (64, 3, 40)])
+@pytest.mark.parametrize(
+    "n_rows, n, d", [(300, 3, 192), (300, 1, 192), (3, 2, 17), (1, 1, 1), (64, 3, 40), (5, 2, 48), (7, 1, 256)]
+)
 def test_residual_norm_modulate(dtype, n_rows, n, d):
     x = torch.randn(n_rows, n, d) * 3 + 0.5
     shift, scale, gate = modulation(n_rows, n, d, dtype)

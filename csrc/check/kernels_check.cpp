@@ -344,8 +344,9 @@ int main() {
   }
   for (bool join : {false, true})
     for (bool modulate : {false, true}) {
-      check_norm(g, 5, 3, 192, join, modulate);  // D = 192: the unrolled path
-      check_norm(g, 3, 2, 40, join, modulate);
+      check_norm(g, 5, 3, 192, join, modulate);  // D = 192: the unrolled rows (portable and AVX-512)
+      check_norm(g, 3, 2, 256, join, modulate);  // the AVX-512 path's largest D, a loop
+      check_norm(g, 3, 2, 40, join, modulate);   // D not a multiple of 16: the portable row at every level
     }
   check_linear_kernels(g);
   check_charfn(g, 2, 9, 70, 17);  // N odd (a missing row in the last pair), M not a multiple of the block
