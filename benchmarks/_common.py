@@ -144,7 +144,10 @@ def write_result(
     name: str, payload: dict, device: torch.device, out_dir: Path | None = None, prefix: bool = True
 ) -> Path:
     """Write payload (+ environment tags) to <out_dir>/<name>-<date>-<device>.json atomically
-    (<date>-<device>.json with prefix=False)."""
+    (<date>-<device>.json with prefix=False). The payload's `args` are recorded without `out`: where the file
+    was written is a path on the machine that ran it, not part of the measurement."""
+    if isinstance(payload.get("args"), dict):
+        payload = {**payload, "args": {k: v for k, v in payload["args"].items() if k != "out"}}
     env = environment(device)
     path = result_path(name, env, out_dir, prefix)
     write_text_atomic(path, json.dumps({"benchmark": name, "environment": env, **payload}, indent=2))

@@ -11,17 +11,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "cpu_common.h"
 #include "planner_cpu.h"
 
 #ifdef LEWM_X86_TARGETS
 #include "avx512_common.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on its own _mm512_undefined_* (linear_avx512.cpp)
-#endif
 
 namespace lewm {
 namespace {

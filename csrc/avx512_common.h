@@ -1,5 +1,6 @@
-// Helpers of the AVX-512 paths (attention_avx512.cpp, norm_avx512.cpp): 16 lanes of bf16 or fp32 in and out.
-// Include only where LEWM_X86_TARGETS is defined (cpu_common.h).
+// Helpers of the AVX-512 paths (attention_avx512.cpp, norm_avx512.cpp): 16 lanes of bf16 or fp32 in and out, and
+// GCC 12's false warning on its own intrinsics silenced for the file. Include only where LEWM_X86_TARGETS is
+// defined (cpu_common.h).
 #pragma once
 
 #include <immintrin.h>
@@ -8,6 +9,10 @@
 #include <type_traits>
 
 #include "cpu_common.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 on its own _mm512_undefined_* (linear_avx512.cpp)
+#endif
 
 namespace lewm {
 

@@ -115,3 +115,13 @@ def test_benchmarks_write_to_a_scratch_folder_unless_told(tmp_path, monkeypatch)
     path = _files.result_path("plan_speed", env)
     assert path == tmp_path / "lewm_fast" / "results" / "plan_speed-2026-12-07-amd-epyc.json"
     assert _files.result_path("plan_speed", env, tmp_path / "rec").parent == tmp_path / "rec"
+
+
+def test_results_files_do_not_record_where_they_were_written(tmp_path):
+    """`--out` is a path on the machine that ran the benchmark: the recorded args leave it out, the rest stays."""
+    import _common
+    import torch
+
+    path = _common.write_result("plan_speed", {"args": {"out": str(tmp_path), "envs": [1, 16]}, "rows": []},
+                                torch.device("cpu"), tmp_path)  # fmt: skip
+    assert json.loads(path.read_text())["args"] == {"envs": [1, 16]}
