@@ -67,3 +67,32 @@ def test_the_cpu_engine_encodes_with_it(dtype):
     hist, goal_emb = planner.engine.embed(pixels, goal)
     torch.testing.assert_close(hist, want_hist, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(goal_emb, want_goal, rtol=1e-5, atol=1e-5)
+
+
+def _at_threads(threads: int, fn):
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])  # 3: one frame chunk per worker, more workers than cores here
+@pytest.mark.parametrize("goal_frames", [None, 2])  # None: goal (E, C, h, w); 2: (E, 2, C, h, w), the last counts
+def test_embed_equals_encode_reference(threads, goal_frames):
+    """The goal and history frames in one pass over the workers, projected as two batches: `encode_reference`
+    with the packed encoder (two calls) up to fp32 summation order (PyTorch's SDPA and LayerNorm may sum a
+    frame in another order in another batch), whatever the thread count; a wrong frame is far outside it."""
+    model = tiny_model(seed=3)
+    encoder = PackedEncoder(model, CpuOps(torch.float32))
+    pixels = torch.rand(3, 2, 3, 28, 28)
+    goal = torch.rand(3, 3, 28, 28) if goal_frames is None else torch.rand(3, goal_frames, 3, 28, 28)
+    hist, goal_emb = _at_threads(threads, lambda: encoder.embed(pixels, goal))
+    with torch.no_grad():
+        want_hist, want_goal = encode_reference(model, pixels, goal, encoder)
+    assert hist.shape == want_hist.shape and goal_emb.shape == want_goal.shape and not hist.requires_grad
+    torch.testing.assert_close(hist, want_hist, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(goal_emb, want_goal, rtol=1e-6, atol=1e-6)
+    with pytest.raises(AssertionError):  # another frame's embedding (the history frames swapped) is not close
+        torch.testing.assert_close(hist.flip(1), want_hist, rtol=1e-6, atol=1e-6)

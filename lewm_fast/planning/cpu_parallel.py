@@ -76,9 +76,16 @@ def rollout_cost(
         with torch.inference_mode():
             out[lo:hi] = _rollout_cost(packed, ops, hist[lo:hi], goal[lo:hi], rows[lo:hi])
 
-    if threads == 1:
+    run_chunks(run, bounds, threads)
+    return out.view(e, s)
+
+
+def run_chunks(run, bounds: list[tuple[int, int]], threads: int) -> None:
+    """run((lo, hi)) for every chunk: on `threads` workers (one intra-op thread each), or inline where there
+    is one thread or one chunk. A worker's exception is re-raised here. A worker's grad mode is its own:
+    `run` sets what it needs."""
+    if threads == 1 or len(bounds) == 1:
         for lo_hi in bounds:
             run(lo_hi)
     else:
-        list(_pool(threads).map(run, bounds))  # re-raises a worker's exception here
-    return out.view(e, s)
+        list(_pool(threads).map(run, bounds))

@@ -9,12 +9,23 @@ the CLS row's query, output projection and MLP (the only row the embedding reads
 come from every token). The same maths; only the summation order of the matmuls differs (tested
 against `model.encode_frames`). The patch embedding, position table, LayerNorms, attention (PyTorch's
 SDPA) and the projector are the model's own modules and functions.
+
+Frames are split over the planner's worker threads (`cpu_parallel.run_chunks`, one intra-op thread each), and
+a plan's goal and history frames go through the ViT together: at E = 1 that is one frame per core, where as
+two batches of one frame each ran alone on both cores, meeting at a barrier after every op (slow with
+OMP_WAIT_POLICY=PASSIVE or on a shared machine, as for the rollout: cpu_parallel.py). Every op before the
+projector is per frame or per row, so the split changes a frame's CLS row at most in the order of some sums
+(PyTorch's SDPA and LayerNorm may take another vectorised path in another batch); the projector runs on the
+goal batch and the history batch apart, as `encode_reference` calls the encoder (tested against it).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lewm_fast import capability
+from lewm_fast.planning import cpu_parallel
 
 
 class _PackedLayer:
@@ -75,7 +86,34 @@ class PackedEncoder:
 
     @torch.no_grad()  # not inference mode: gradient planning differentiates a rollout from the embeddings
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.model.encoder.embeddings(frames.to(torch.float32))
-        for layer in self.layers:
-            x = layer.forward(self.ops, x)
-        return self.model.projector(self.final_norm(x[:, 0]))
+        return self.model.projector(self.cls_rows(frames))
+
+    @torch.no_grad()
+    def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_reference(model, pixels, goal, self)` with the goal and history frames in one pass over the
+        workers: pixels (b, H, C, h, w), goal (b, C, h, w) or (b, Tg, C, h, w) -> history (b, H, D), goal
+        (b, D) (the last goal frame's)."""
+        if goal.ndim == pixels.ndim - 1:
+            goal = goal.unsqueeze(1)
+        b, tg, h = goal.shape[0], goal.shape[1], pixels.shape[1]
+        rows = self.cls_rows(torch.cat([goal.flatten(0, 1), pixels.flatten(0, 1)]))
+        goal_emb = self.model.projector(rows[: b * tg]).view(b, tg, -1)[:, -1]
+        return self.model.projector(rows[b * tg :]).view(b, h, -1), goal_emb
+
+    @torch.no_grad()
+    def cls_rows(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, C, H, W) -> (N, width): each frame's CLS row after the final LayerNorm, the frames in
+        one contiguous chunk per worker thread (torch's intra-op thread count at the call)."""
+        threads = torch.get_num_threads()
+        out = torch.empty(frames.shape[0], self.final_norm.normalized_shape[0])
+
+        def run(lo_hi: tuple[int, int]) -> None:
+            lo, hi = lo_hi
+            with torch.no_grad():  # a worker thread's grad mode is its own
+                x = self.model.encoder.embeddings(frames[lo:hi].to(torch.float32))
+                for layer in self.layers:
+                    x = layer.forward(self.ops, x)
+                out[lo:hi] = self.final_norm(x[:, 0])
+
+        cpu_parallel.run_chunks(run, capability.planner_chunks(frames.shape[0], threads, 0), threads)
+        return out

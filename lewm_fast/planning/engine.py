@@ -216,7 +216,11 @@ class FastEngine:
         """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings,
         encoded as the reference encodes them (goal and history frames as two batches, model dtype)."""
         with nvtx_range("encode", self.nvtx):
-            hist, goal_emb = encode_reference(self.model, pixels.to(self.device), goal.to(self.device), self.encoder)
+            pixels, goal = pixels.to(self.device), goal.to(self.device)
+            if self.encoder is not None:  # CPU: the packed encoder, its frames over the worker threads
+                hist, goal_emb = self.encoder.embed(pixels, goal)
+            else:
+                hist, goal_emb = encode_reference(self.model, pixels, goal)
             return hist.float(), goal_emb.float()
 
     def cost(self, pixels: torch.Tensor, goal: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
