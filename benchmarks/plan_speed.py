@@ -9,17 +9,17 @@ the public encoder and predictor; the compile's time is in the row's note and th
 too-long compile is a row with the reason; inductor keeps compiled code on disk, so a later run compiles
 faster: an empty TORCHINDUCTOR_CACHE_DIR gives a first run's figure). `x public` compares with the
 public solver as shipped, `x best public` with the fastest public configuration of the same solver and
-E. Slow rows run fewer iterations (said in the `iters_run` column); time per iteration is what is
-compared, and ms per plan is time per iteration x the requested iterations plus the once-per-plan
-encoding; each row's 1- and
-k-iteration plans are timed once per round (rounds interleaved across rows, every timing in the JSON as
-`runs_ms`) and the fastest of each is kept. A row whose iteration comes out longer than its whole
-1-iteration plan held a slow spell in every round: it is flagged (`consistent: false`). Predictive sampling
-draws once: its "iteration" is the whole plan. dtypes default to `auto` (bf16 where the hardware runs it
-natively, `lewm_fast.capability`) and fp32; an explicit bf16 row runs only where bf16 is native, elsewhere it
-is skipped and the JSON says so. On the CPU each fast row also reports its own GFLOP/s against the GEMM
-ceiling measured at its chunk shapes (`% GEMM ceiling`); `--neighbours N` runs N CPU-bound neighbour
-processes beside the whole measurement (a busy machine).
+E, both on whole plans (ms per plan: time per iteration x the requested iterations plus the once-per-plan
+encoding). Slow rows run fewer iterations (said in the `iters_run` column); each row's 1- and k-iteration
+plans are timed once per round (rounds interleaved across rows, every timing in the JSON as `runs_ms`) and
+the fastest of each is kept. A row whose iteration comes out longer than its whole 1-iteration plan held a
+slow spell in every round: it is flagged (`consistent: false`). Predictive sampling draws once: its
+"iteration" is the plan less its encoding, timed apart (lewm_fast rows: `Planner.engine.embed`), or the
+whole plan (public rows, whose encoding is inside their cost function). dtypes default to `auto` (bf16
+where the hardware runs it natively, `lewm_fast.capability`) and fp32; an explicit bf16 row runs only where
+bf16 is native, elsewhere it is skipped and the JSON says so. On the CPU each fast row also reports its own
+GFLOP/s per iteration against the GEMM ceiling measured at its chunk shapes (`% GEMM ceiling`); `--neighbours
+N` runs N CPU-bound neighbour processes beside the whole measurement (a busy machine).
 
 Work is counted two ways (benchmarks/flops.py): `TFLOP/s public` divides the public rollout's
 matmul work by the time (the same numerator for every row: a speed), `TFLOP/s own` divides the work
@@ -138,10 +138,14 @@ def observations(cfg, e, history, device, seed=0):
 
 class PlanTimer:
     """Times one solver: a 1-iteration plan (encode + one iteration) and a k-iteration plan, k chosen to
-    fit `budget` seconds; their difference isolates iterations. Building it warms up (allocations, graph
-    capture, autotuning; skipped with warm=False: nothing to warm) and measures once; `measure()` measures
-    again, interleaved with the other rows, and the fastest run is kept: on a shared machine other jobs
-    only ever add time, and interleaving exposes every row to the same conditions."""
+    fit `budget` seconds; their difference isolates iterations. A solver of one iteration (predictive
+    sampling) has no k-iteration plan: where its plan has an `encode` attribute (a callable doing the plan's
+    encoding alone), that is timed beside it and the iteration is the plan less the encoding, as the
+    difference isolates it for the others; otherwise (the public solvers) the iteration is the whole plan.
+    Building it warms up (allocations, graph capture, autotuning; skipped with warm=False: nothing to warm)
+    and measures once; `measure()` measures again, interleaved with the other rows, and the fastest run is
+    kept: on a shared machine other jobs only ever add time, and interleaving exposes every row to the same
+    conditions."""
 
     def __init__(self, make_plan, iters_full, budget, device, clock=time.perf_counter, warm=True):
         self.device, self.clock = device, clock
@@ -155,7 +159,8 @@ class PlanTimer:
         self.plan_k = make_plan(self.k) if self.k > 1 else None
         if self.plan_k is not None and warm:
             self.plan_k()
-        self.runs = [(one, self._time(self.plan_k) if self.plan_k is not None else None)]
+        self.encode = getattr(self.plan_1, "encode", None) if self.plan_k is None else None
+        self.runs = [(one, *self._others())]
 
     def _time(self, run) -> float:
         synchronize(self.device)
@@ -164,18 +169,24 @@ class PlanTimer:
         synchronize(self.device)
         return self.clock() - t0
 
+    def _others(self) -> tuple[float | None, float | None]:
+        """(the k-iteration plan's time, the encoding's time), each None where the timer has none."""
+        return (self._time(self.plan_k) if self.plan_k is not None else None,
+                self._time(self.encode) if self.encode is not None else None)  # fmt: skip
+
     def measure(self) -> None:
-        one = self._time(self.plan_1)
-        self.runs.append((one, self._time(self.plan_k) if self.plan_k is not None else None))
+        self.runs.append((self._time(self.plan_1), *self._others()))
 
     def result(self) -> tuple[float, int, float, bool]:
         """(seconds per iteration, iterations run, seconds of encoding per plan, consistent), from the
-        fastest 1-iteration and the fastest k-iteration plan of all rounds. Not consistent: the fastest
-        k-iteration plan still held a slow spell, so an iteration comes out longer than the whole
-        1-iteration plan (one iteration plus the encoding); more --rounds give every row more chances."""
+        fastest 1-iteration plan, the fastest k-iteration plan (or encoding) of all rounds. Not consistent:
+        the fastest k-iteration plan still held a slow spell, so an iteration comes out longer than the whole
+        1-iteration plan (one iteration plus the encoding); more --rounds give every row more chances. A
+        one-iteration solver without a timed encoding counts none (its iteration is its whole plan)."""
         one = min(r[0] for r in self.runs)
         if self.plan_k is None:
-            return one, 1, one, True
+            encode = min(r[2] for r in self.runs) if self.encode is not None else 0.0
+            return max(one - encode, 1e-9), 1, encode, encode < one
         per_iter = max((min(r[1] for r in self.runs) - one) / (self.k - 1), 1e-9)
         return per_iter, self.k, max(one - per_iter, 0.0), per_iter <= one
 
@@ -274,7 +285,10 @@ def lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, s
                     params = solver_params(solver, args, k)
                     planner = lf.Planner(model, solver, horizon=args.horizon, seed=0, backend=backend,
                                          dtype=DTYPES[dname], cuda_graph=graph, **params)  # fmt: skip
-                    return lambda: planner.plan(pixels, goal)
+                    run = lambda: planner.plan(pixels, goal)  # noqa: E731
+                    if hasattr(planner.engine, "embed"):  # a one-iteration solver's encoding is timed apart
+                        run.encode = lambda: planner.engine.embed(pixels, goal)
+                    return run
 
                 name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
                 name += "+compile" if compiled else ""
@@ -342,17 +356,18 @@ def finish_rows(specs, args, model) -> list[dict]:
         if not consistent:
             print(f"  warning: {fields['solver']} {fields['impl']} E={fields['envs']}: an iteration measured longer "
                   f"than a 1-iteration plan (a slow spell in every round); run again with more --rounds")  # fmt: skip
-    pv.add_ratios(rows, ("solver", "envs"), "ms_per_iter")
     for r in (r for r in rows if "ms_per_iter" in r):
         iters = 1 if r["solver"] == "ps" else args.iters
-        r["ms_per_plan"] = r["ms_per_iter"] * iters + (r["encode_ms"] if iters > 1 else 0.0)
+        r["ms_per_plan"] = r["ms_per_iter"] * iters + r["encode_ms"]
+    pv.add_ratios(rows, ("solver", "envs"), "ms_per_plan")  # whole plans, as a user meets them
+    for r in (r for r in rows if "ms_per_iter" in r):
         r["plans_per_s"] = r["envs"] * 1e3 / r["ms_per_plan"]
         r["tflops"] = r["public_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
         r["gflops"] = r["tflops"] * 1e3
         r["tflops_own"] = r["own_flops_iter"] / (r["ms_per_iter"] * 1e-3) / 1e12
         same = [x for x in rows if x["solver"] == r["solver"] and x["envs"] == r["envs"]]
         ref = next((x for x in same if x["impl"] == "lewm_fast:reference" and "ms_per_iter" in x), None)
-        r["x_reference"] = ref["ms_per_iter"] / r["ms_per_iter"] if ref else None
+        r["x_reference"] = ref["ms_per_plan"] / r["ms_per_plan"] if ref else None
         r["gflops_own"] = r["tflops_own"] * 1e3
         if r["device"] == "cpu" and r["impl"] == "lewm_fast:torch" and r["solver"] != "grad":
             ceiling = cpu_ceiling(model, args, r["dtype"], r["envs"])  # a CPU clock sums the threads: one thread's
@@ -422,7 +437,7 @@ def run(args) -> int:
     for (solver, e), name in sorted(best.items()):
         print(f"best public configuration, {solver} E={e}: {name}")
     payload = {"args": vars(args), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "skipped": sorted(skipped),
-               "rows": rows, "gemm_ceiling": list(_CEILINGS.values())}  # fmt: skip
+               "rows": rows, "gemm_ceiling": list(_CEILINGS.values()), "ratios": "whole plans"}  # fmt: skip
     path = write_result("plan_speed", payload, device, args.out)
     print(f"\nwrote {path}")
     return 0
