@@ -137,7 +137,7 @@ LEWM_AVX2 void pack_rows(const void* xv, int64_t ldx, int64_t m0, int64_t mc, in
 }  // namespace
 
 // k blocks of 256: a panel's block, 256 x 24 floats (24 KB), stays in L1.
-const KernelSpec kAvx2Spec{kNR, kMR, 256, false, pack_rows, avx2_tile};
+const KernelSpec kAvx2Spec{kNR, kMR, 256, false, false, pack_rows, avx2_tile};
 
 }  // namespace linear_detail
 }  // namespace lewm

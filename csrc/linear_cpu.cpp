@@ -1,11 +1,12 @@
 // The planner's matmul on the CPU: out = x @ W^T + bias (F.linear is its specification), fp32 or bf16.
 //
 // Why its own: the planner's weights are fixed for a whole plan and its matmuls are small (150-750 rows
-// per call), so the weights are packed once into panels of NR columns and each call only packs its rows;
-// the MLP's GELU and the AdaLN modulations' column planes are written by the matmul itself (epilogues), not
-// by extra passes over the output. Rows go in blocks (their packed block stays in L2 while every panel
-// passes over it), k in blocks (a panel's block stays in L1 while it meets every MR-row group); a register
-// tile of MR x NR outputs accumulates in fp32 and carries on from the partial sums of the k blocks before.
+// per call), so the weights are packed once into panels of NR columns and each call at most packs its rows
+// (the AVX-512 tiles read them where they are); the MLP's GELU and the AdaLN modulations' column planes are
+// written by the matmul itself (epilogues), not by extra passes over the output. Rows go in blocks (a block
+// stays in L2 while every panel passes over it), k in blocks (a panel's block stays in L1 while it meets
+// every MR-row group); a register tile of MR x NR outputs accumulates in fp32 and carries on from the partial
+// sums of the k blocks before.
 //
 // One build runs everywhere: each ISA's tile is compiled for its ISA by target attributes (linear_avx2.cpp,
 // linear_avx512.cpp) and chosen at run time from cpuid (linear_kernel), never run where the CPU lacks it;
@@ -107,8 +108,9 @@ void portable_pack_rows(const void* x, int64_t ldx, int64_t m0, int64_t mc, int6
   }
 }
 
-constexpr KernelSpec kPortableSpec{24, 4, 256, false, portable_pack_rows<4, float>, portable_tile<24, 4, false>};
-constexpr KernelSpec kPortableBf16Spec{48, 4, 256, true, portable_pack_rows<4, uint16_t>,
+constexpr KernelSpec kPortableSpec{24, 4, 256, false, false, portable_pack_rows<4, float>,
+                                   portable_tile<24, 4, false>};
+constexpr KernelSpec kPortableBf16Spec{48, 4, 256, true, false, portable_pack_rows<4, uint16_t>,
                                        portable_tile<48, 4, true>};
 
 const KernelSpec* spec_of(int kernel) {
@@ -241,15 +243,16 @@ class RowBlock {
  public:
   RowBlock(const KernelSpec& s, const Problem& m, int64_t mb, int64_t mc)
       : s(s), m(m), mb(mb), mc(mc), esize(s.bf16 ? 2 : 4), pair(s.bf16 ? 2 : 1), panels((m.N + s.nr - 1) / s.nr),
-        kpacked((m.K + pair - 1) / pair * pair), tiles((mc + s.mr - 1) / s.mr) {
-    rows_buf().resize((kRowBlock + s.mr) * (s.depth + s.depth / 2 + 1) * esize);
+        kpacked((m.K + pair - 1) / pair * pair), tiles((mc + s.mr - 1) / s.mr),
+        in_place(s.rows_in_place && m.K % pair == 0) {
+    if (!in_place) rows_buf().resize((kRowBlock + s.mr) * (s.depth + s.depth / 2 + 1) * esize);
     if (s.bf16 && m.K > depth_block(0, m.K, s.depth)) sums().resize(mc * panels * s.nr);
   }
 
   void run() {
     for (int64_t k0 = 0, kc; k0 < m.K; k0 += kc) {
       kc = depth_block(k0, m.K, s.depth);
-      s.pack_rows(m.x, m.ldx, mb, mc, k0, kc, rows_buf().data());
+      if (!in_place) s.pack_rows(m.x, m.ldx, mb, mc, k0, kc, rows_buf().data());
       for (int64_t p = 0; p < panels; ++p) run_panel(p, k0, kc);
     }
   }
@@ -258,6 +261,7 @@ class RowBlock {
   const KernelSpec& s;
   const Problem& m;
   const int64_t mb, mc, esize, pair, panels, kpacked, tiles;
+  const bool in_place;  // the tiles read x's rows where they are (KernelSpec::rows_in_place)
 
   static std::vector<char>& rows_buf() {  // the packed rows of a k block
     thread_local std::vector<char> buf;
@@ -299,7 +303,11 @@ class RowBlock {
     for (int64_t g = 0; g < mc; g += s.mr) {
       next.fetch(g / s.mr);
       if (g + s.mr < mc) dest(p, g + s.mr, last).fetch(std::min(s.mr, mc - g - s.mr));
-      t.a = rows_buf().data() + (g / s.mr) * group * esize;
+      if (in_place) {
+        t.a = m.x + ((mb + g) * m.ldx + k0) * esize, t.a_row = m.ldx * esize, t.a_step = 4;
+      } else {
+        t.a = rows_buf().data() + (g / s.mr) * group * esize, t.a_row = 4, t.a_step = s.mr * 4;
+      }
       t.rows = std::min(s.mr, mc - g);
       t.carry = k0 > 0 ? acc_at(p, g) : nullptr, t.ld_carry = ld_acc;
       t.partial = last ? nullptr : acc_at(p, g), t.ld_partial = ld_acc;

@@ -14,7 +14,11 @@ namespace linear_detail {
 // from zero; at the end they go to `partial` (fp32, when more k blocks follow) or, after the optional GELU,
 // to `out` in the kernel's output type (the last k block).
 struct TileArgs {
-  const void* a;  // the packed rows: (kc, MR) fp32, or (ceil(kc / 2), MR) bf16 pairs
+  const void* a;  // the tile's first row at its k block: packed rows or x itself (a_row, a_step say which)
+  // Bytes from one row of `a` to the next, and from one k (bf16: one pair of k, a 32-bit word) to the next:
+  // (4, MR x 4) in the packed groups, (row stride of x, 4) reading x's rows in place. The AVX2 and portable
+  // tiles read packed groups only (their specs pack always).
+  int64_t a_row, a_step;
   const void* b;  // the panel's k block: (kc, NR) fp32, or (ceil(kc / 2), NR) bf16 pairs
   int64_t kc;     // the k block's depth in elements
   const float* carry;
@@ -46,8 +50,12 @@ struct KernelSpec {
   int64_t nr, mr;  // panel width (the tile's columns), tile rows
   int64_t depth;   // k per block: a panel's block (depth x nr values) stays in L1 while it meets every row group
   bool bf16;
+  // The tile reads x's rows where they are (a_row, a_step) when the depth is whole 32-bit words (bf16: K even),
+  // instead of a packed copy: its MR broadcasts per k come from MR rows of x, each read in order.
+  bool rows_in_place;
   // Rows [m0, m0 + mc) x k [k0, k0 + kc) of x (row stride ldx) into dst as MR-row groups, each
   // (kc, MR) (bf16: (ceil(kc / 2), MR) pairs, a lone last k paired with zero), rows past mc zero.
+  // (Null for a kernel that always reads the rows in place.)
   void (*pack_rows)(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst);
   void (*tile)(const TileArgs& t);
 };
