@@ -2,7 +2,7 @@
 //
 // Why its own: the planner's weights are fixed for a whole plan and its matmuls are small (150-750 rows
 // per call), so the weights are packed once into panels of NR columns and each call at most packs its rows
-// (the AVX-512 tiles read them where they are); the MLP's GELU and the AdaLN modulations' column planes are
+// (the AVX2 and AVX-512 tiles read them where they are); the MLP's GELU and the AdaLN modulations' column planes are
 // written by the matmul itself (epilogues), not by extra passes over the output. Rows go in blocks (a block
 // stays in L2 while every panel passes over it), k in blocks (a panel's block stays in L1 while it meets
 // every MR-row group); a register tile of MR x NR outputs accumulates in fp32 and carries on from the partial
