@@ -102,6 +102,28 @@ def test_workers_do_not_change_the_callers_threads(model, threads):
     assert seen == [2]  # a thread started later still starts from the caller's setting
 
 
+def test_a_worker_keeps_one_thread_when_the_caller_changes_its_own(threads):
+    """The race `_one_thread` closes: a worker set to one thread before torch's lazy per-thread initialisation, then
+    the caller sets another count (as `_pool` gives the caller's back), then the worker's first query: one thread.
+    (Setting without querying first gave the worker the caller's count: one process in five ran a 2-thread worker.)"""
+    threads(2)
+    ready, go, seen = threading.Event(), threading.Event(), []
+
+    def worker():
+        cpu_parallel._one_thread()
+        ready.set()
+        go.wait()
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait()
+    torch.set_num_threads(3)
+    go.set()
+    t.join()
+    assert seen == [1]
+
+
 def test_a_worker_error_reaches_the_caller(model, threads):
     packed, ops = packed_and_ops(model)
     threads(2)

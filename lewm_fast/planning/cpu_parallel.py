@@ -15,6 +15,7 @@ process. Thread and chunk counts are decisions of `lewm_fast.capability` (`plann
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,27 @@ from lewm_fast import capability
 from lewm_fast.planning.rollout import rollout_cost as _rollout_cost
 
 
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    """Run with n intra-op CPU threads on the calling thread (None: leave torch's setting alone, e.g. on a GPU)."""
+    old = torch.get_num_threads()
+    n = old if n is None else n
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != old:
+            torch.set_num_threads(old)
+
+
 def _one_thread() -> None:
-    torch.set_num_threads(1)  # this worker's OpenMP/MKL threads (thread-local in torch's OpenMP build)
+    """A worker's start: one intra-op thread (thread-local in torch's OpenMP build). torch initialises a thread's
+    count lazily, from the process-wide value, on the thread's first query or parallel op; a worker whose first
+    query came after `_pool` had given the calling thread its count back ran its ops on that many OpenMP threads
+    (one process in five here: two workers, three threads on two cores). Query first, then set."""
+    torch.get_num_threads()
+    torch.set_num_threads(1)
 
 
 _pool_lock = threading.Lock()

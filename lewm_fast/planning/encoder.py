@@ -14,9 +14,9 @@ Frames are split over the planner's worker threads (`cpu_parallel.run_chunks`, o
 a plan's goal and history frames go through the ViT together: at E = 1 that is one frame per core, where as
 two batches of one frame each ran alone on both cores, meeting at a barrier after every op (slow with
 OMP_WAIT_POLICY=PASSIVE or on a shared machine, as for the rollout: cpu_parallel.py). Every op before the
-projector is per frame or per row, so the split changes a frame's CLS row at most in the order of some sums
-(PyTorch's SDPA and LayerNorm may take another vectorised path in another batch); the projector runs on the
-goal batch and the history batch apart, as `encode_reference` calls the encoder (tested against it).
+projector is per frame or per row and runs on one intra-op thread, so a frame's CLS row does not depend on the
+split or the thread count; the projector, on one thread too, runs on the goal batch and the history batch apart,
+as `encode_reference` calls the encoder: `embed` equals it bit for bit, on any number of threads (tested).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
+from lewm_fast.planning.cpu_ops import CpuOps
 
 
 class _PackedLayer:
@@ -79,6 +80,9 @@ class PackedEncoder:
         depth = len(enc.layers)
         self.layers = [_PackedLayer(layer, ops.pack_weight, i == depth - 1) for i, layer in enumerate(enc.layers)]
         self.final_norm = enc.layernorm
+        # the chunk workers run the CPU op set only, as the rollout's do (the Triton interpreter, which the
+        # Triton backend's op set runs on the CPU, is not thread-safe)
+        self.workers = isinstance(ops, CpuOps)
 
     @staticmethod
     def supports(model) -> bool:
@@ -86,7 +90,11 @@ class PackedEncoder:
 
     @torch.no_grad()  # not inference mode: gradient planning differentiates a rollout from the embeddings
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model.projector(self.cls_rows(frames))
+        return self._project(self.cls_rows(frames))
+
+    def _project(self, rows: torch.Tensor) -> torch.Tensor:
+        with cpu_parallel.intra_op_threads(1):  # E rows: nothing to split, and the same bits on any machine
+            return self.model.projector(rows)
 
     @torch.no_grad()
     def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,19 +105,22 @@ class PackedEncoder:
             goal = goal.unsqueeze(1)
         b, tg, h = goal.shape[0], goal.shape[1], pixels.shape[1]
         rows = self.cls_rows(torch.cat([goal.flatten(0, 1), pixels.flatten(0, 1)]))
-        goal_emb = self.model.projector(rows[: b * tg]).view(b, tg, -1)[:, -1]
-        return self.model.projector(rows[b * tg :]).view(b, h, -1), goal_emb
+        goal_emb = self._project(rows[: b * tg]).view(b, tg, -1)[:, -1]
+        return self._project(rows[b * tg :]).view(b, h, -1), goal_emb
 
     @torch.no_grad()
     def cls_rows(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (N, C, H, W) -> (N, width): each frame's CLS row after the final LayerNorm, the frames in
-        one contiguous chunk per worker thread (torch's intra-op thread count at the call)."""
-        threads = torch.get_num_threads()
+        one contiguous chunk per worker thread (torch's intra-op thread count at the call; with an op set other
+        than `CpuOps`, inline)."""
+        threads = torch.get_num_threads() if self.workers else 1
         out = torch.empty(frames.shape[0], self.final_norm.normalized_shape[0])
 
         def run(lo_hi: tuple[int, int]) -> None:
             lo, hi = lo_hi
-            with torch.no_grad():  # a worker thread's grad mode is its own
+            # one intra-op thread inline too (a worker has one): PyTorch's SDPA sums the CLS query's keys in
+            # another order on more threads, so a frame's row would depend on the thread count and the split
+            with torch.no_grad(), cpu_parallel.intra_op_threads(1):  # a worker thread's grad mode is its own
                 x = self.model.encoder.embeddings(frames[lo:hi].to(torch.float32))
                 for layer in self.layers:
                     x = layer.forward(self.ops, x)

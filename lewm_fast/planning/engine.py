@@ -33,6 +33,7 @@ import torch
 from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
 from lewm_fast.planning.cpu_ops import CpuOps
+from lewm_fast.planning.cpu_parallel import intra_op_threads
 from lewm_fast.planning.encoder import PackedEncoder
 from lewm_fast.planning.ops import TorchOps, TritonOps
 from lewm_fast.planning.optimizers import solve_chunks
@@ -71,20 +72,6 @@ def _no_gc():
     finally:
         if was:
             gc.enable()
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    """Run with n CPU threads (None: leave torch's setting alone, e.g. on a GPU)."""
-    old = torch.get_num_threads()
-    n = old if n is None else n
-    if n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != old:
-            torch.set_num_threads(old)
 
 
 class _Solve:
@@ -230,7 +217,7 @@ class FastEngine:
     @torch.inference_mode()
     def cost_embedded(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """`cost` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32."""
-        with _threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
+        with intra_op_threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
             return self.rollout_cost(hist_emb, goal_emb, cand.float())
 
     def _solve_for(self, e: int, h: int) -> _Solve:
@@ -253,7 +240,7 @@ class FastEngine:
         if self.optimizer.kind == "gradient":
             return self._plan_gradient(hist_emb, goal_emb, mean, std)
         e, h = hist_emb.shape[:2]
-        with torch.inference_mode(), _threads(self._threads_for(e * self.optimizer.num_samples)), _no_gc():
+        with torch.inference_mode(), intra_op_threads(self._threads_for(e * self.optimizer.num_samples)), _no_gc():
             return self._solve_for(e, h)(hist_emb, goal_emb, mean, std, self.use_graph, observe)
 
     def _plan_gradient(self, hist_emb, goal_emb, mean, std) -> PlanResult:
@@ -268,7 +255,7 @@ class FastEngine:
             return rollout_cost(packed, ops, hist_emb, goal_emb, cand, differentiable=True)
 
         e = hist_emb.shape[0]
-        with _threads(self._threads_for(e * opt.num_samples)):  # every environment in one chunk
+        with intra_op_threads(self._threads_for(e * opt.num_samples)):  # every environment in one chunk
             out = solve_chunks(opt, mean, std, lambda lo, hi: cost_fn, self.generator)
         return PlanResult(out.actions.float(), None, out.cost.float(), out.history, out.samples)
 
