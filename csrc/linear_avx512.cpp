@@ -6,7 +6,6 @@
 // linear_cpu.cpp checks.
 
 #include <algorithm>
-#include <cstring>
 
 #include "cpu_common.h"
 #include "linear_kernels.h"
@@ -161,56 +160,6 @@ LEWM_AVX512BF16 void bf16_tile(const TileArgs& t) {
   }
 }
 
-// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into 8-row groups of 32-bit words, word-major: fp32 values
-// (esize 4), or bf16 pairs (esize 2; a lone last k paired with zero). Eight words of eight rows at a time
-// by an 8 x 8 register transpose; rows past mc repeat the last row (the tile never reads them). Only an
-// odd bf16 depth is packed: otherwise the tiles read x's rows where they are (KernelSpec::rows_in_place).
-LEWM_AVX512 void pack_words(const char* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, char* dst,
-                            int64_t esize) {
-  static_assert(kMR == 8, "the transpose below packs 8-row groups");
-  const int64_t words = kc * esize / 4, tail = kc * esize % 4;  // tail: a lone bf16
-  const int64_t group = (words + (tail ? 1 : 0)) * kMR;        // words per packed group
-  for (int64_t g = 0; g < mc; g += kMR) {
-    int32_t* d = reinterpret_cast<int32_t*>(dst) + g / kMR * group;
-    const char* src[kMR];
-    for (int64_t r = 0; r < kMR; ++r) src[r] = x + ((m0 + std::min(g + r, mc - 1)) * ldx + k0) * esize;
-    int64_t w = 0;
-    for (; w + 8 <= words; w += 8) {
-      __m256 r_[8];
-      for (int r = 0; r < 8; ++r) r_[r] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i*)(src[r] + 4 * w)));
-      const __m256 t0 = _mm256_unpacklo_ps(r_[0], r_[1]), t1 = _mm256_unpackhi_ps(r_[0], r_[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(r_[2], r_[3]), t3 = _mm256_unpackhi_ps(r_[2], r_[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(r_[4], r_[5]), t5 = _mm256_unpackhi_ps(r_[4], r_[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(r_[6], r_[7]), t7 = _mm256_unpackhi_ps(r_[6], r_[7]);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      float* o = reinterpret_cast<float*>(d + w * kMR);  // words w .. w + 7, each 8 rows
-      _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
-      _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-      _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-      _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
-      _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
-      _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
-      _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
-      _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
-    }
-    for (; w < words; ++w)
-      for (int64_t r = 0; r < kMR; ++r) std::memcpy(d + w * kMR + r, src[r] + 4 * w, 4);
-    if (tail)
-      for (int64_t r = 0; r < kMR; ++r) {
-        uint16_t pair[2] = {0, 0};
-        std::memcpy(pair, src[r] + 4 * words, 2);
-        std::memcpy(d + words * kMR + r, pair, 4);
-      }
-  }
-}
-
-LEWM_AVX512 void pack_bf16(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst) {
-  pack_words(static_cast<const char*>(x), ldx, m0, mc, k0, kc, static_cast<char*>(dst), 2);
-}
-
 }  // namespace
 
 // k blocks: fp32 192 (a panel's block, 36 KB, about L1; the rollout's depth of 192 in one block: a split
@@ -218,9 +167,10 @@ LEWM_AVX512 void pack_bf16(const void* x, int64_t ldx, int64_t m0, int64_t mc, i
 // long depth measured faster than L1-sized blocks of 256, benchmarks/results/linear_kernels-*.json).
 // Reading x's rows in place instead of a packed copy measured 1-9% faster per shape (fp32 and bf16) and
 // 3-6% per rollout on an AMD EPYC Zen 5 (docs/cpu-planner.md); an fp32 depth is always whole words, so the
-// fp32 tile never packs.
+// fp32 tile never packs, and the bf16 one only for an odd depth, in plain loops.
 const KernelSpec kAvx512Spec{kNR, kMR, 192, false, true, nullptr, f32_tile};
-const KernelSpec kAvx512Bf16Spec{kNR, kMR, 512, true, true, pack_bf16, bf16_tile};
+const KernelSpec kAvx512Bf16Spec{kNR, kMR, 512, true, true, portable_pack_rows<kMR, uint16_t>,
+                                 bf16_tile};
 
 }  // namespace linear_detail
 }  // namespace lewm

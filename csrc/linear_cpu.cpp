@@ -35,6 +35,7 @@ using linear_detail::TileArgs;
 using linear_detail::kGeluClamp;
 using linear_detail::kGeluP;
 using linear_detail::kGeluQ;
+using linear_detail::portable_pack_rows;
 
 constexpr int64_t kRowBlock = 192;  // at most this many rows per packed block; blocks are balanced
 
@@ -89,22 +90,6 @@ void portable_tile(const TileArgs& t) {
     } else {
       std::memcpy(static_cast<float*>(t.out) + r * t.ldo, acc[r], t.cols * sizeof(float));
     }
-  }
-}
-
-template <int64_t MR, typename T>
-void portable_pack_rows(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst) {
-  constexpr int64_t pair = std::is_same_v<T, uint16_t> ? 2 : 1;
-  const int64_t kp = (kc + pair - 1) / pair;
-  for (int64_t g = 0; g < mc; g += MR) {
-    T* d = static_cast<T*>(dst) + g * kp * pair;
-    for (int64_t q = 0; q < kp; ++q)
-      for (int64_t r = 0; r < MR; ++r)
-        for (int64_t e = 0; e < pair; ++e) {
-          const int64_t k = q * pair + e;
-          d[(q * MR + r) * pair + e] =
-              g + r < mc && k < kc ? static_cast<const T*>(x)[(m0 + g + r) * ldx + k0 + k] : T(0);
-        }
   }
 }
 

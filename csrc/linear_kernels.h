@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu_common.h"  // LEWM_X86_TARGETS
 
@@ -16,8 +17,8 @@ namespace linear_detail {
 struct TileArgs {
   const void* a;  // the tile's first row at its k block: packed rows or x itself (a_row, a_step say which)
   // Bytes from one row of `a` to the next, and from one k (bf16: one pair of k, a 32-bit word) to the next:
-  // (4, MR x 4) in the packed groups, (row stride of x, 4) reading x's rows in place. The AVX2 and portable
-  // tiles read packed groups only (their specs pack always).
+  // (4, MR x 4) in the packed groups, (row stride of x, 4) reading x's rows in place. The portable tiles read
+  // packed groups only (their specs pack always).
   int64_t a_row, a_step;
   const void* b;  // the panel's k block: (kc, NR) fp32, or (ceil(kc / 2), NR) bf16 pairs
   int64_t kc;     // the k block's depth in elements
@@ -59,6 +60,24 @@ struct KernelSpec {
   void (*pack_rows)(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst);
   void (*tile)(const TileArgs& t);
 };
+
+// Rows [m0, m0 + mc) x k [k0, k0 + kc) of x into MR-row groups in plain loops (KernelSpec::pack_rows's layout):
+// the portable kernels' packing, and the AVX-512 bf16 tile's for an odd depth (no depth of LeWM's).
+template <int64_t MR, typename T>
+void portable_pack_rows(const void* x, int64_t ldx, int64_t m0, int64_t mc, int64_t k0, int64_t kc, void* dst) {
+  constexpr int64_t pair = std::is_same_v<T, uint16_t> ? 2 : 1;
+  const int64_t kp = (kc + pair - 1) / pair;
+  for (int64_t g = 0; g < mc; g += MR) {
+    T* d = static_cast<T*>(dst) + g * kp * pair;
+    for (int64_t q = 0; q < kp; ++q)
+      for (int64_t r = 0; r < MR; ++r)
+        for (int64_t e = 0; e < pair; ++e) {
+          const int64_t k = q * pair + e;
+          d[(q * MR + r) * pair + e] =
+              g + r < mc && k < kc ? static_cast<const T*>(x)[(m0 + g + r) * ldx + k0 + k] : T(0);
+        }
+  }
+}
 
 // The x86 kernels, defined in their own files; each is called only where linear_kernel_runs says so.
 #ifdef LEWM_X86_TARGETS

@@ -124,6 +124,23 @@ def test_a_worker_keeps_one_thread_when_the_caller_changes_its_own(threads):
     assert seen == [1]
 
 
+def test_an_op_set_that_is_not_thread_safe_rolls_out_on_the_calling_thread(model, threads, monkeypatch):
+    """`thread_safe = False` (the Triton op set: its CPU interpreter is not): chunks inline, the same costs."""
+    packed, ops = packed_and_ops(model)
+    threads(2)
+    hist, goal = torch.randn(2, 1, 32), torch.randn(2, 32)
+    cand = torch.randn(2, 300, 5, 10)
+    with torch.inference_mode():
+        want = cpu_parallel.rollout_cost(packed, ops, hist, goal, cand)
+    monkeypatch.setattr(ops, "thread_safe", False)
+    monkeypatch.setattr(cpu_parallel, "_pool", lambda workers: pytest.fail("a worker pool for a thread-unsafe op set"))
+    with torch.inference_mode():
+        assert torch.equal(cpu_parallel.rollout_cost(packed, ops, hist, goal, cand), want)
+    from lewm_fast.planning.ops import TritonOps
+
+    assert TritonOps.thread_safe is False and CpuOps.thread_safe is True
+
+
 def test_a_worker_error_reaches_the_caller(model, threads):
     packed, ops = packed_and_ops(model)
     threads(2)

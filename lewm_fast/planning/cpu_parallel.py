@@ -75,11 +75,12 @@ def rollout_cost(
     """`rollout.rollout_cost` on the CPU, in chunks of rows run by worker threads (or inline).
 
     hist_emb (E, H, D), goal_emb (E, D) fp32; cand (E, S, T, A). Returns (E, S) fp32 costs. The thread
-    budget is torch's intra-op thread count at the call (the planner sets it per solve); `max_rows` caps
+    budget is torch's intra-op thread count at the call (the planner sets it per solve; one where the op set is
+    not `thread_safe`); `max_rows` caps
     a chunk (None: `capability.planner_chunk_rows` for the packed dtype; 0: one chunk per thread).
     """
     e, s = cand.shape[:2]
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if ops.thread_safe else 1
     if max_rows is None:
         max_rows = capability.planner_chunk_rows(packed.dtype)
     bounds = capability.planner_chunks(e * s, threads, max_rows)

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
-from lewm_fast.planning.cpu_ops import CpuOps
 
 
 class _PackedLayer:
@@ -80,9 +79,6 @@ class PackedEncoder:
         depth = len(enc.layers)
         self.layers = [_PackedLayer(layer, ops.pack_weight, i == depth - 1) for i, layer in enumerate(enc.layers)]
         self.final_norm = enc.layernorm
-        # the chunk workers run the CPU op set only, as the rollout's do (the Triton interpreter, which the
-        # Triton backend's op set runs on the CPU, is not thread-safe)
-        self.workers = isinstance(ops, CpuOps)
 
     @staticmethod
     def supports(model) -> bool:
@@ -111,9 +107,9 @@ class PackedEncoder:
     @torch.no_grad()
     def cls_rows(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (N, C, H, W) -> (N, width): each frame's CLS row after the final LayerNorm, the frames in
-        one contiguous chunk per worker thread (torch's intra-op thread count at the call; with an op set other
-        than `CpuOps`, inline)."""
-        threads = torch.get_num_threads() if self.workers else 1
+        one contiguous chunk per worker thread (torch's intra-op thread count at the call; inline where the op
+        set is not `thread_safe`)."""
+        threads = torch.get_num_threads() if self.ops.thread_safe else 1
         out = torch.empty(frames.shape[0], self.final_norm.normalized_shape[0])
 
         def run(lo_hi: tuple[int, int]) -> None:

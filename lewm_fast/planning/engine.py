@@ -33,7 +33,6 @@ import torch
 from lewm_fast import capability
 from lewm_fast.planning import cpu_parallel
 from lewm_fast.planning.cpu_ops import CpuOps
-from lewm_fast.planning.cpu_parallel import intra_op_threads
 from lewm_fast.planning.encoder import PackedEncoder
 from lewm_fast.planning.ops import TorchOps, TritonOps
 from lewm_fast.planning.optimizers import solve_chunks
@@ -200,8 +199,9 @@ class FastEngine:
 
     @torch.no_grad()  # not inference mode: gradient planning differentiates a rollout from these
     def embed(self, pixels: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings,
-        encoded as the reference encodes them (goal and history frames as two batches, model dtype)."""
+        """pixels (E, H, C, h, w), goal (E, C, h, w) -> history (E, H, D), goal (E, D) fp32 embeddings, as
+        `encode_reference` encodes them (model dtype); on the CPU by the packed encoder, the same bits in one pass
+        over the workers (`PackedEncoder.embed`)."""
         with nvtx_range("encode", self.nvtx):
             pixels, goal = pixels.to(self.device), goal.to(self.device)
             if self.encoder is not None:  # CPU: the packed encoder, its frames over the worker threads
@@ -217,7 +217,7 @@ class FastEngine:
     @torch.inference_mode()
     def cost_embedded(self, hist_emb: torch.Tensor, goal_emb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """`cost` from embeddings: hist_emb (E, H, D), goal_emb (E, D) fp32."""
-        with intra_op_threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
+        with cpu_parallel.intra_op_threads(self._threads_for(cand.shape[0] * cand.shape[1])), _no_gc():
             return self.rollout_cost(hist_emb, goal_emb, cand.float())
 
     def _solve_for(self, e: int, h: int) -> _Solve:
@@ -240,7 +240,11 @@ class FastEngine:
         if self.optimizer.kind == "gradient":
             return self._plan_gradient(hist_emb, goal_emb, mean, std)
         e, h = hist_emb.shape[:2]
-        with torch.inference_mode(), intra_op_threads(self._threads_for(e * self.optimizer.num_samples)), _no_gc():
+        with (
+            torch.inference_mode(),
+            cpu_parallel.intra_op_threads(self._threads_for(e * self.optimizer.num_samples)),
+            _no_gc(),
+        ):
             return self._solve_for(e, h)(hist_emb, goal_emb, mean, std, self.use_graph, observe)
 
     def _plan_gradient(self, hist_emb, goal_emb, mean, std) -> PlanResult:
@@ -255,7 +259,7 @@ class FastEngine:
             return rollout_cost(packed, ops, hist_emb, goal_emb, cand, differentiable=True)
 
         e = hist_emb.shape[0]
-        with intra_op_threads(self._threads_for(e * opt.num_samples)):  # every environment in one chunk
+        with cpu_parallel.intra_op_threads(self._threads_for(e * opt.num_samples)):  # every environment in one chunk
             out = solve_chunks(opt, mean, std, lambda lo, hi: cost_fn, self.generator)
         return PlanResult(out.actions.float(), None, out.cost.float(), out.history, out.samples)
 

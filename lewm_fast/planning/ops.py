@@ -195,6 +195,7 @@ class TorchOps:
 
     name = "torch"
     updates_as_reference = True  # elite_update and mppi_update are the optimizers' own operations
+    thread_safe = True  # the CPU's chunk workers may call its ops at once (cpu_parallel)
     linear = staticmethod(F.linear)
     pack_weight = staticmethod(lambda w: w)  # weights stay plain tensors
     layer_norm = staticmethod(layer_norm)
@@ -232,6 +233,7 @@ class TritonOps(TorchOps):
 
     name = "triton"
     updates_as_reference = False  # the fused updates sum in another order
+    thread_safe = False  # the Triton interpreter, which runs its kernels on the CPU, is not: one thread there
 
     def __init__(self):
         # Imported here, not at module import: TRITON_INTERPRET must be read after the test setup sets it.
