@@ -262,6 +262,7 @@ const LinearCase kLinearCases[] = {
     {13, 144, 40, 40, true, false, 2, 48},   // column planes (the AdaLN modulations')
     {9, 96, 7, 7, true, true, 1, 48},
     {37, 61, 700, 700, true, false, 2, 0, true},  // exact sums
+    {701, 40, 385, 385, true, true, 2},      // row blocks (three of 234) over two threads
 };
 
 // The GELU epilogue alone, as x @ [[1]] (exact) with the GELU: every bf16 value for a bf16 kernel, every 509th fp32
