@@ -77,8 +77,8 @@ def check_close(got: torch.Tensor, exact: torch.Tensor, tol: torch.Tensor, dtype
 
 
 # The rollout's shapes (rows x in -> out) and every edge of the blocking: rows past a register tile (4 or 8 rows)
-# or a row block (256 KB of x per k block: 701 x 385 is three), columns past a panel (24 or 48) or within one, depths split into k blocks or not, odd
-# depths (a lone last k of a bf16 pair), single elements.
+# or a row block (256 KB of x per k block: 701 x 385 is three), columns past a panel (24 or 48) or within one,
+# depths split into k blocks or not, odd depths (a lone last k of a bf16 pair), single elements.
 SHAPES = [(150, 192, 2048), (301, 1024, 192), (7, 2048, 192), (1, 1, 1), (7, 5, 17), (13, 400, 33), (701, 385, 16),
           (6, 2049, 15), (385, 64, 1), (5, 24, 25), (3, 7, 48), (150, 192, 6912 // 16), (2, 513, 97)]  # fmt: skip
 
