@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -201,6 +202,88 @@ def gemm_ceiling(
         "clock": clock,
         "shapes": shapes,
     }
+
+
+class CeilingPass:
+    """The GEMM ceiling timed the way a plan is: the matmuls of one chunk's rollout (`_rollout_matmuls`, each
+    shape at its count, warm, without GELU epilogues), one whole pass after another on `threads` threads at
+    once for as long as the plan beside it took. Why: a plan is timed over seconds and keeps the fastest of a
+    few rounds, while `gemm_ceiling` keeps each shape's fastest of hundreds of short calls; on a host whose
+    speed moves by spells (other tenants of the cores), the second catches a quiet moment the first rarely
+    does, so their ratio measured the host as much as the plan. Timed right after the plan, for as long, the
+    ceiling meets the same spell.
+
+    Each call goes straight to the op set's matmul on a fixed output (the extension's kernel where the weight is
+    packed for it: the planner's fused step calls it from C++, without the Python wrapper's microseconds)."""
+
+    def __init__(self, model, dtype: torch.dtype, rows: int, threads: int, horizon: int = HORIZON,
+                 history: int = 1, matmul: str | None = None):  # fmt: skip
+        from lewm_fast.planning.cpu_ops import CpuOps
+
+        ops = CpuOps(dtype, matmul=matmul)
+        self.calls = [(count, x, w, b) for count, (x, w, b) in _rollout_matmuls(model, dtype, ops, rows, horizon,
+                                                                               history).values()]  # fmt: skip
+        self.flops = sum(count * 2.0 * x.numel() * w.shape[0] for count, x, w, _ in self.calls)  # one pass
+        self.ops, self.threads = ops, threads
+
+    def _pass(self, with_outputs: bool = False):
+        """One thread's pass as a zero-argument callable, on its own copies of the inputs and outputs (and, with
+        `with_outputs`, the list of those outputs, one per shape; None where the op set's matmul makes its own)."""
+        from lewm_fast.planning.cpu_ops import CppPackedWeight, _numpy_view
+
+        steps, outputs = [], []
+        for count, x, w, b in self.calls:
+            x, out = x.reshape(-1, x.shape[-1]).clone(), None
+            if isinstance(w, CppPackedWeight):  # the extension's call, as cpp_linear makes it
+                out = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype)
+                args = (_numpy_view(x), w.packed_np, w.shape[0], w.bias_view(b), _numpy_view(out), False, 1, w.kernel)
+                steps.append((count, functools.partial(w.ext.linear, *args)))
+            else:
+                steps.append((count, functools.partial(type(self.ops).linear, self.ops, x, w, b)))
+            outputs.append(out)
+
+        def run():
+            for count, step in steps:
+                for _ in range(count):
+                    step()
+
+        return (run, outputs) if with_outputs else run
+
+    def rate(self, seconds: float, clock: str = "wall") -> dict:
+        """Whole passes on every thread for `seconds` (at least one each): {"gflops": all threads' work over
+        the wall time from the start to the last thread's end, "per_thread_gflops": the slowest thread's work
+        over its own CPU time (`clock="cpu"`), "seconds", "passes"}."""
+        import threading
+
+        done = [0] * self.threads
+        cpu = [0.0] * self.threads
+        start = threading.Barrier(self.threads + 1)
+
+        def worker(i):
+            torch.set_num_threads(1)
+            run = self._pass()
+            run()  # warm: this thread's copies, first-touch pages
+            start.wait()
+            c0, end = time.thread_time(), time.perf_counter() + seconds
+            while done[i] == 0 or time.perf_counter() < end:
+                run()
+                done[i] += 1
+            cpu[i] = time.thread_time() - c0
+
+        pool = [threading.Thread(target=worker, args=(i,)) for i in range(self.threads)]
+        for t in pool:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in pool:
+            t.join()
+        wall = time.perf_counter() - t0
+        return {
+            "gflops": self.flops * sum(done) / wall / 1e9,
+            "per_thread_gflops": min(self.flops * n / c / 1e9 for n, c in zip(done, cpu)) if clock == "cpu" else None,
+            "seconds": wall,
+            "passes": sum(done),
+        }
 
 
 # The op set's matmul methods (`CpuOps`): linear_into writes into a view (the K/V cache), the same matmul.

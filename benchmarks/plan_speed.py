@@ -18,8 +18,12 @@ slow spell in every round: it is flagged (`consistent: false`). Predictive sampl
 whole plan (public rows, whose encoding is inside their cost function). dtypes default to `auto` (bf16
 where the hardware runs it natively, `lewm_fast.capability`) and fp32; an explicit bf16 row runs only where
 bf16 is native, elsewhere it is skipped and the JSON says so. On the CPU each fast row also reports its own
-GFLOP/s per iteration against the GEMM ceiling measured at its chunk shapes (`% GEMM ceiling`); `--neighbours
-N` runs N CPU-bound neighbour processes beside the whole measurement (a busy machine).
+GFLOP/s per iteration against the GEMM rate of the matmuls of its chunks alone, two ways: `% GEMM ceiling`, that
+rate timed right after each of the row's rounds for as long as its plan took, all of a chunk's matmuls pass after
+pass (`_common.CeilingPass`; the fastest round of each is kept), so that both meet the same spell of a shared
+host; `% GEMM peak`, each matmul shape's best of many short calls (`_common.gemm_ceiling`), which catches the
+host's quietest moments and was the only figure before 2026-12-08. `--neighbours N` runs N CPU-bound neighbour
+processes beside the whole measurement (a busy machine).
 
 Work is counted two ways (benchmarks/flops.py): `TFLOP/s public` divides the public rollout's
 matmul work by the time (the same numerator for every row: a speed), `TFLOP/s own` divides the work
@@ -43,6 +47,7 @@ public configuration; about an hour on a 2-core CPU):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -60,6 +65,7 @@ from _common import (  # noqa: E402
     ITERS,
     SAMPLES,
     TOPK,
+    CeilingPass,
     busy_neighbours,
     device_name,
     gemm_ceiling,
@@ -145,10 +151,12 @@ class PlanTimer:
     Building it warms up (allocations, graph capture, autotuning; skipped with warm=False: nothing to warm)
     and measures once; `measure()` measures again, interleaved with the other rows, and the fastest run is
     kept: on a shared machine other jobs only ever add time, and interleaving exposes every row to the same
-    conditions."""
+    conditions. `ceiling(seconds) -> dict`, where given, runs after each round for as long as the round's longest
+    plan took (the GEMM ceiling in the same spell, `_common.CeilingPass`); its results go to `ceilings`."""
 
-    def __init__(self, make_plan, iters_full, budget, device, clock=time.perf_counter, warm=True):
-        self.device, self.clock = device, clock
+    def __init__(self, make_plan, iters_full, budget, device, clock=time.perf_counter, warm=True, ceiling=None):
+        self.device, self.clock, self.ceiling = device, clock, ceiling
+        self.ceilings: list[dict] = []  # ceiling(seconds) after each round, for as long as its longest plan took
         self.plan_1 = make_plan(1)
         if warm:
             self.plan_1()
@@ -161,6 +169,7 @@ class PlanTimer:
             self.plan_k()
         self.encode = getattr(self.plan_1, "encode", None) if self.plan_k is None else None
         self.runs = [(one, *self._others())]
+        self._ceiling()
 
     def _time(self, run) -> float:
         synchronize(self.device)
@@ -176,6 +185,13 @@ class PlanTimer:
 
     def measure(self) -> None:
         self.runs.append((self._time(self.plan_1), *self._others()))
+        self._ceiling()
+
+    def _ceiling(self) -> None:
+        """The ceiling's rate in the same spell as the round just timed, for as long as its longest plan."""
+        if self.ceiling is not None:
+            one, k, _ = self.runs[-1]
+            self.ceilings.append(self.ceiling(k if k is not None else one))
 
     def result(self) -> tuple[float, int, float, bool]:
         """(seconds per iteration, iterations run, seconds of encoding per plan, consistent), from the
@@ -293,7 +309,10 @@ def lewm_fast_rows(model, args, solver, e, pixels, goal, device, clock, flops, s
                 name = f"lewm_fast:{backend}" + ("" if graph or device.type != "cuda" else " (no graph)")
                 name += "+compile" if compiled else ""
                 own = flops["public"] if backend == "reference" else flops["fast"]
-                timer = PlanTimer(make_plan, iters, args.budget, device, clock, warm=backend != "reference")
+                paired = device.type == "cpu" and backend == "torch" and solver != "grad" and not compiled
+                ceiling = ceiling_beside(model, args, dname, e) if paired else None
+                timer = PlanTimer(make_plan, iters, args.budget, device, clock, warm=backend != "reference",
+                                  ceiling=ceiling)  # fmt: skip
                 fields = dict(solver=solver, impl=name, dtype=dname, device=device.type, envs=e, own_flops_iter=own)
                 specs.append((fields, timer))
                 print(f"  {solver:>4} {name:>22} {dname} E={e}: {progress(timer)} ({timer.k} iterations run)",
@@ -353,6 +372,8 @@ def finish_rows(specs, args, model) -> list[dict]:
         runs_ms = [[round(t * 1e3, 1) if t is not None else None for t in run] for run in timer.runs]
         rows.append(dict(fields, iters_run=k, ms_per_iter=per_iter * 1e3, encode_ms=encode * 1e3,
                          runs_ms=runs_ms, consistent=consistent))  # fmt: skip
+        if timer.ceilings:
+            rows[-1]["ceiling_runs"] = timer.ceilings
         if not consistent:
             print(f"  warning: {fields['solver']} {fields['impl']} E={fields['envs']}: an iteration measured longer "
                   f"than a 1-iteration plan (a slow spell in every round); run again with more --rounds")  # fmt: skip
@@ -370,24 +391,44 @@ def finish_rows(specs, args, model) -> list[dict]:
         r["x_reference"] = ref["ms_per_plan"] / r["ms_per_plan"] if ref else None
         r["gflops_own"] = r["tflops_own"] * 1e3
         if r["device"] == "cpu" and r["impl"] == "lewm_fast:torch" and r["solver"] != "grad":
-            ceiling = cpu_ceiling(model, args, r["dtype"], r["envs"])  # a CPU clock sums the threads: one thread's
-            r["pct_ceiling"] = 100 * r["gflops_own"] / ceiling["per_thread_gflops" if args.clock == "cpu" else "gflops"]
+            rate = "per_thread_gflops" if args.clock == "cpu" else "gflops"  # a CPU clock sums the threads
+            r["pct_ceiling"] = 100 * r["gflops_own"] / cpu_ceiling(model, args, r["dtype"], r["envs"])[rate]
+            if r.get("ceiling_runs"):  # the rounds' ceilings: the fastest, as the row keeps its fastest plans
+                r["ceiling_gflops"] = max(c[rate] for c in r["ceiling_runs"])
+                r["pct_ceiling_paired"] = 100 * r["gflops_own"] / r["ceiling_gflops"]
     return rows
 
 
 _CEILINGS: dict = {}
+_PASSES: dict = {}
+
+
+def chunk_shape(args, dname: str, e: int) -> tuple[int, int]:
+    """(rows of the first chunk, worker threads) of E environments' rollout, as the planner splits it."""
+    threads = capability.planner_threads(e * args.samples)
+    lo, hi = capability.planner_chunks(e * args.samples, threads, capability.planner_chunk_rows(DTYPES[dname]))[0]
+    return hi - lo, threads
 
 
 def cpu_ceiling(model, args, dname: str, e: int) -> dict:
-    """The GEMM rate (_common.gemm_ceiling) at the matmul shapes of E environments' chunks, on the
-    planner's threads, with the run's clock; measured once per (dtype, chunk size)."""
-    threads = capability.planner_threads(e * args.samples)
-    lo, hi = capability.planner_chunks(e * args.samples, threads, capability.planner_chunk_rows(DTYPES[dname]))[0]
-    key = (dname, hi - lo, threads)
+    """The GEMM peak (_common.gemm_ceiling: each shape's best of many short calls) at the matmul shapes of E
+    environments' chunks, on the planner's threads, with the run's clock; measured once per (dtype, chunk)."""
+    rows, threads = chunk_shape(args, dname, e)
+    key = (dname, rows, threads)
     if key not in _CEILINGS:
-        _CEILINGS[key] = gemm_ceiling(model, DTYPES[dname], hi - lo, threads, args.horizon, args.history,
+        _CEILINGS[key] = gemm_ceiling(model, DTYPES[dname], rows, threads, args.horizon, args.history,
                                       clock=args.clock)  # fmt: skip
     return _CEILINGS[key]
+
+
+def ceiling_beside(model, args, dname: str, e: int):
+    """ceiling(seconds) -> dict: the GEMM ceiling of E environments' chunks timed like a plan, for `seconds`
+    (_common.CeilingPass), to run beside each round of the row; one pass object per (dtype, chunk)."""
+    rows, threads = chunk_shape(args, dname, e)
+    key = (dname, rows, threads)
+    if key not in _PASSES:
+        _PASSES[key] = CeilingPass(model, DTYPES[dname], rows, threads, args.horizon, args.history)
+    return functools.partial(_PASSES[key].rate, clock=args.clock)
 
 
 def main(argv=None) -> int:
@@ -432,7 +473,8 @@ def run(args) -> int:
                        ("iters_run", "iters run"), ("ms_per_plan", "ms/plan"), ("plans_per_s", "plans/s"),
                        ("ms_per_iter", "ms/iter"), ("gflops", "GFLOP/s public"), ("tflops_own", "TFLOP/s own"),
                        ("x_reference", "x reference"), ("x_public", "x public"), ("x_best_public", "x best public"),
-                       ("gflops_own", "GFLOP/s own"), ("pct_ceiling", "% GEMM ceiling"), ("note", "note")])  # fmt: skip
+                       ("gflops_own", "GFLOP/s own"), ("pct_ceiling_paired", "% GEMM ceiling"),
+                       ("pct_ceiling", "% GEMM peak"), ("note", "note")])  # fmt: skip
     best = {(r["solver"], r["envs"]): r["best_public"] for r in rows if r.get("best_public")}
     for (solver, e), name in sorted(best.items()):
         print(f"best public configuration, {solver} E={e}: {name}")

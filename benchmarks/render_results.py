@@ -9,7 +9,9 @@ newest row that compares lewm_fast with a baseline, naming the CPU (model, ISA) 
 results file. Runs with deliberate neighbour processes (`--neighbours`, a busy machine) are left out of it.
 HISTORY.md gets the full table of the newest file of each benchmark, machine and set of measurements.
 Planning tables show `x public` (the public solver as shipped) and `x best public` (its fastest configuration
-in the same run, benchmarks/public_variants.py; only for files that have it: older runs did not time it).
+in the same run, benchmarks/public_variants.py; only for files that have it: older runs did not time it), and a
+CPU row's rate against the GEMM rate of its matmuls alone: `% GEMM ceiling` timed in the same spell as the row
+(benchmarks/plan_speed.py; files since 2026-12-08), `% GEMM peak` against each shape's best short call.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ COLUMNS = {
         ("x_reference", "x reference"),
         ("x_public", "x public"),
         ("x_best_public", "x best public"),
-        ("pct_ceiling", "% GEMM ceiling"),
+        ("pct_ceiling_paired", "% GEMM ceiling"),
+        ("pct_ceiling", "% GEMM peak"),
     ],  # fmt: skip
 }
-OPTIONAL = {"x_best_public"}  # columns shown only where some row has them (results files before them lack them)
+# Columns shown only where some row has them (results files before them lack them): `x best public` since
+# 2026-12-07, the ceiling timed in the same spell as the row since 2026-12-08 (before, `% GEMM peak` was the only one).
+OPTIONAL = {"x_best_public", "pct_ceiling_paired"}
 TITLES = {
     "plan_speed": "Planning (300 samples x 30 iterations x horizon 5, published-size model)",
     "sigreg_speed": "SIGReg forward + backward",

@@ -59,3 +59,23 @@ def test_one_iteration_solver_without_an_encoding_counts_the_whole_plan():
                                  clock=clock, warm=False)  # fmt: skip
     per_iter, k, encode, consistent = timer.result()
     assert (k, encode, consistent) == (1, 0.0, True) and per_iter == pytest.approx(0.12)
+
+
+def test_the_ceiling_runs_after_each_round_for_as_long_as_its_longest_plan():
+    clock, asked = FakeClock(), []
+
+    def ceiling(seconds):
+        asked.append(seconds)
+        clock.now += seconds  # the ceiling's own time is not the plans'
+        return {"gflops": 100.0 + len(asked)}
+
+    timer = plan_speed.PlanTimer(fake_plans(clock, 0.5, 0.1, with_encode=True), 30, budget=6.0, device=CPU,
+                                 clock=clock, warm=False, ceiling=ceiling)  # fmt: skip
+    timer.measure()
+    assert asked == pytest.approx([0.5 + 10 * 0.1] * 2)  # the k-iteration plan of each round
+    assert [c["gflops"] for c in timer.ceilings] == [101.0, 102.0]
+    assert timer.result()[0] == pytest.approx(0.1)  # the ceiling's time does not enter the plan's
+    one = plan_speed.PlanTimer(fake_plans(clock, 0.04, 0.08, with_encode=True), 1, budget=1.0, device=CPU,
+                               clock=clock, warm=False, ceiling=ceiling)  # fmt: skip
+    assert asked[-1] == pytest.approx(0.12)  # a one-iteration solver: its whole plan
+    assert len(one.ceilings) == 1
