@@ -14,12 +14,16 @@ from lewm_fast import LeWMConfig, capability
 from lewm_fast.planning.cpu_ops import CpuOps
 
 
+@pytest.mark.parametrize("matmul", [None, "onednn"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_a_pass_is_one_chunks_matmul_work_timed_for_as_long_as_asked(dtype):
+def test_a_pass_is_one_chunks_matmul_work_timed_for_as_long_as_asked(dtype, matmul):
+    """On this CPU's matmul and on oneDNN's (an AMX CPU's bf16 choice, called through the op set)."""
     if dtype == "bf16" and not capability.native_bf16("cpu"):
         pytest.skip("bf16 is emulated on this CPU: the planner runs fp32 here")
+    if matmul == "onednn" and not capability.onednn_linear(capability.DTYPE_NAMES[dtype]):
+        pytest.skip(f"oneDNN has no {dtype} linear in this build or under ONEDNN_MAX_CPU_ISA")
     rows = 6
-    ceiling = CeilingPass(linear_kernels.build_model(), capability.DTYPE_NAMES[dtype], rows, threads=2)
+    ceiling = CeilingPass(linear_kernels.build_model(), capability.DTYPE_NAMES[dtype], rows, threads=2, matmul=matmul)
     counted = fast_iteration_flops(LeWMConfig(), rows, horizon=5, skip_unread_queries=True) - attention_flops(rows)
     assert ceiling.flops == pytest.approx(counted, rel=1e-9)
     rate = ceiling.rate(0.05, clock="cpu")
