@@ -229,15 +229,14 @@ class CeilingPass:
     def _pass(self, with_outputs: bool = False):
         """One thread's pass as a zero-argument callable, on its own copies of the inputs and outputs (and, with
         `with_outputs`, the list of those outputs, one per shape; None where the op set's matmul makes its own)."""
-        from lewm_fast.planning.cpu_ops import CppPackedWeight, _numpy_view
+        from lewm_fast.planning.cpu_ops import CppPackedWeight
 
         steps, outputs = [], []
         for count, x, w, b in self.calls:
             x, out = x.reshape(-1, x.shape[-1]).clone(), None
             if isinstance(w, CppPackedWeight):  # the extension's call, as cpp_linear makes it
                 out = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype)
-                args = (_numpy_view(x), w.packed_np, w.shape[0], w.bias_view(b), _numpy_view(out), False, 1, w.kernel)
-                steps.append((count, functools.partial(w.ext.linear, *args)))
+                steps.append((count, w.bound(x, b, out, gelu=False, threads=1)))
             else:
                 steps.append((count, functools.partial(type(self.ops).linear, self.ops, x, w, b)))
             outputs.append(out)
@@ -255,29 +254,27 @@ class CeilingPass:
         over its own CPU time (`clock="cpu"`), "seconds", "passes"}."""
         import threading
 
-        done = [0] * self.threads
-        cpu = [0.0] * self.threads
-        start = threading.Barrier(self.threads + 1)
+        done, cpu = [0] * self.threads, [0.0] * self.threads
+        spans = [(0.0, 0.0)] * self.threads  # each thread's (start, end) on the wall clock
+        start = threading.Barrier(self.threads)
 
         def worker(i):
             torch.set_num_threads(1)
             run = self._pass()
             run()  # warm: this thread's copies, first-touch pages
             start.wait()
-            c0, end = time.thread_time(), time.perf_counter() + seconds
-            while done[i] == 0 or time.perf_counter() < end:
+            c0, t0 = time.thread_time(), time.perf_counter()
+            while done[i] == 0 or time.perf_counter() < t0 + seconds:
                 run()
                 done[i] += 1
-            cpu[i] = time.thread_time() - c0
+            cpu[i], spans[i] = time.thread_time() - c0, (t0, time.perf_counter())
 
         pool = [threading.Thread(target=worker, args=(i,)) for i in range(self.threads)]
         for t in pool:
             t.start()
-        start.wait()
-        t0 = time.perf_counter()
         for t in pool:
             t.join()
-        wall = time.perf_counter() - t0
+        wall = max(end for _, end in spans) - min(t0 for t0, _ in spans)
         return {
             "gflops": self.flops * sum(done) / wall / 1e9,
             "per_thread_gflops": min(self.flops * n / c / 1e9 for n, c in zip(done, cpu)) if clock == "cpu" else None,

@@ -80,6 +80,13 @@ class CppPackedWeight:
             self._bias = (b, _numpy_view(b))
         return self._bias[1]
 
+    def bound(self, rows: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor, gelu: bool, threads: int):
+        """The extension's matmul of rows (M, K), rows one stride apart, into out ((M, N) rows one stride apart, or
+        (planes, M, plane_cols)), as a zero-argument callable: its views made once (cpp_linear calls it at once,
+        benchmarks/_common.py's ceiling over and over)."""
+        return functools.partial(self.ext.linear, _numpy_view(rows), self.packed_np, self.shape[0],
+                                 self.bias_view(b), _numpy_view(out), gelu, threads, self.kernel)  # fmt: skip
+
 
 def cpp_linear(
     x: torch.Tensor, w: CppPackedWeight, b: torch.Tensor | None, gelu: bool = False, plane_cols: int | None = None,
@@ -107,8 +114,7 @@ def cpp_linear(
         out_rows = out.view(-1, n_out)
     else:
         out = out_rows = torch.empty(n_out // plane_cols, rows.shape[0], plane_cols, dtype=x.dtype)
-    w.ext.linear(_numpy_view(rows), w.packed_np, n_out, w.bias_view(b), _numpy_view(out_rows), gelu,
-                 torch.get_num_threads(), w.kernel)  # fmt: skip
+    w.bound(rows, b, out_rows, gelu, torch.get_num_threads())()
     return out
 
 
