@@ -264,6 +264,11 @@ def amp_needs_probe(amp: str, device: torch.device | str) -> bool:
     return amp == "auto" and torch.device(device).type == "cpu" and native_bf16(device)
 
 
+# Environment variables that cap the arithmetic below what the CPU runs (how tests and the results meet other CPUs'
+# code paths on one machine): a record made under one of them says so.
+ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "LEWM_CPU_KERNEL", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def cpu_choices() -> dict:
     """What lewm_fast does on this CPU, and why: the capability and every choice that follows from it
     (`lewm-fast info` prints this; the benchmarks record it)."""
@@ -275,6 +280,7 @@ def cpu_choices() -> dict:
     return {
         "cpu": cap.model, "core": cap.core, "arch": cap.arch, "isa": cap.isa, "flags": list(cap.flags),
         "cores": cap.cores, "native_bf16": cap.native_bf16,
+        "isa_limits": {name: os.environ[name] for name in ISA_LIMIT_VARS if name in os.environ},
         "dtype_auto": str(auto).removeprefix("torch."),
         "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
         "matmul_kernel": {str(d).removeprefix("torch."): cpp_linear_kernel(d) if planner_matmul(d) == "cpp" else None
