@@ -90,10 +90,8 @@ def table(path: Path) -> str:
     name, env, rows = data.get("benchmark", path.stem), data["environment"], data["rows"]
     columns = COLUMNS.get(name) or [(k, k) for k, v in rows[0].items() if not isinstance(v, (dict, list))]
     columns = [(k, h) for k, h in columns if k not in OPTIONAL or any(r.get(k) is not None for r in rows)]
-    machine = env.get("machine") or {}  # the CPU's ISA and native bf16, where the file records them
-    cpu = f", {machine['isa']}{', native bf16' if machine.get('native_bf16') else ''}" if machine.get("isa") else ""
     lines = [
-        f"**{TITLES.get(name, name)}** on {env['device']}{cpu} (torch {env['torch']}, {env['date'][:10]}; "
+        f"**{TITLES.get(name, name)}** on {machine(env)[1]} (torch {env['torch']}, {env['date'][:10]}; "
         f"`benchmarks/results/{path.name}`)",
         "",
         "| " + " | ".join(h for _, h in columns) + " |",
@@ -164,7 +162,8 @@ HEADLINE_ROWS = {"plan_speed": _plan_row, "sigreg_speed": _sigreg_row, "train_sp
 
 def machine(env: dict) -> tuple[str, str]:
     """(the CPU model, core and ISA, or the GPU; the same with the thread count) a file was measured on. The
-    core (e.g. "Zen 5", from lewm_fast.capability) tells apart CPUs of one name; files before it lack it."""
+    core (e.g. "Zen 5", from lewm_fast.capability) tells apart CPUs of one name; files before it lack it. A run
+    under ISA limits (another CPU's code paths on this one) is its own machine, named with them."""
     device = env.get("device", "?").replace("(R)", "")
     name = device.split(" (")[0]
     if env.get("device_type", "cpu") != "cpu":
@@ -174,6 +173,8 @@ def machine(env: dict) -> tuple[str, str]:
     if core and not core.startswith("family"):
         name, device = f"{name} {core}", f"{name} {core}{device[len(name) :]}"
     isa = f"{m['isa']}{', native bf16' if m.get('native_bf16') else ''}" if m.get("isa") else "ISA not recorded"
+    if m.get("isa_limits"):
+        isa = f"{m['isa']}, limited by " + " ".join(f"{k}={v}" for k, v in sorted(m["isa_limits"].items()))
     return f"{name}, {isa}", f"{device}, {isa}"
 
 
@@ -183,7 +184,8 @@ def _ms(ms: float) -> str:
 
 def headline_rows(results: Path = RESULTS) -> list[dict]:
     """The newest row of each (benchmark, machine, what) that has a ratio to a baseline, whatever its thread
-    count or clock; runs with deliberate neighbours left out. Sorted by benchmark, machine, solver and E."""
+    count or clock; runs with deliberate neighbours or under ISA limits (a stand-in for another CPU, not one)
+    left out. Sorted by benchmark, machine, solver and E."""
     newest: dict[tuple, dict] = {}
     for path in sorted(results.glob("*.json")):
         try:
@@ -192,7 +194,8 @@ def headline_rows(results: Path = RESULTS) -> list[dict]:
             continue
         bench, env, args = data.get("benchmark", "").split("-")[0], data.get("environment") or {}, data.get("args")
         pick = HEADLINE_ROWS.get(bench)
-        if pick is None or not isinstance(data.get("rows"), list) or (args or {}).get("neighbours"):
+        limited = (env.get("machine") or {}).get("isa_limits")
+        if pick is None or not isinstance(data.get("rows"), list) or (args or {}).get("neighbours") or limited:
             continue
         cpu, where = machine(env)
         for r in data["rows"]:

@@ -10,11 +10,13 @@ ROOT = Path(__file__).resolve().parents[1]
 import render_results  # noqa: E402
 
 
-def _write(folder: Path, name: str, benchmark: str, date: str, rows, isa=None, args=None, core=None) -> Path:
+def _write(folder: Path, name: str, benchmark: str, date: str, rows, isa=None, args=None, core=None,
+           limits=None) -> Path:  # fmt: skip
     path = folder / name
     env = {"device": "AMD EPYC (2 threads)", "device_type": "cpu", "torch": "2.13.0", "date": date}
     if isa:
-        env["machine"] = {"isa": isa, "native_bf16": isa == "AVX512", **({"core": core} if core else {})}
+        env["machine"] = {"isa": isa, "native_bf16": isa == "AVX512", **({"core": core} if core else {}),
+                          **({"isa_limits": limits} if limits else {})}  # fmt: skip
     path.write_text(json.dumps({"benchmark": benchmark, "environment": env, "rows": rows, "args": args or {}}))
     return path
 
@@ -80,6 +82,18 @@ def test_cpus_of_one_name_and_isa_are_told_apart_by_their_core(tmp_path):
     assert set(render_results.latest_files(tmp_path)) == {zen4, zen5}
     machines = [r["machine"] for r in render_results.headline_rows(tmp_path)]
     assert machines == [f"AMD EPYC Zen {n} (2 threads), AVX512, native bf16" for n in (4, 5)]
+
+
+def test_a_run_under_isa_limits_is_its_own_table_and_not_a_headline(tmp_path):
+    """AVX2 code paths on an AVX-512 CPU (ONEDNN_MAX_CPU_ISA=AVX2 ...) stand in for an AVX2 CPU; they are not one."""
+    native = _write(tmp_path, "native.json", "plan_speed", "2026-12-07T10:00:00", [plan_row(x_best_public=2.8)],
+                    isa="AVX512")  # fmt: skip
+    limits = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    capped = _write(tmp_path, "capped.json", "plan_speed", "2026-12-08T10:00:00", [plan_row(x_best_public=2.7)],
+                    isa="AVX2", limits=limits)  # fmt: skip
+    assert set(render_results.latest_files(tmp_path)) == {native, capped}
+    assert [r["file"] for r in render_results.headline_rows(tmp_path)] == ["native.json"]
+    assert "AVX2, limited by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2" in render_results.render(tmp_path)
 
 
 def test_sigreg_headline_is_lewm_fasts_backend_not_a_baseline_beside_it(tmp_path):
