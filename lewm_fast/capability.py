@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -269,6 +270,11 @@ def amp_needs_probe(amp: str, device: torch.device | str) -> bool:
 ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "LEWM_CPU_KERNEL", "MKL_ENABLE_INSTRUCTIONS")
 
 
+def isa_limits(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The ISA limits `environ` sets, by name (empty where the CPU runs its widest code paths)."""
+    return {name: environ[name] for name in ISA_LIMIT_VARS if name in environ}
+
+
 def cpu_choices() -> dict:
     """What lewm_fast does on this CPU, and why: the capability and every choice that follows from it
     (`lewm-fast info` prints this; the benchmarks record it)."""
@@ -280,7 +286,7 @@ def cpu_choices() -> dict:
     return {
         "cpu": cap.model, "core": cap.core, "arch": cap.arch, "isa": cap.isa, "flags": list(cap.flags),
         "cores": cap.cores, "native_bf16": cap.native_bf16,
-        "isa_limits": {name: os.environ[name] for name in ISA_LIMIT_VARS if name in os.environ},
+        "isa_limits": isa_limits(),
         "dtype_auto": str(auto).removeprefix("torch."),
         "matmul": {str(d).removeprefix("torch."): planner_matmul(d) for d in (torch.float32, torch.bfloat16)},
         "matmul_kernel": {str(d).removeprefix("torch."): cpp_linear_kernel(d) if planner_matmul(d) == "cpp" else None

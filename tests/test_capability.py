@@ -107,27 +107,31 @@ def test_planner_threads_follow_torch_and_the_rows(monkeypatch):
     assert capability.planner_threads(5) == 1
 
 
-def test_info_prints_the_capability_and_the_choices(capsys, monkeypatch):
+def test_info_prints_the_capability_and_the_choices(capsys):
     import json
 
     from lewm_fast.cli import main
-
-    for name in capability.ISA_LIMIT_VARS:  # a record says which limits it ran under, and only those
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LEWM_CPU_KERNEL", "avx2")
 
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     cap = capability.cpu_capability()
     assert info["cpu"] == cap.model and info["cpu_isa"] == cap.isa and info["cpu_native_bf16"] == cap.native_bf16
     assert info["cpu_dtype_auto"] == ("bfloat16" if cap.native_bf16 else "float32")
-    assert info["cpu_isa_limits"] == {"LEWM_CPU_KERNEL": "avx2"}
+    assert info["cpu_isa_limits"] == capability.isa_limits()
     assert set(info["cpu_matmul"]) == {"float32", "bfloat16"} and info["cpu_planner_threads"] >= 1
     assert info["cpu_gelu"]["float32"] == ("epilogue" if info["cpu_matmul"]["float32"] == "cpp" else "after")
     for dtype in ("float32", "bfloat16"):  # the kernel's name with the C++ matmul, e.g. "avx512bf16"
         assert (info["cpu_matmul_kernel"][dtype] is not None) == (info["cpu_matmul"][dtype] == "cpp")
     if info["cpp_extension"]:
         assert info["cpu_kernels"]  # the clone the loader picked, e.g. "x86-64-v3 (AVX2, FMA)"
+
+
+def test_isa_limits_are_the_limiting_variables_set_and_only_those():
+    # A mapping, not the process's environment: the extension and oneDNN read theirs once, so setting one here
+    # would limit every later test of the session.
+    environ = {"LEWM_CPU_KERNEL": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2"}
+    assert capability.isa_limits(environ) == {"LEWM_CPU_KERNEL": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert capability.isa_limits({}) == {}
 
 
 def test_planner_matmul_is_the_cpp_kernel_where_a_native_one_runs():
