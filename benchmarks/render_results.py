@@ -172,9 +172,9 @@ def machine(env: dict) -> tuple[str, str]:
     core = (m.get("core") or "").split(",")[0]
     if core and not core.startswith("family"):
         name, device = f"{name} {core}", f"{name} {core}{device[len(name) :]}"
-    isa = f"{m['isa']}{', native bf16' if m.get('native_bf16') else ''}" if m.get("isa") else "ISA not recorded"
-    if m.get("isa_limits"):
-        isa = f"{m['isa']}, limited by " + " ".join(f"{k}={v}" for k, v in sorted(m["isa_limits"].items()))
+    limits = " ".join(f"{k}={v}" for k, v in sorted((m.get("isa_limits") or {}).items()))
+    detail = f", limited by {limits}" if limits else ", native bf16" if m.get("native_bf16") else ""
+    isa = f"{m['isa']}{detail}" if m.get("isa") else "ISA not recorded"
     return f"{name}, {isa}", f"{device}, {isa}"
 
 

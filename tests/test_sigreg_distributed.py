@@ -45,7 +45,7 @@ def _worker(rank: int, init_file: str, backends: list[str]) -> None:
             _check_backend(rank, backend)
     finally:
         # The library's teardown: the DDP modules of _check_backend collected before the group is left (one
-        # destroyed at the interpreter's exit made a rank abort, about one run in ten).
+        # destroyed at the interpreter's exit can make a rank abort).
         teardown()
 
 
